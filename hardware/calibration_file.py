@@ -1,0 +1,164 @@
+"""The per-patient calibration file: schema, validation and loading.
+
+The schema lives in `hardware` because `hardware` is its reader of record (the mapper turns
+rates into currents through it) and `hardware` imports nothing upstream; `calibration`
+imports this module to write files. Every file is validated on load, and anything
+out of range or inconsistent is refused with the reason: a wrong threshold is a
+wrong current in a patient's cortex.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CALIBRATION_SCHEMA = "npe.calibration"
+CALIBRATION_VERSION = 1
+
+#: Half-width of the visual field a phosphene position may claim (degrees).
+VISUAL_FIELD_LIMIT_DEG = 90.0
+#: No calibrated current may exceed this, whatever the stimulator could do (µA); the
+#: Utah-array work in human V1 stayed at or below ~100 µA (REFERENCES.md).
+MAX_CALIBRATED_CURRENT_UA = 200.0
+
+
+class CalibrationError(ValueError):
+    """A calibration file that cannot be trusted: unreadable, out of range or inconsistent."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Trial(_Strict):
+    """One psychophysical trial a value was fitted from."""
+
+    procedure: Literal["threshold", "brightness", "map"]
+    amplitude_ua: float = Field(ge=0.0, le=MAX_CALIBRATED_CURRENT_UA)
+    response: float | None = None
+    """Detection (1/0), brightness rating, or None for map trials (see reported_deg)."""
+    reported_deg: tuple[float, float] | None = None
+    time: datetime | None = None
+
+
+class BrightnessCurve(_Strict):
+    """Saturating brightness as a function of current above threshold.
+
+    brightness(I) = max_brightness * (1 - exp(-(I - threshold) / scale_ua)) for I ≥ threshold,
+    else 0. Human Utah-array data rise from ~0.04 at 10 µA to ~1.0 near 90 µA (REFERENCES.md).
+    """
+
+    scale_ua: float = Field(gt=0.0, le=MAX_CALIBRATED_CURRENT_UA)
+    max_brightness: float = Field(default=1.0, gt=0.0, le=10.0)
+
+
+class ElectrodeCalibration(_Strict):
+    """Everything the mapper needs to know about one electrode of one patient."""
+
+    electrode_id: str
+    enabled: bool = True
+    threshold_ua: float = Field(gt=0.0, le=MAX_CALIBRATED_CURRENT_UA)
+    threshold_ci_ua: tuple[float, float] | None = None
+    slope: float | None = Field(default=None, gt=0.0)
+    max_comfortable_ua: float = Field(gt=0.0, le=MAX_CALIBRATED_CURRENT_UA)
+    brightness: BrightnessCurve = BrightnessCurve(scale_ua=30.0)
+    phosphene_deg: tuple[float, float]
+    phosphene_ci_deg: float | None = Field(default=None, ge=0.0)
+    phosphene_size_deg: float = Field(default=1.0, gt=0.0, le=45.0)
+    trials: tuple[Trial, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ElectrodeCalibration:
+        if self.threshold_ua > self.max_comfortable_ua:
+            raise ValueError(
+                f"electrode {self.electrode_id}: threshold {self.threshold_ua} µA is above "
+                f"the maximum comfortable current {self.max_comfortable_ua} µA"
+            )
+        x, y = self.phosphene_deg
+        if abs(x) > VISUAL_FIELD_LIMIT_DEG or abs(y) > VISUAL_FIELD_LIMIT_DEG:
+            raise ValueError(
+                f"electrode {self.electrode_id}: phosphene position ({x}, {y})° lies outside "
+                f"the visual field (±{VISUAL_FIELD_LIMIT_DEG}°)"
+            )
+        if self.threshold_ci_ua is not None and self.threshold_ci_ua[0] > self.threshold_ci_ua[1]:
+            raise ValueError(f"electrode {self.electrode_id}: threshold CI is reversed")
+        return self
+
+
+class Procedure(_Strict):
+    """Who ran which procedure when (an audit trail for the clinic)."""
+
+    name: Literal["threshold", "brightness", "map", "prediction", "manual"]
+    operator: str
+    date: datetime
+    notes: str = ""
+
+
+class PatientCalibration(_Strict):
+    """One patient's calibration for one or more arrays."""
+
+    schema_name: Literal["npe.calibration"] = "npe.calibration"
+    version: int
+    patient_id: str = Field(min_length=1)
+    arrays: tuple[str, ...] = Field(min_length=1)
+    procedures: tuple[Procedure, ...] = ()
+    electrodes: tuple[ElectrodeCalibration, ...]
+
+    @model_validator(mode="after")
+    def _check(self) -> PatientCalibration:
+        if self.version != CALIBRATION_VERSION:
+            raise ValueError(
+                f"unknown calibration version {self.version}; this npe reads version "
+                f"{CALIBRATION_VERSION}"
+            )
+        ids = [e.electrode_id for e in self.electrodes]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"electrodes listed twice: {', '.join(dupes)}")
+        return self
+
+    def by_id(self) -> dict[str, ElectrodeCalibration]:
+        return {e.electrode_id: e for e in self.electrodes}
+
+
+def load_calibration(path: str | Path) -> PatientCalibration:
+    """Read and validate a calibration file (JSON); raise CalibrationError with the reason."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise CalibrationError(f"{path}: no such calibration file") from exc
+    except json.JSONDecodeError as exc:
+        raise CalibrationError(f"{path}: not valid JSON ({exc})") from exc
+    return parse_calibration(raw, source=str(path))
+
+
+def parse_calibration(raw: object, source: str = "<calibration>") -> PatientCalibration:
+    """Validate an already-parsed calibration document."""
+    if isinstance(raw, dict) and raw.get("version") not in (None, CALIBRATION_VERSION):
+        raise CalibrationError(
+            f"{source}: unknown calibration version {raw.get('version')!r}; "
+            f"this npe reads version {CALIBRATION_VERSION}"
+        )
+    try:
+        return PatientCalibration.model_validate(raw)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise CalibrationError(f"{source}: refused: {reasons}") from exc
+
+
+def save_calibration(calibration: PatientCalibration, path: str | Path) -> Path:
+    """Write atomically (temp file + rename) so a crash never leaves half a calibration."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(calibration.model_dump_json(indent=2))
+    tmp.replace(path)
+    return path

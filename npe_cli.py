@@ -1,0 +1,32 @@
+"""The `npe` command: a thin composition of the sub-apps each package exposes.
+
+Each package owns its commands (``encoder.cli``, ``export.cli``, ``runtime.cli``,
+``hardware.cli``, ``calibration.cli``); this module only stitches them together so
+that ``npe --help`` shows one flat list. Package CLIs import their heavy dependencies
+(torch, onnxruntime) inside the commands, so ``npe --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from calibration.cli import app as calibration_app
+from encoder.cli import app as encoder_app
+from export.cli import app as export_app
+from hardware.cli import app as hardware_app
+from runtime.cli import app as runtime_app
+
+app = typer.Typer(
+    name="npe",
+    help="Neuroprosthesis encoder: camera → retina model → cortical stimulation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for sub_app in (encoder_app, export_app, runtime_app, hardware_app, calibration_app):
+    app.add_typer(sub_app)
+
+
+if __name__ == "__main__":
+    app()
