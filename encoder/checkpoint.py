@@ -1,0 +1,233 @@
+"""Checkpoints: a run directory with `model.safetensors` (weights) + `checkpoint.json` (meta).
+
+The meta holds everything needed to rebuild and serve the model without guessing: model
+name and config, loss, frame rate, window, frame size, pixel size, stimulus kind, the cells
+(ids, types, centres) and where the training data came from (path + sha256). The export
+engineer rebuilds models from it (`load_checkpoint(run_dir).model`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from encoder.models import RetinaModel
+
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "checkpoint.json"
+CHECKPOINT_SCHEMA = "npe.checkpoint"
+CHECKPOINT_VERSION = 1
+
+LossName = Literal["poisson", "bce", "mse"]
+
+
+class CheckpointError(ValueError):
+    """A run directory that does not hold a usable checkpoint."""
+
+
+class CellsMeta(BaseModel):
+    """The recorded cells a model predicts, in output order.
+
+    center_deg: [n_cells] of (x, y) degrees from the stimulus centre; None where unknown.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ids: tuple[str, ...]
+    types: tuple[str, ...]
+    center_deg: tuple[tuple[float | None, float | None], ...]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> CellsMeta:
+        n = len(self.ids)
+        if n == 0:
+            raise ValueError("cells: at least one cell is required")
+        if len(self.types) != n or len(self.center_deg) != n:
+            raise ValueError(
+                f"cells: ids ({n}), types ({len(self.types)}) and center_deg "
+                f"({len(self.center_deg)}) must have the same length"
+            )
+        if len(set(self.ids)) != n:
+            raise ValueError("cells: ids must be unique")
+        return self
+
+    @field_validator("center_deg", mode="before")
+    @classmethod
+    def _nan_to_none(cls, value: Any) -> Any:
+        def clean(v: Any) -> Any:
+            return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+
+        return tuple(tuple(clean(float(v)) if v is not None else None for v in xy) for xy in value)
+
+
+class CheckpointMeta(BaseModel):
+    """Validated description of a trained model (frozen)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    schema_name: Literal["npe.checkpoint"] = "npe.checkpoint"
+    schema_version: Literal[1] = 1
+    model_name: str
+    model_config_values: dict[str, Any] = Field(alias="model_config_dict", default_factory=dict)
+    loss: LossName
+    frame_rate_hz: float = Field(gt=0)
+    window_frames: int = Field(ge=1)
+    frame_shape: tuple[int, int]
+    pixel_size_deg: float = Field(gt=0)
+    stimulus_kind: str
+    cells: CellsMeta
+    data_path: str = ""
+    data_sha256: str = ""
+    seed: int = 0
+    epoch: int = Field(ge=0, default=0)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    torch_version: str = ""
+
+    @field_validator("frame_shape")
+    @classmethod
+    def _positive_shape(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 1:
+            raise ValueError(f"frame_shape must be positive (height, width), got {value}")
+        return value
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.cells.ids)
+
+    @property
+    def model_config_dict(self) -> dict[str, Any]:
+        return dict(self.model_config_values)
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A rebuilt model (eval mode, CPU) and its meta."""
+
+    model: RetinaModel
+    meta: CheckpointMeta
+    run_dir: Path
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (streamed)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def make_meta(model: RetinaModel, **fields: Any) -> CheckpointMeta:
+    """CheckpointMeta for `model` (name, config, window and frame shape taken from the model)."""
+    base: dict[str, Any] = {
+        "model_name": model.name,
+        "model_config_dict": model.config_dict(),
+        "window_frames": model.window_frames,
+        "frame_shape": model.frame_shape,
+    }
+    base.update(fields)
+    return CheckpointMeta.model_validate(base)
+
+
+def save_checkpoint(run_dir: str | Path, model: RetinaModel, meta: CheckpointMeta) -> Path:
+    """Write weights and meta into `run_dir` (created); returns the directory.
+
+    Refuses a meta that disagrees with the model (name, cells, window, frame shape), because a
+    checkpoint that rebuilds a different model than it stores would fail only at export time.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    problems = []
+    if meta.model_name != model.name:
+        problems.append(f"model name {meta.model_name!r} ≠ model {model.name!r}")
+    if meta.n_cells != model.n_cells:
+        problems.append(f"{meta.n_cells} cells in meta ≠ {model.n_cells} model outputs")
+    if meta.window_frames != model.window_frames:
+        problems.append(f"window {meta.window_frames} ≠ model window {model.window_frames}")
+    if tuple(meta.frame_shape) != model.frame_shape:
+        problems.append(f"frame_shape {meta.frame_shape} ≠ model {model.frame_shape}")
+    if problems:
+        raise CheckpointError("checkpoint meta disagrees with the model: " + "; ".join(problems))
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = run_dir / (WEIGHTS_FILE + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, run_dir / WEIGHTS_FILE)
+    meta = meta.model_copy(update={"torch_version": torch.__version__})
+    payload = meta.model_dump(mode="json", by_alias=True)
+    _atomic_write(run_dir / META_FILE, (json.dumps(payload, indent=2) + "\n").encode())
+    return run_dir
+
+
+def read_meta(run_dir: str | Path) -> CheckpointMeta:
+    """Read and validate `checkpoint.json` of `run_dir`."""
+    path = Path(run_dir) / META_FILE
+    if not path.exists():
+        raise CheckpointError(f"{path}: missing (is {run_dir} a training run directory?)")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+    try:
+        return CheckpointMeta.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise CheckpointError(f"{path}: invalid field {where!r}: {first['msg']}") from exc
+
+
+def load_checkpoint(run_dir: str | Path) -> LoadedCheckpoint:
+    """Rebuild the model of `run_dir` from its meta and load its weights (eval mode, CPU)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from encoder.models import ModelConfigError, build_model
+
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    weights = run_dir / WEIGHTS_FILE
+    if not weights.exists():
+        raise CheckpointError(f"{weights}: missing (the run has no saved weights)")
+    try:
+        model = build_model(
+            meta.model_name,
+            meta.model_config_dict,
+            meta.n_cells,
+            (meta.frame_shape[0], meta.frame_shape[1]),
+            meta.window_frames,
+        )
+    except (ModelConfigError, TypeError) as exc:
+        raise CheckpointError(f"{run_dir / META_FILE}: cannot rebuild the model: {exc}") from exc
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from exc
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{weights}: weights do not match model {meta.model_name!r}: "
+            f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
+    for name, tensor in model.state_dict().items():
+        if tuple(tensor.shape) != tuple(state[name].shape):
+            raise CheckpointError(
+                f"{weights}: tensor {name!r} has shape {list(state[name].shape)}, "
+                f"model expects {list(tensor.shape)}"
+            )
+    model.eval()
+    return LoadedCheckpoint(model=model, meta=meta, run_dir=run_dir)

@@ -1,0 +1,80 @@
+"""Model registry: every model selectable by name (`npe train --model NAME`, `npe models`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from encoder.models.base import ModelConfig, ModelConfigError, RetinaModel
+from encoder.models.streaming import StreamingConfig, StreamingModel
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model: its class, config class, default loss and the seed's size."""
+
+    name: str
+    model_cls: type[RetinaModel]
+    config_cls: type[ModelConfig]
+    default_loss: str
+    summary: str
+    original_params: str  # parameter count reported by the original work, for comparison
+
+
+MODEL_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> None:
+    MODEL_REGISTRY[spec.name] = spec
+
+
+register(
+    ModelSpec(
+        name="streaming",
+        model_cls=StreamingModel,
+        config_cls=StreamingConfig,
+        default_loss="poisson",
+        summary="deployment model: separable causal conv, cached-state step, rate maps",
+        original_params="— (new)",
+    )
+)
+
+
+def make_config(name: str, config: dict[str, Any] | ModelConfig | None) -> ModelConfig:
+    """A validated config of model `name` from a dict (e.g. checkpoint JSON), dataclass or None."""
+    spec = get_spec(name)
+    if config is None:
+        return spec.config_cls()
+    if isinstance(config, ModelConfig):
+        if not isinstance(config, spec.config_cls):
+            raise ModelConfigError(
+                f"{name}: expected a {spec.config_cls.__name__}, got {type(config).__name__}"
+            )
+        return config
+    fields = {f.name: f for f in dataclasses.fields(spec.config_cls)}
+    unknown = sorted(set(config) - set(fields))
+    if unknown:
+        raise ModelConfigError(f"{name}: unknown config keys {unknown}; known: {sorted(fields)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    return spec.config_cls(**values)
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in MODEL_REGISTRY:
+        raise ModelConfigError(
+            f"unknown model {name!r}; choose one of {', '.join(sorted(MODEL_REGISTRY))}"
+        )
+    return MODEL_REGISTRY[name]
+
+
+def build_model(
+    name: str,
+    config: dict[str, Any] | ModelConfig | None,
+    n_cells: int,
+    frame_shape: tuple[int, int],
+    window_frames: int,
+) -> RetinaModel:
+    """Build model `name` for `n_cells` cells, [H, W] frames and a `window_frames` window."""
+    spec = get_spec(name)
+    return spec.model_cls(make_config(name, config), n_cells, tuple(frame_shape), window_frames)  # type: ignore[arg-type]

@@ -1,0 +1,180 @@
+"""`streaming`: the deployment model — fully convolutional, space-time separable, causal.
+
+Each layer is a per-frame spatial convolution followed by a causal temporal convolution
+(a Conv3d with kernel (T_k, 1, 1), i.e. mixing channels over the last T_k frames at each
+pixel). The two temporal kernels span exactly the window: T1 + T2 − 1 = window_frames.
+
+Why this shape: a new camera frame needs only *one* frame of spatial convolutions plus a
+T_k-tap dot product per channel and pixel over cached spatial responses; nothing of the past
+is recomputed, unlike a window model that reconvolves all T frames every bin. The state is
+the two caches of spatial responses, passed explicitly (ONNX Runtime cannot update state
+hidden in parameters; REFERENCES: runtime facts). No batch-norm: its statistics caused a
+train/validation gap in the fully convolutional Deep Retina (REFERENCES), so it is avoided.
+
+Readout: 1×1 convolution to `n_types` rate maps (softplus), then `CellSelector` picks a type
+and location per recorded cell (semantic loss of Xu et al. 2017) during training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from encoder.models.base import (
+    CellSelector,
+    ModelConfig,
+    ModelConfigError,
+    RateMapMixin,
+    RetinaModel,
+    gaussian_noise,
+)
+
+
+@dataclass(frozen=True)
+class StreamingConfig(ModelConfig):
+    spatial1: int = 8  # spatial filters of layer 1 (YADLRetina: 8 filters, 15 px)
+    kernel1: int = 15
+    channels1: int = 8  # channels after the temporal stage of layer 1
+    spatial2: int = 12  # YADLRetina: 12 filters, 5 px
+    kernel2: int = 5
+    channels2: int = 12
+    temporal2: int = 5  # taps of the second temporal conv; the first gets window − temporal2 + 1
+    n_types: int = 8
+    map_stride: int = 2
+    noise_sigma: float = 0.1  # Deep Retina: Gaussian noise σ 0.1 after each conv
+    semantic_weight: float = 1e-3
+    type_labels: tuple[str, ...] = ()
+
+
+class StreamingModel(RateMapMixin, RetinaModel):
+    name = "streaming"
+    default_loss = "poisson"
+    stateful = True
+    ratemap = True
+    config: StreamingConfig
+
+    def __init__(
+        self,
+        config: StreamingConfig,
+        n_cells: int,
+        frame_shape: tuple[int, int],
+        window_frames: int,
+    ) -> None:
+        super().__init__(config, n_cells, frame_shape, window_frames)
+        c = config
+        if c.kernel1 % 2 == 0 or c.kernel2 % 2 == 0:
+            raise ModelConfigError("streaming: kernel1 and kernel2 must be odd ('same' padding)")
+        if not 1 <= c.temporal2 <= window_frames:
+            raise ModelConfigError(
+                f"streaming: temporal2 must lie in [1, window_frames={window_frames}]"
+            )
+        self.t1 = window_frames - c.temporal2 + 1
+        self.t2 = c.temporal2
+        self.space1 = nn.Conv2d(1, c.spatial1, c.kernel1, padding=c.kernel1 // 2)
+        self.time1 = nn.Conv3d(c.spatial1, c.channels1, (self.t1, 1, 1))
+        self.space2 = nn.Conv2d(c.channels1, c.spatial2, c.kernel2, padding=c.kernel2 // 2)
+        self.time2 = nn.Conv3d(c.spatial2, c.channels2, (self.t2, 1, 1))
+        self.readout = nn.Conv2d(c.channels2, c.n_types, 1, stride=c.map_stride)
+        h, w = frame_shape
+        s = c.map_stride
+        self.selector = CellSelector(n_cells, c.n_types, ((h + s - 1) // s, (w + s - 1) // s))
+        assert self.readout.bias is not None
+        nn.init.constant_(
+            self.readout.bias, -2.0
+        )  # start near a low rate, typical of RGC baselines
+
+    # ------------------------------------------------------------------ stages
+    def _spatial(self, conv: nn.Conv2d, x: Tensor) -> Tensor:
+        """x: [B, C, N, H, W] → per-frame spatial conv → [B, C', N, H, W]."""
+        b, ch, n, h, w = x.shape
+        y = conv(x.permute(0, 2, 1, 3, 4).reshape(b * n, ch, h, w))
+        return y.reshape(b, n, -1, h, w).permute(0, 2, 1, 3, 4)
+
+    def _maps_from_sequence(self, x: Tensor, pad: bool) -> Tensor:
+        """x: [B, N, H, W] → maps [B, N', n_types, H', W'] (N' = N if pad else N − T + 1)."""
+        s1 = self._spatial(self.space1, x.unsqueeze(1))
+        if pad:
+            s1 = F.pad(s1, (0, 0, 0, 0, self.t1 - 1, 0))
+        h1 = torch.relu(gaussian_noise(self.time1(s1), self.config.noise_sigma, self.training))
+        s2 = self._spatial(self.space2, h1)
+        if pad:
+            s2 = F.pad(s2, (0, 0, 0, 0, self.t2 - 1, 0))
+        h2 = torch.relu(gaussian_noise(self.time2(s2), self.config.noise_sigma, self.training))
+        b, ch, n, hh, ww = h2.shape
+        maps = F.softplus(self.readout(h2.permute(0, 2, 1, 3, 4).reshape(b * n, ch, hh, ww)))
+        return maps.reshape(b, n, *maps.shape[1:])
+
+    def _cells(self, maps: Tensor) -> Tensor:
+        """maps: [B, N, K, h, w] → [B, N, n_cells]."""
+        b, n = maps.shape[:2]
+        cells = self.selector(maps.reshape(b * n, *maps.shape[2:]))
+        if self.training:
+            self._penalty = self.config.semantic_weight * self.selector.semantic_loss()
+        return cells.reshape(b, n, -1)
+
+    # ------------------------------------------------------------------ window API
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, T, H, W] contrast → [B, n_cells] expected counts in the newest bin."""
+        return self.forward_chunk(x[:, -self.window_frames :])[:, -1]
+
+    def forward_chunk(self, x: Tensor) -> Tensor:
+        """x: [B, L, H, W] → [B, L − T + 1, n_cells] (every full window in the chunk)."""
+        return self._cells(self._maps_from_sequence(x, pad=False))
+
+    def forward_maps(self, x: Tensor) -> Tensor:
+        """x: [B, T, H, W] of any H, W → rate maps [B, n_types, ⌈H/s⌉, ⌈W/s⌉] (counts/bin)."""
+        return self._maps_from_sequence(x[:, -self.window_frames :], pad=False)[:, -1]
+
+    # ------------------------------------------------------------------ streaming API
+    def init_state(
+        self, batch: int, frame_shape: tuple[int, int] | None = None
+    ) -> tuple[Tensor, ...]:
+        """Zero caches: ([B, spatial1, T1 − 1, H, W], [B, spatial2, T2 − 1, H, W])."""
+        h, w = frame_shape or self.frame_shape
+        p = self.space1.weight
+        c = self.config
+        return (
+            torch.zeros(batch, c.spatial1, self.t1 - 1, h, w, dtype=p.dtype, device=p.device),
+            torch.zeros(batch, c.spatial2, self.t2 - 1, h, w, dtype=p.dtype, device=p.device),
+        )
+
+    def step_maps(
+        self, frame: Tensor, state: tuple[Tensor, ...]
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """frame: [B, H, W], state from `init_state` → (maps [B, n_types, H', W'], new state).
+
+        Fixed work per frame: two per-frame spatial convolutions, two temporal dot products over
+        the caches; no data-dependent control flow (exports to a static ONNX graph).
+        """
+        cache1, cache2 = state
+        s1 = self.space1(frame.unsqueeze(1)).unsqueeze(2)  # [B, S1, 1, H, W]
+        full1 = torch.cat([cache1, s1], dim=2)
+        h1 = torch.relu(self.time1(full1)).squeeze(2)  # [B, C1, H, W]
+        s2 = self.space2(h1).unsqueeze(2)
+        full2 = torch.cat([cache2, s2], dim=2)
+        h2 = torch.relu(self.time2(full2)).squeeze(2)
+        maps = F.softplus(self.readout(h2))
+        return maps, (full1[:, :, 1:], full2[:, :, 1:])
+
+    def step(self, frame: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """frame: [B, H, W] → ([B, n_cells], new state); frame size must be the training one."""
+        maps, new_state = self.step_maps(frame, state)
+        return self.selector(maps), new_state
+
+    def forward_sequence(self, x: Tensor) -> Tensor:
+        """x: [B, N, H, W] from zero state → [B, N, n_cells]; equals `step` applied N times."""
+        return self._cells(self._maps_from_sequence(x, pad=True))
+
+    def forward_sequence_maps(self, x: Tensor) -> Tensor:
+        """x: [B, N, H, W] from zero state → [B, N, n_types, H', W']."""
+        return self._maps_from_sequence(x, pad=True)
+
+    # ------------------------------------------------------------------ misc
+    def core_modules(self) -> list[nn.Module]:
+        return [self.space1, self.time1, self.space2, self.time2]
+
+    def first_layer_filters(self) -> Tensor:
+        return self.space1.weight.detach()[:, 0]
