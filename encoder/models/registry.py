@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from encoder.models.base import ModelConfig, ModelConfigError, RetinaModel
+from encoder.models.cnn_lstm import CNNLSTM, CNNLSTMConfig
+from encoder.models.deep_retina import DeepRetina, DeepRetinaConfig
+from encoder.models.fullyconv import FullyConv, FullyConvConfig
+from encoder.models.ln import LNConfig, LNModel
+from encoder.models.single_cnn import SingleCNN, SingleCNNConfig
 from encoder.models.streaming import StreamingConfig, StreamingModel
 
 
@@ -29,6 +34,56 @@ def register(spec: ModelSpec) -> None:
     MODEL_REGISTRY[spec.name] = spec
 
 
+register(
+    ModelSpec(
+        name="single-cnn",
+        model_cls=SingleCNN,
+        config_cls=SingleCNNConfig,
+        default_loss="bce",
+        summary="YADLRetina single-cell CNN: conv 5@15 px → conv 5@5 px → dense → sigmoid",
+        original_params="~150k",
+    )
+)
+register(
+    ModelSpec(
+        name="cnn-lstm",
+        model_cls=CNNLSTM,
+        config_cls=CNNLSTMConfig,
+        default_loss="poisson",
+        summary="YADLRetina population CNN-LSTM: per-frame conv 8@15, 12@5 → LSTM(150) → cells",
+        original_params="~1.5M",
+    )
+)
+register(
+    ModelSpec(
+        name="deep-retina",
+        model_cls=DeepRetina,
+        config_cls=DeepRetinaConfig,
+        default_loss="poisson",
+        summary="McIntosh 2016: history as channels, conv 16@15 → conv 8@9 → dense → softplus",
+        original_params="— (not stated; ~0.1M at 50×50)",
+    )
+)
+register(
+    ModelSpec(
+        name="fullyconv",
+        model_cls=FullyConv,
+        config_cls=FullyConvConfig,
+        default_loss="poisson",
+        summary="fully convolutional Deep Retina: type rate maps + semantic-loss cell selection",
+        original_params="— (not stated)",
+    )
+)
+register(
+    ModelSpec(
+        name="ln",
+        model_cls=LNModel,
+        config_cls=LNConfig,
+        default_loss="poisson",
+        summary="linear-nonlinear baseline: STA filter + fitted softplus nonlinearity",
+        original_params="—",
+    )
+)
 register(
     ModelSpec(
         name="streaming",

@@ -1,0 +1,89 @@
+"""`fullyconv`: fully convolutional Deep Retina (Sivulka; REFERENCES).
+
+History as input channels, conv → conv ('same' padding, no batch-norm) → 1×1 conv to
+`n_types` cell-type rate maps (softplus). During training a `CellSelector` chooses which
+map and location explain each recorded cell, pushed towards one-hot by the semantic loss of
+Xu et al. 2017; after training the selector is dropped and the maps tile any frame size
+(`forward_maps`). Batch-norm is avoided because its statistics caused the train/validation
+gap reported for this model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from encoder.models.base import (
+    CellSelector,
+    ModelConfig,
+    ModelConfigError,
+    RateMapMixin,
+    RetinaModel,
+    gaussian_noise,
+)
+
+
+@dataclass(frozen=True)
+class FullyConvConfig(ModelConfig):
+    filters1: int = 16
+    kernel1: int = 15
+    filters2: int = 16
+    kernel2: int = 9
+    n_types: int = 8
+    map_stride: int = 2
+    noise_sigma: float = 0.1
+    semantic_weight: float = 1e-3
+    type_labels: tuple[str, ...] = ()
+
+
+class FullyConv(RateMapMixin, RetinaModel):
+    name = "fullyconv"
+    default_loss = "poisson"
+    ratemap = True
+    config: FullyConvConfig
+
+    def __init__(
+        self,
+        config: FullyConvConfig,
+        n_cells: int,
+        frame_shape: tuple[int, int],
+        window_frames: int,
+    ) -> None:
+        super().__init__(config, n_cells, frame_shape, window_frames)
+        c = config
+        if c.kernel1 % 2 == 0 or c.kernel2 % 2 == 0:
+            raise ModelConfigError("fullyconv: kernel1 and kernel2 must be odd ('same' padding)")
+        self.conv1 = nn.Conv2d(window_frames, c.filters1, c.kernel1, padding=c.kernel1 // 2)
+        self.conv2 = nn.Conv2d(c.filters1, c.filters2, c.kernel2, padding=c.kernel2 // 2)
+        self.readout = nn.Conv2d(c.filters2, c.n_types, 1, stride=c.map_stride)
+        nn.init.constant_(self.readout.bias, -2.0)  # type: ignore[arg-type]
+        h, w = frame_shape
+        s = c.map_stride
+        self.selector = CellSelector(n_cells, c.n_types, ((h + s - 1) // s, (w + s - 1) // s))
+
+    def forward_maps(self, x: Tensor) -> Tensor:
+        """x: [B, T, H, W] of any H, W → rate maps [B, n_types, ⌈H/s⌉, ⌈W/s⌉] (counts/bin)."""
+        c = self.config
+        h = torch.relu(
+            gaussian_noise(self.conv1(x[:, -self.window_frames :]), c.noise_sigma, self.training)
+        )
+        h = torch.relu(gaussian_noise(self.conv2(h), c.noise_sigma, self.training))
+        return F.softplus(self.readout(h))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, T, H, W] (training frame size) → [B, n_cells] expected counts."""
+        out = self.selector(self.forward_maps(x))
+        if self.training:
+            self._penalty = self.config.semantic_weight * self.selector.semantic_loss()
+        return out
+
+    def core_modules(self) -> list[nn.Module]:
+        return [self.conv1, self.conv2]
+
+    def first_layer_filters(self) -> Tensor:
+        w = self.conv1.weight.detach()
+        lag = w.pow(2).sum((2, 3)).argmax(1)
+        return w[torch.arange(w.shape[0]), lag]
