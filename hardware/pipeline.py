@@ -1,0 +1,205 @@
+"""Rates → stimulation → safety: the one call the runtime makes per bin.
+
+`StimulationPipeline.process(rate_field)` maps a rate field onto the array (`hardware.mapping`)
+and passes the result through the independent `SafetyEnforcer`, whose verdict is final. It
+never raises on bad values: NaN/inf/negative rates zero the electrodes that sample them, and
+anything unexpected becomes an all-zero frame with a logged reason.
+
+The mapper already respects the limits it knows of (it keeps the strongest electrodes up to
+the simultaneous-electrode cap and below the total-current cap, and clips each electrode to
+its charge ceiling), so safety events in normal operation mean something went wrong upstream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hardware.arrays import ElectrodeArray
+from hardware.calibration_file import PatientCalibration
+from hardware.mapping import MappingConfig, RateSampler, electrode_model
+from hardware.retinotopy import DEFAULT_MAP, WedgeDipoleMap
+from hardware.safety import SafetyEnforcer, SafetyEvent, SafetyLimits
+from hardware.types import RateField, StimulationFrame
+
+if TYPE_CHECKING:
+    from hardware.audit import AuditLog
+
+
+class PipelineConfigError(ValueError):
+    """Mapping parameters that the safety limits would clamp on every frame: refused at start."""
+
+
+class StimulationPipeline:
+    """Mapping then safety for one array and (optionally) one patient's calibration.
+
+    Attributes:
+        events: Counter of safety-event kinds since construction (plus "zero" frames and
+            "bad_rate" electrodes).
+        last_events: the events of the most recent frame.
+        model: the per-electrode mapping parameters in use.
+    """
+
+    def __init__(
+        self,
+        array: ElectrodeArray,
+        calibration: PatientCalibration | None,
+        limits: SafetyLimits,
+        mapping: MappingConfig | None = None,
+        *,
+        retinotopy: WedgeDipoleMap = DEFAULT_MAP,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self.array = array
+        self.calibration = calibration
+        self.limits = limits
+        self.mapping = mapping or MappingConfig()
+        self.audit = audit
+        cfg = self.mapping
+        problems = []
+        if cfg.phase_width_us > limits.max_phase_width_us:
+            problems.append(
+                f"phase width {cfg.phase_width_us} µs > limit {limits.max_phase_width_us} µs"
+            )
+        if cfg.interphase_gap_us > limits.max_interphase_gap_us:
+            problems.append(
+                f"interphase gap {cfg.interphase_gap_us} µs > limit {limits.max_interphase_gap_us} µs"
+            )
+        if not limits.min_pulse_rate_hz <= cfg.pulse_rate_hz <= limits.max_pulse_rate_hz:
+            problems.append(
+                f"pulse rate {cfg.pulse_rate_hz} Hz outside [{limits.min_pulse_rate_hz}, "
+                f"{limits.max_pulse_rate_hz}] Hz"
+            )
+        if 2 * cfg.phase_width_us + cfg.interphase_gap_us > 1e6 / cfg.pulse_rate_hz:
+            problems.append("two phases and the gap do not fit in one pulse period")
+        if cfg.n_pulses > limits.max_pulses_per_frame:
+            problems.append(
+                f"{cfg.n_pulses} pulses per frame > limit {limits.max_pulses_per_frame}"
+            )
+        if problems:
+            raise PipelineConfigError(
+                "mapping refused by the safety limits: " + "; ".join(problems)
+            )
+        self.model = electrode_model(array, calibration, cfg, retinotopy)
+        self.sampler = RateSampler(self.model.phosphene_deg, cfg)
+        disabled = [
+            e for e, on in zip(array.electrode_ids, self.model.enabled, strict=True) if not on
+        ]
+        self.enforcer = SafetyEnforcer(limits, array, disabled=disabled)
+        pw = np.full(array.n, cfg.phase_width_us)
+        self.ceiling_ua: NDArray[np.float64] = limits.charge_ceiling_ua(pw, array.area_um2)
+        self.events: Counter[str] = Counter()
+        self.last_events: list[SafetyEvent] = []
+        self.sequence = 0
+        above = self.model.enabled & (self.model.max_comfortable_ua > self.ceiling_ua)
+        if above.any():
+            self._log(
+                SafetyEvent(
+                    "calibration_above_limit",
+                    f"{int(above.sum())} electrodes have a max comfortable current above what "
+                    "the safety limits allow; they are capped at the limit",
+                )
+            )
+
+    def _log(self, ev: SafetyEvent) -> None:
+        self.events[ev.kind] += 1
+        self.last_events.append(ev)
+        if self.audit is not None:
+            try:
+                self.audit.event(ev.kind, f"{ev.electrode_id or '-'}: {ev.detail}")
+            except OSError:
+                self.events["audit_write_failed"] += 1
+
+    def _next_sequence(self) -> int:
+        self.sequence += 1
+        return self.sequence
+
+    def currents(self, rates_hz: NDArray[np.floating], field: RateField) -> NDArray[np.float64]:
+        """[B, n_electrodes] mapped currents (µA; NaN = bad input) for rates [B, n_entries].
+
+        Applies drive → brightness → current, disabled electrodes, the per-electrode charge
+        ceiling, the simultaneous-electrode cap (strongest kept) and the total-current cap
+        (weakest dropped).
+        """
+        drive = self.sampler.drive(rates_hz, field.positions_deg, field.polarity)
+        cur = self.model.current_for(np.nan_to_num(drive, nan=0.0))
+        on = (drive >= self.mapping.min_drive) & self.model.enabled[None, :]
+        cur = np.where(on, np.minimum(cur, self.ceiling_ua[None, :]), 0.0)
+        keep = self.limits.max_active_electrodes
+        for b in range(cur.shape[0]):
+            order = np.argsort(-np.where(on[b], drive[b], -np.inf), kind="stable")
+            cur[b, order[keep:]] = 0.0
+            total = np.cumsum(cur[b, order])
+            cur[b, order[total > self.limits.max_total_current_ua]] = 0.0
+        return np.where(np.isnan(drive), np.nan, cur)
+
+    def process_batch(
+        self, field: RateField, rates_hz: NDArray[np.floating]
+    ) -> list[StimulationFrame]:
+        """Process B bins that share `field`'s geometry; rates_hz [B, n_entries]. Never raises."""
+        try:
+            rates = np.asarray(rates_hz, dtype=np.float64).reshape(-1, field.n)
+            cur = self.currents(rates, field)
+        except Exception as exc:  # the stream must not stop: fall back to zero
+            return [self.zero(f"internal error in mapping: {exc!r}") for _ in range(len(rates_hz))]
+        return self._finish(cur, field.timestamp_ns)
+
+    def _finish(self, cur: NDArray[np.float64], timestamp_ns: int) -> list[StimulationFrame]:
+        cfg = self.mapping
+        self.last_events = []
+        bad = np.isnan(cur)
+        for _b, e in zip(*np.nonzero(bad), strict=True):
+            self._log(
+                SafetyEvent(
+                    "bad_rate",
+                    "NaN, infinite or negative rate sampled: electrode zeroed",
+                    self.array.electrode_ids[e],
+                )
+            )
+        amp = np.where(bad, 0.0, cur)
+        shape = amp.shape
+        on = amp > 0
+        (a, pw, gap, rate, pulses), events = self.enforcer.enforce_arrays(
+            amp,
+            np.where(on, cfg.phase_width_us, 0.0),
+            np.where(on, cfg.interphase_gap_us, 0.0),
+            np.where(on, cfg.pulse_rate_hz, 0.0),
+            np.where(on, cfg.n_pulses, 0).reshape(shape),
+        )
+        frames = []
+        ts = timestamp_ns or time.monotonic_ns()
+        for b in range(shape[0]):
+            for ev in events[b]:
+                self._log(ev)
+            frames.append(
+                StimulationFrame(
+                    sequence=self._next_sequence(),
+                    timestamp_ns=ts,
+                    electrode_ids=self.array.electrode_ids,
+                    amplitude_ua=a[b],
+                    phase_width_us=pw[b],
+                    interphase_gap_us=gap[b],
+                    pulse_rate_hz=rate[b],
+                    n_pulses=pulses[b],
+                )
+            )
+        return frames
+
+    def process(self, rate_field: RateField) -> StimulationFrame:
+        """One bin: rates → safe stimulation frame. Never raises on bad values."""
+        try:
+            return self.process_batch(rate_field, rate_field.rates_hz[None, :])[0]
+        except Exception as exc:
+            return self.zero(f"internal error: {exc!r}")
+
+    def zero(self, reason: str) -> StimulationFrame:
+        """An all-zero frame (stimulation stops), with the reason logged as a safety event."""
+        self.last_events = []
+        self._log(SafetyEvent("zero", reason))
+        return StimulationFrame.zeros(
+            self.array.electrode_ids, self._next_sequence(), time.monotonic_ns()
+        )

@@ -1,0 +1,565 @@
+"""Safety limits and the enforcer every stimulation frame passes last.
+
+This module is the last word on what reaches a patient's cortex. It trusts nothing upstream
+(model, mapper, calibration, caller): it recomputes every quantity from the frame itself and
+the array geometry, clamps what exceeds a limit, zeroes what is malformed (NaN, inf,
+negative), never raises on frame values, and reports every intervention as a `SafetyEvent`.
+
+Limits (per electrode, then per frame):
+  * amplitude ≤ max_amplitude_ua;
+  * 0 < phase width ≤ max_phase_width_us; 0 ≤ interphase gap ≤ max_interphase_gap_us;
+  * charge per phase Q = I·t ≤ max_charge_per_phase_nc;
+  * charge density D = Q / area ≤ max_charge_density_uc_cm2 (geometric area from the array);
+  * Shannon criterion log10(D) + log10(Q) ≤ shannon_k (D in µC/cm², Q in µC), default
+    k = 1.85, the boundary where tissue damage becomes possible (REFERENCES.md, Shannon 1992);
+    microelectrodes deviate from it, hence Q and D are also capped directly (McCreery 2010);
+  * pulse rate within [min_pulse_rate_hz, max_pulse_rate_hz]; pulses per frame ≤ max;
+  * charge balance: only symmetric cathodic-first biphasic pulses exist in `StimulationFrame`
+    (one amplitude and width for both phases), so an unbalanced pulse is unrepresentable;
+    what remains is that both phases and the gap must fit inside one pulse period
+    (2·t + gap ≤ 1/rate), otherwise the anodic phase would be cut short — the enforcer lowers
+    the rate until it fits, or zeroes the electrode;
+  * disabled electrodes never stimulate;
+  * per frame: at most max_active_electrodes active at once (CereStim-like stimulators drive
+    16 channels, REFERENCES.md), the strongest kept; total current ≤ max_total_current_ua
+    (scaled down proportionally).
+
+`SafetyLimits` refuses, at construction, any configuration beyond the absolute limits of the
+stimulator hardware (`HARDWARE_LIMITS`, CereStim-like: 100 µA, 300 µs, 30 nC/phase,
+16 channels) or with k above 1.85, naming the reason.
+
+Float care: caps are computed in float64 and applied with a relative margin of 1e-6, then
+rounded toward zero into float32, so a frame that leaves the enforcer satisfies every limit
+when re-checked exactly (`check_frame`, an independent re-implementation of the checks).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hardware.arrays import ElectrodeArray
+from hardware.types import StimulationFrame
+
+
+@dataclass(frozen=True)
+class HardwareLimits:
+    """What the stimulator hardware itself can never exceed (firmware limits)."""
+
+    max_amplitude_ua: float = 100.0
+    max_phase_width_us: float = 300.0
+    max_charge_per_phase_nc: float = 30.0
+    max_active_electrodes: int = 16
+    max_pulse_rate_hz: float = 1000.0
+    max_interphase_gap_us: float = 1000.0
+    max_pulses_per_frame: int = 1000
+    max_shannon_k: float = 1.85
+
+
+#: CereStim-like firmware limits (REFERENCES.md: Blackrock CereStim family).
+HARDWARE_LIMITS = HardwareLimits()
+
+#: Relative margin applied to every cap so float32 rounding never lands above a limit.
+_MARGIN = 1.0 - 1e-6
+
+
+class SafetyConfigError(ValueError):
+    """A safety configuration that is refused at start (beyond hardware limits, inconsistent)."""
+
+
+class SafetyLimits(BaseModel):
+    """The configured limits (stricter than or equal to the hardware's absolute limits).
+
+    Defaults follow the human Utah-array work (REFERENCES.md: 170 µs phases at 300 Hz,
+    thresholds ~67 µA, brightness saturating near 90 µA): 100 µA × 170 µs = 17 nC passes,
+    and on a 2,000 µm² iridium-oxide tip that is 850 µC/cm² at k ≈ 1.16. The charge-density
+    default (1,000 µC/cm²) is an npe choice that admits that clinical operating range; a
+    clinic may set McCreery's stricter figures (e.g. 200 µC/cm²) instead.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_amplitude_ua: float = Field(default=100.0, gt=0.0, allow_inf_nan=False)
+    max_phase_width_us: float = Field(default=300.0, gt=0.0, allow_inf_nan=False)
+    max_interphase_gap_us: float = Field(default=100.0, ge=0.0, allow_inf_nan=False)
+    max_charge_per_phase_nc: float = Field(default=20.0, gt=0.0, allow_inf_nan=False)
+    max_charge_density_uc_cm2: float = Field(default=1000.0, gt=0.0, allow_inf_nan=False)
+    shannon_k: float = Field(default=1.85, allow_inf_nan=False)
+    min_pulse_rate_hz: float = Field(default=20.0, gt=0.0, allow_inf_nan=False)
+    max_pulse_rate_hz: float = Field(default=500.0, gt=0.0, allow_inf_nan=False)
+    max_pulses_per_frame: int = Field(default=50, ge=1)
+    max_active_electrodes: int = Field(default=16, ge=0)
+    max_total_current_ua: float = Field(default=1000.0, ge=0.0, allow_inf_nan=False)
+    disabled_electrodes: frozenset[str] = frozenset()
+
+    @model_validator(mode="after")
+    def _within_hardware(self) -> SafetyLimits:
+        hw = HARDWARE_LIMITS
+        checks = [
+            ("max_amplitude_ua", self.max_amplitude_ua, hw.max_amplitude_ua, "µA"),
+            ("max_phase_width_us", self.max_phase_width_us, hw.max_phase_width_us, "µs"),
+            (
+                "max_charge_per_phase_nc",
+                self.max_charge_per_phase_nc,
+                hw.max_charge_per_phase_nc,
+                "nC",
+            ),
+            ("max_active_electrodes", self.max_active_electrodes, hw.max_active_electrodes, ""),
+            ("max_pulse_rate_hz", self.max_pulse_rate_hz, hw.max_pulse_rate_hz, "Hz"),
+            (
+                "max_interphase_gap_us",
+                self.max_interphase_gap_us,
+                hw.max_interphase_gap_us,
+                "µs",
+            ),
+            ("max_pulses_per_frame", self.max_pulses_per_frame, hw.max_pulses_per_frame, ""),
+            ("shannon_k", self.shannon_k, hw.max_shannon_k, ""),
+        ]
+        for name, value, limit, unit in checks:
+            if value > limit:
+                raise ValueError(
+                    f"{name} = {value} {unit} is beyond the hardware's absolute limit "
+                    f"{limit} {unit}".replace("  ", " ")
+                )
+        if self.min_pulse_rate_hz > self.max_pulse_rate_hz:
+            raise ValueError(
+                f"min_pulse_rate_hz {self.min_pulse_rate_hz} is above max_pulse_rate_hz "
+                f"{self.max_pulse_rate_hz}"
+            )
+        return self
+
+    @classmethod
+    def create(cls, **values: object) -> SafetyLimits:
+        """Build limits, raising SafetyConfigError with a one-line reason on refusal."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SafetyConfigError(_reasons(exc)) from exc
+
+    @classmethod
+    def load(cls, path: str | Path) -> SafetyLimits:
+        """Read limits from a JSON file; SafetyConfigError names what is wrong."""
+        p = Path(path)
+        try:
+            raw = json.loads(p.read_text())
+        except FileNotFoundError as exc:
+            raise SafetyConfigError(f"{p}: no such limits file") from exc
+        except json.JSONDecodeError as exc:
+            raise SafetyConfigError(f"{p}: not valid JSON ({exc})") from exc
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise SafetyConfigError(f"{p}: refused: {_reasons(exc)}") from exc
+
+    def charge_ceiling_ua(
+        self, phase_width_us: NDArray[np.floating], area_um2: NDArray[np.floating]
+    ) -> NDArray[np.float64]:
+        """[n] highest amplitude (µA) each electrode may carry at this phase width.
+
+        The minimum of the amplitude cap, the charge cap, the charge-density cap and the
+        Shannon cap, with the float margin applied. Args: phase_width_us [n] > 0, area_um2 [n].
+        """
+        pw = np.asarray(phase_width_us, dtype=np.float64)
+        area_cm2 = np.asarray(area_um2, dtype=np.float64) * 1e-8
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q_cap_nc = np.minimum(
+                self.max_charge_per_phase_nc,
+                np.minimum(
+                    self.max_charge_density_uc_cm2 * area_cm2 * 1e3,
+                    np.sqrt(10.0**self.shannon_k * area_cm2) * 1e3,
+                ),
+            )
+            amp = np.minimum(self.max_amplitude_ua, q_cap_nc * 1e3 / pw)
+        return np.where(pw > 0, amp * _MARGIN, 0.0)
+
+
+def _reasons(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'limits'}: "
+        f"{str(err['msg']).removeprefix('Value error, ')}"
+        for err in exc.errors()
+    )
+
+
+@dataclass(frozen=True)
+class SafetyEvent:
+    """One intervention of the safety layer (a clamp, a zeroing, a refusal).
+
+    `electrode_id` is None for frame-level events. `value` is what was asked, `limit` what
+    was allowed (NaN where not meaningful).
+    """
+
+    kind: str
+    detail: str
+    electrode_id: str | None = None
+    value: float = float("nan")
+    limit: float = float("nan")
+
+
+#: Event kinds (stable strings: counted, logged and summarised by `npe log inspect`).
+EVENT_KINDS = (
+    "nonfinite",
+    "negative",
+    "disabled",
+    "phase_width_invalid",
+    "phase_width_cap",
+    "gap_cap",
+    "pulse_rate_invalid",
+    "pulse_rate_low",
+    "pulse_rate_high",
+    "charge_balance_period",
+    "pulses_cap",
+    "amplitude_cap",
+    "charge_cap",
+    "density_cap",
+    "shannon_cap",
+    "active_cap",
+    "total_current_cap",
+    "array_mismatch",
+)
+
+
+def _f32_le(x: NDArray[np.float64], cap: NDArray[np.float64] | float) -> NDArray[np.float32]:
+    """Round x to float32 without exceeding cap (x ≤ cap assumed in float64)."""
+    y = x.astype(np.float32)
+    over = y.astype(np.float64) > cap
+    if np.any(over):
+        y[over] = np.nextafter(y[over], np.float32(-np.inf))
+    return y
+
+
+def _f32_ge(x: NDArray[np.float64], floor: float) -> NDArray[np.float32]:
+    y = x.astype(np.float32)
+    under = y.astype(np.float64) < floor
+    if np.any(under):
+        y[under] = np.nextafter(y[under], np.float32(np.inf))
+    return y
+
+
+@dataclass
+class _Fields:
+    """[B, n] float64 working copies of the frame parameters."""
+
+    amp: NDArray[np.float64]
+    pw: NDArray[np.float64]
+    gap: NDArray[np.float64]
+    rate: NDArray[np.float64]
+    pulses: NDArray[np.float64]
+
+
+class SafetyEnforcer:
+    """Clamps stimulation to `SafetyLimits` for one array; counts what it did.
+
+    `enforce` handles one frame; `enforce_arrays` is the same code on a batch ([B, n]
+    arrays), which the pipeline and the property tests use. Frame values never raise.
+    """
+
+    def __init__(
+        self, limits: SafetyLimits, array: ElectrodeArray, disabled: Iterable[str] = ()
+    ) -> None:
+        self.limits = limits
+        self.array = array
+        off = set(limits.disabled_electrodes) | set(disabled)
+        self.disabled_mask: NDArray[np.bool_] = np.array(
+            [i in off for i in array.electrode_ids], dtype=bool
+        )
+        self.counts: Counter[str] = Counter()
+
+    def enforce(self, frame: StimulationFrame) -> tuple[StimulationFrame, list[SafetyEvent]]:
+        """Return the frame made safe, and every intervention (empty list: untouched)."""
+        ids = self.array.electrode_ids
+        if frame.electrode_ids != ids:
+            ev = SafetyEvent(
+                "array_mismatch",
+                f"frame addresses {frame.n_electrodes} electrodes that are not array "
+                f"{self.array.name}'s {len(ids)} in order; whole frame zeroed",
+            )
+            self.counts[ev.kind] += 1
+            return StimulationFrame.zeros(ids, frame.sequence, frame.timestamp_ns), [ev]
+        (amp, pw, gap, rate, pulses), events = self.enforce_arrays(
+            frame.amplitude_ua[None],
+            frame.phase_width_us[None],
+            frame.interphase_gap_us[None],
+            frame.pulse_rate_hz[None],
+            frame.n_pulses[None],
+        )
+        out = StimulationFrame(
+            sequence=frame.sequence,
+            timestamp_ns=frame.timestamp_ns,
+            electrode_ids=ids,
+            amplitude_ua=amp[0],
+            phase_width_us=pw[0],
+            interphase_gap_us=gap[0],
+            pulse_rate_hz=rate[0],
+            n_pulses=pulses[0],
+        )
+        return out, events[0]
+
+    def enforce_arrays(
+        self,
+        amplitude_ua: NDArray[np.generic],
+        phase_width_us: NDArray[np.generic],
+        interphase_gap_us: NDArray[np.generic],
+        pulse_rate_hz: NDArray[np.generic],
+        n_pulses: NDArray[np.generic],
+    ) -> tuple[
+        tuple[
+            NDArray[np.float32],
+            NDArray[np.float32],
+            NDArray[np.float32],
+            NDArray[np.float32],
+            NDArray[np.uint16],
+        ],
+        list[list[SafetyEvent]],
+    ]:
+        """Enforce every limit on a batch.
+
+        Args: each [B, n] (n = array electrodes), any numeric dtype, any values.
+        Returns: ((amplitude_ua, phase_width_us, interphase_gap_us, pulse_rate_hz) [B, n]
+        float32, n_pulses [B, n] uint16) and, per batch row, the list of events.
+        """
+        lim = self.limits
+        ids = self.array.electrode_ids
+        f = _Fields(
+            *(
+                np.array(a, dtype=np.float64, copy=True).reshape(-1, self.array.n)
+                for a in (amplitude_ua, phase_width_us, interphase_gap_us, pulse_rate_hz, n_pulses)
+            )
+        )
+        batch = f.amp.shape[0]
+        events: list[list[SafetyEvent]] = [[] for _ in range(batch)]
+
+        def report(
+            kind: str,
+            mask: NDArray[np.bool_],
+            detail: str,
+            value: NDArray[np.float64] | None = None,
+            limit: float | NDArray[np.float64] = float("nan"),
+        ) -> None:
+            if not mask.any():
+                return
+            bs, es = np.nonzero(mask)
+            self.counts[kind] += len(bs)
+            lim_arr = np.broadcast_to(np.asarray(limit, dtype=np.float64), mask.shape)
+            for b, e in zip(bs.tolist(), es.tolist(), strict=True):
+                events[b].append(
+                    SafetyEvent(
+                        kind,
+                        detail,
+                        ids[e],
+                        float(value[b, e]) if value is not None else float("nan"),
+                        float(lim_arr[b, e]),
+                    )
+                )
+
+        # Which electrodes are asked to stimulate at all (amplitude and pulses non-zero,
+        # counting NaN as "asked": a NaN is never silently treated as zero without a report).
+        asked = (f.amp != 0) & (f.pulses != 0)
+        stack = np.stack([f.amp, f.pw, f.gap, f.rate, f.pulses])
+        nonfinite = asked & ~np.all(np.isfinite(stack), axis=0)
+        report("nonfinite", nonfinite, "NaN or infinite parameter: electrode zeroed")
+        negative = asked & ~nonfinite & np.any(stack < 0, axis=0)
+        report("negative", negative, "negative parameter: electrode zeroed")
+        live = asked & ~nonfinite & ~negative
+        dis = live & self.disabled_mask[None, :]
+        report("disabled", dis, "disabled electrode asked to stimulate: zeroed", f.amp)
+        live &= ~dis
+
+        bad_pw = live & (f.pw <= 0)
+        report("phase_width_invalid", bad_pw, "phase width 0: electrode zeroed", f.pw)
+        live &= ~bad_pw
+        m = live & (f.pw > lim.max_phase_width_us)
+        report("phase_width_cap", m, "phase width clamped", f.pw, lim.max_phase_width_us)
+        f.pw = np.where(m, lim.max_phase_width_us * _MARGIN, f.pw)
+        m = live & (f.gap > lim.max_interphase_gap_us)
+        report("gap_cap", m, "interphase gap clamped", f.gap, lim.max_interphase_gap_us)
+        f.gap = np.where(m, lim.max_interphase_gap_us * _MARGIN, f.gap)
+
+        bad_rate = live & (f.rate <= 0)
+        report("pulse_rate_invalid", bad_rate, "pulse rate 0: electrode zeroed", f.rate)
+        live &= ~bad_rate
+        m = live & (f.rate < lim.min_pulse_rate_hz)
+        report("pulse_rate_low", m, "pulse rate raised to minimum", f.rate, lim.min_pulse_rate_hz)
+        f.rate = np.where(m, lim.min_pulse_rate_hz, f.rate)
+        m = live & (f.rate > lim.max_pulse_rate_hz)
+        report("pulse_rate_high", m, "pulse rate clamped", f.rate, lim.max_pulse_rate_hz)
+        f.rate = np.where(m, lim.max_pulse_rate_hz * _MARGIN, f.rate)
+        # Charge balance: cathodic phase, gap and anodic phase must fit in one period.
+        with np.errstate(divide="ignore"):
+            fit_rate = np.where(live, 1e6 / (2.0 * f.pw + f.gap), np.inf) * _MARGIN
+        m = live & (f.rate > fit_rate)
+        unfit = m & (fit_rate < lim.min_pulse_rate_hz)
+        report(
+            "charge_balance_period",
+            m,
+            "both phases and gap exceed the pulse period: rate lowered (or electrode zeroed)",
+            f.rate,
+            fit_rate,
+        )
+        f.rate = np.where(m, fit_rate, f.rate)
+        live &= ~unfit
+        m = live & (f.pulses > lim.max_pulses_per_frame)
+        report("pulses_cap", m, "pulses per frame clamped", f.pulses, lim.max_pulses_per_frame)
+        f.pulses = np.where(m, lim.max_pulses_per_frame, np.floor(f.pulses))
+
+        # Amplitude caps, each reported under its own name (the strictest one binds).
+        area_cm2 = self.array.area_cm2[None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pw_safe = np.where(live, f.pw, 1.0)
+            caps = {
+                "amplitude_cap": np.full_like(f.amp, lim.max_amplitude_ua),
+                "charge_cap": lim.max_charge_per_phase_nc * 1e3 / pw_safe,
+                "density_cap": lim.max_charge_density_uc_cm2 * area_cm2 * 1e6 / pw_safe,
+                "shannon_cap": np.sqrt(10.0**lim.shannon_k * area_cm2) * 1e6 / pw_safe,
+            }
+        ceiling = np.full_like(f.amp, np.inf)
+        for kind, cap in caps.items():
+            m = live & (f.amp > cap * _MARGIN)
+            report(kind, m, f"amplitude clamped ({kind.removesuffix('_cap')} limit)", f.amp, cap)
+            ceiling = np.minimum(ceiling, cap * _MARGIN)
+        f.amp = np.where(live, np.minimum(f.amp, ceiling), 0.0)
+        live &= f.amp > 0
+
+        # Per frame: simultaneous electrodes (keep the strongest), then total current.
+        n_active = live.sum(axis=1)
+        over_rows = np.nonzero(n_active > lim.max_active_electrodes)[0]
+        for b in over_rows.tolist():
+            order = np.argsort(-f.amp[b], kind="stable")
+            drop = order[lim.max_active_electrodes :]
+            live[b, drop] = False
+            self.counts["active_cap"] += 1
+            events[b].append(
+                SafetyEvent(
+                    "active_cap",
+                    f"{int(n_active[b])} electrodes active, the {lim.max_active_electrodes} "
+                    "strongest kept",
+                    None,
+                    float(n_active[b]),
+                    float(lim.max_active_electrodes),
+                )
+            )
+        f.amp = np.where(live, f.amp, 0.0)
+        total = f.amp.sum(axis=1)
+        over = total > lim.max_total_current_ua * _MARGIN
+        for b in np.nonzero(over)[0].tolist():
+            self.counts["total_current_cap"] += 1
+            events[b].append(
+                SafetyEvent(
+                    "total_current_cap",
+                    "total current scaled down proportionally",
+                    None,
+                    float(total[b]),
+                    lim.max_total_current_ua,
+                )
+            )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(over, lim.max_total_current_ua * _MARGIN**2 / total, 1.0)
+        f.amp = f.amp * scale[:, None]
+        live &= f.amp > 0
+
+        z = np.float64(0.0)
+        pw = _f32_le(np.where(live, f.pw, z), lim.max_phase_width_us)
+        gap = _f32_le(np.where(live, f.gap, z), lim.max_interphase_gap_us)
+        # Pulse rate from the float32 phase and gap that actually leave (exact bounds).
+        with np.errstate(divide="ignore"):
+            upper = np.minimum(
+                lim.max_pulse_rate_hz,
+                1e6 / (2.0 * pw.astype(np.float64) + gap.astype(np.float64)),
+            )
+        lower = lim.min_pulse_rate_hz
+        rate = _f32_le(np.clip(f.rate, lower, np.maximum(upper, lower)), upper)
+        rate = np.where(
+            rate.astype(np.float64) < lower, np.nextafter(rate, np.float32(np.inf)), rate
+        )
+        fits = (rate.astype(np.float64) >= lower) & (rate.astype(np.float64) <= upper)
+        lost = live & ~fits
+        report("charge_balance_period", lost, "no pulse rate fits phases and gap: zeroed", f.rate)
+        live &= fits
+        amp = _f32_le(np.where(live, f.amp, z), np.where(live, ceiling, 0.0))
+        pw = np.where(live, pw, np.float32(0.0)).astype(np.float32)
+        gap = np.where(live, gap, np.float32(0.0)).astype(np.float32)
+        rate = np.where(live, rate, np.float32(0.0)).astype(np.float32)
+        pulses = np.where(live, f.pulses, 0.0).astype(np.uint16)
+        return (amp, pw, gap, rate, pulses), events
+
+
+def check_frame(
+    frame: StimulationFrame,
+    limits: SafetyLimits,
+    array: ElectrodeArray,
+    disabled: Iterable[str] = (),
+) -> list[str]:
+    """Independent re-check of a frame against every limit; [] when the frame is safe.
+
+    Deliberately written apart from the enforcer (plain per-electrode loop, exact float64
+    arithmetic on the float32 values) so that a bug in one is caught by the other. Used by the
+    property tests, by the simulated stimulator and by `npe log inspect`.
+    """
+    v: list[str] = []
+    if frame.electrode_ids != array.electrode_ids:
+        return [f"frame electrodes do not match array {array.name}"]
+    off = set(limits.disabled_electrodes) | set(disabled)
+    active = 0
+    total = 0.0
+    for i, eid in enumerate(frame.electrode_ids):
+        a = float(frame.amplitude_ua[i])
+        t = float(frame.phase_width_us[i])
+        g = float(frame.interphase_gap_us[i])
+        r = float(frame.pulse_rate_hz[i])
+        n = int(frame.n_pulses[i])
+        vals = (a, t, g, r)
+        if not all(np.isfinite(x) for x in vals):
+            v.append(f"{eid}: non-finite parameter")
+            continue
+        if min(vals) < 0:
+            v.append(f"{eid}: negative parameter")
+            continue
+        if a == 0 or n == 0:
+            continue
+        active += 1
+        total += a
+        if eid in off:
+            v.append(f"{eid}: disabled electrode stimulates")
+        if a > limits.max_amplitude_ua:
+            v.append(f"{eid}: amplitude {a} > {limits.max_amplitude_ua} µA")
+        if not 0 < t <= limits.max_phase_width_us:
+            v.append(f"{eid}: phase width {t} µs outside (0, {limits.max_phase_width_us}]")
+            continue
+        if g > limits.max_interphase_gap_us:
+            v.append(f"{eid}: interphase gap {g} > {limits.max_interphase_gap_us} µs")
+        if not limits.min_pulse_rate_hz <= r <= limits.max_pulse_rate_hz:
+            v.append(f"{eid}: pulse rate {r} Hz outside the allowed range")
+        if r > 0 and 2 * t + g > 1e6 / r:
+            v.append(f"{eid}: phases + gap {2 * t + g} µs exceed the pulse period (charge balance)")
+        if n > limits.max_pulses_per_frame:
+            v.append(f"{eid}: {n} pulses > {limits.max_pulses_per_frame}")
+        q_uc = a * t * 1e-6
+        area_cm2 = float(array.area_um2[i]) * 1e-8
+        if q_uc * 1e3 > limits.max_charge_per_phase_nc:
+            v.append(f"{eid}: charge {q_uc * 1e3:.4f} nC > {limits.max_charge_per_phase_nc} nC")
+        d = q_uc / area_cm2
+        if d > limits.max_charge_density_uc_cm2:
+            v.append(f"{eid}: charge density {d:.2f} > {limits.max_charge_density_uc_cm2} µC/cm²")
+        if np.log10(d) + np.log10(q_uc) > limits.shannon_k:
+            v.append(f"{eid}: Shannon k {np.log10(d) + np.log10(q_uc):.4f} > {limits.shannon_k}")
+    if active > limits.max_active_electrodes:
+        v.append(f"{active} electrodes active > {limits.max_active_electrodes}")
+    if total > limits.max_total_current_ua:
+        v.append(f"total current {total:.3f} > {limits.max_total_current_ua} µA")
+    return v
+
+
+@dataclass
+class SafetyCounters:
+    """Running counts of safety events by kind (what `.events` of the pipeline exposes)."""
+
+    by_kind: Counter[str] = field(default_factory=Counter)
+    frames: int = 0
+    zero_frames: int = 0
