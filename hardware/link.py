@@ -1,29 +1,177 @@
-"""Transports that carry wire frames to a stimulator: UDP loopback, serial, file sink.
+"""Transports that carry authenticated wire frames (`hardware.wire`) to a stimulator.
 
-(Skeleton: final signatures; implementation follows.)
+`open_link(spec, key)` understands:
+  * ``udp://127.0.0.1:PORT`` (the default transport; one datagram per frame; acks from the
+    stimulator are read without blocking after each send and counted),
+  * ``serial:///dev/ttyUSB0`` or any pyserial URL after ``serial://`` (e.g. ``serial://loop://``),
+    optionally ``?baud=N``; frames are written back to back, the receiver resynchronises on
+    the magic (`wire.StreamDecoder`),
+  * ``file:///path/frames.bin``: appends frames to a file (a recording of what would be sent).
+
+`send` never blocks on the receiver: the live loop must not stall on a slow stimulator.
+Every frame sent is also written to the audit log when one is given.
 """
 
 from __future__ import annotations
 
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
 from hardware.types import StimulationFrame
+from hardware.wire import ACK_BYTES, FrameEncoder, WireError, decode_ack
+
+if TYPE_CHECKING:
+    from hardware.audit import AuditLog
 
 DEFAULT_PORT = 9750
+DEFAULT_LINK = f"udp://127.0.0.1:{DEFAULT_PORT}"
 
 
 class LinkError(OSError):
-    """A link that cannot be opened or written."""
+    """A link that cannot be opened, or a spec it does not understand."""
+
+
+@dataclass
+class LinkStats:
+    sent: int = 0
+    bytes_sent: int = 0
+    send_errors: int = 0
+    acks: int = 0
+    nacks: int = 0
+    bad_acks: int = 0
+    last_ack_sequence: int = -1
+    last_nack_reason: str | None = None
 
 
 class StimulatorLink:
-    """Sends authenticated wire frames over one transport."""
+    """Base class: encodes, authenticates and writes frames; subclasses own the transport."""
+
+    spec: str = ""
+
+    def __init__(self, key: bytes, audit: AuditLog | None = None) -> None:
+        if len(key) < 16:
+            raise LinkError("device key too short (need ≥ 16 bytes, 32 recommended)")
+        self.encoder = FrameEncoder(key)
+        self.key = key
+        self.audit = audit
+        self.stats = LinkStats()
 
     def send(self, frame: StimulationFrame) -> None:
+        """Encode and write one frame; transport errors are counted, never raised."""
+        data = self.encoder.encode(frame)
+        try:
+            self._write(data)
+            self.stats.sent += 1
+            self.stats.bytes_sent += len(data)
+        except OSError:
+            self.stats.send_errors += 1
+        if self.audit is not None:
+            self.audit.frame(frame)
+        self.poll()
+
+    def poll(self) -> None:
+        """Read whatever acknowledgements have arrived (non-blocking)."""
+
+    def _write(self, data: bytes) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
-        raise NotImplementedError
+        """Release the transport."""
 
 
-def open_link(spec: str, key: bytes) -> StimulatorLink:
-    """`udp://127.0.0.1:PORT`, `serial:///dev/ttyX` (or a pyserial URL), `file:///path`."""
-    raise NotImplementedError
+class UdpLink(StimulatorLink):
+    def __init__(self, host: str, port: int, key: bytes, audit: AuditLog | None = None) -> None:
+        super().__init__(key, audit)
+        self.spec = f"udp://{host}:{port}"
+        self.addr = (host, port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+
+    def _write(self, data: bytes) -> None:
+        self.sock.sendto(data, self.addr)
+
+    def poll(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(ACK_BYTES + 16)
+            except (BlockingIOError, ConnectionRefusedError):
+                return
+            except OSError:
+                return
+            try:
+                ack = decode_ack(self.key, data)
+            except WireError:
+                self.stats.bad_acks += 1
+                continue
+            if ack.accepted:
+                self.stats.acks += 1
+                self.stats.last_ack_sequence = ack.wire_sequence
+            else:
+                self.stats.nacks += 1
+                self.stats.last_nack_reason = ack.reason
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class SerialLink(StimulatorLink):
+    def __init__(
+        self, url: str, key: bytes, baud: int = 115200, audit: AuditLog | None = None
+    ) -> None:
+        super().__init__(key, audit)
+        import serial
+
+        self.spec = f"serial://{url}"
+        try:
+            self.port: Any = serial.serial_for_url(
+                url, baudrate=baud, timeout=0, write_timeout=0.05
+            )
+        except (serial.SerialException, ValueError) as exc:
+            raise LinkError(f"cannot open serial port {url}: {exc}") from exc
+
+    def _write(self, data: bytes) -> None:
+        self.port.write(data)
+
+    def close(self) -> None:
+        self.port.close()
+
+
+class FileLink(StimulatorLink):
+    def __init__(self, path: Path, key: bytes, audit: AuditLog | None = None) -> None:
+        super().__init__(key, audit)
+        self.spec = f"file://{path}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.fh = open(path, "ab", buffering=0)
+        except OSError as exc:
+            raise LinkError(f"cannot open file sink {path}: {exc}") from exc
+
+    def _write(self, data: bytes) -> None:
+        self.fh.write(data)
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def open_link(spec: str, key: bytes, audit: AuditLog | None = None) -> StimulatorLink:
+    """Open a link from a spec (see the module docstring); LinkError names what is wrong."""
+    if spec.startswith("serial://"):
+        rest = spec[len("serial://") :]
+        url, _, query = rest.partition("?")
+        baud = int(parse_qs(query).get("baud", ["115200"])[0]) if query else 115200
+        if not url:
+            raise LinkError(f"{spec}: no serial port given")
+        return SerialLink(url, key, baud, audit)
+    parts = urlsplit(spec)
+    if parts.scheme == "udp":
+        if not parts.hostname or parts.port is None:
+            raise LinkError(f"{spec}: expected udp://HOST:PORT")
+        return UdpLink(parts.hostname, parts.port, key, audit)
+    if parts.scheme == "file":
+        if not parts.path:
+            raise LinkError(f"{spec}: expected file:///path")
+        return FileLink(Path(parts.path), key, audit)
+    raise LinkError(f"{spec}: unknown link (use udp://HOST:PORT, serial://PORT or file:///PATH)")

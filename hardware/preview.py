@@ -1,6 +1,18 @@
 """Phosphene preview: what the patient would see from stimulation frames.
 
-(Skeleton: final signatures; implementation follows.)
+Each active electrode draws a Gaussian phosphene (a scoreboard-style model, as in
+pulse2percept's ScoreboardModel and Dynaphos, REFERENCES.md):
+
+* position: the patient's calibrated phosphene position, or the wedge-dipole map's;
+* size: the cortical current spread D = 2·√(I/K) mm with K = 675 µA/mm² (Dynaphos), divided
+  by the cortical magnification at the phosphene's eccentricity (mm/deg) → diameter in
+  degrees; the Gaussian's σ is D/2 (so the visible disc has diameter ≈ D);
+* brightness: the electrode's calibrated brightness curve at its current (0 below threshold);
+* dynamics: each phosphene's brightness follows its target through a first-order low-pass
+  with τ = 111 ms (Dynaphos' activation time constant), one step per frame of `frame_ms`.
+
+Rendering is separable: the image is Gy · diag(b) · Gxᵀ ([H, n] × [n] × [n, W]), one small
+matrix product per frame instead of n full-size Gaussians.
 """
 
 from __future__ import annotations
@@ -10,18 +22,118 @@ from numpy.typing import NDArray
 
 from hardware.arrays import ElectrodeArray
 from hardware.calibration_file import PatientCalibration
+from hardware.mapping import MappingConfig, electrode_model
+from hardware.retinotopy import DEFAULT_MAP, WedgeDipoleMap
 from hardware.types import StimulationFrame
+
+#: Current spread constant (µA/mm²), Dynaphos / REFERENCES.md.
+K_UA_PER_MM2 = 675.0
+#: Phosphene activation time constant (ms), Dynaphos / REFERENCES.md.
+TAU_MS = 111.0
+
+
+def phosphene_diameter_deg(
+    current_ua: NDArray[np.floating],
+    eccentricity_deg: NDArray[np.floating],
+    retinotopy: WedgeDipoleMap = DEFAULT_MAP,
+) -> NDArray[np.float64]:
+    """[n] phosphene diameter in degrees: D = 2√(I/K) mm over the magnification (mm/deg)."""
+    i = np.maximum(np.asarray(current_ua, dtype=np.float64), 0.0)
+    d_mm = 2.0 * np.sqrt(i / K_UA_PER_MM2)
+    return d_mm / retinotopy.magnification(eccentricity_deg)
 
 
 class PhospheneRenderer:
+    """Renders frames to [size_px, size_px] images of the visual field.
+
+    Args:
+        array: the array the frames address.
+        calibration: per-electrode positions and brightness curves (None: map + defaults).
+        size_px: output image side.
+        field_deg: (x_min, x_max, y_min, y_max) degrees shown; None: a square around all
+            phosphenes with a margin.
+        frame_ms: time per frame for the temporal dynamics (10 ms = 100 Hz bins).
+        tau_ms: activation time constant (0 disables the dynamics).
+    """
+
     def __init__(
         self,
         array: ElectrodeArray,
         calibration: PatientCalibration | None = None,
         size_px: int = 256,
         field_deg: tuple[float, float, float, float] | None = None,
+        *,
+        frame_ms: float = 10.0,
+        tau_ms: float = TAU_MS,
+        retinotopy: WedgeDipoleMap = DEFAULT_MAP,
     ) -> None:
-        raise NotImplementedError
+        if size_px < 2:
+            raise ValueError(f"size_px must be ≥ 2, got {size_px}")
+        self.array = array
+        self.model = electrode_model(array, calibration, MappingConfig(), retinotopy)
+        self.positions_deg = self.model.phosphene_deg
+        self.retinotopy = retinotopy
+        self.size_px = size_px
+        if field_deg is None:
+            lo = self.positions_deg.min(axis=0)
+            hi = self.positions_deg.max(axis=0)
+            centre = (lo + hi) / 2.0
+            half = max(float(np.max(hi - lo)) / 2.0 * 1.25, 0.5)
+            field_deg = (centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half)
+        x0, x1, y0, y1 = field_deg
+        if not (x1 > x0 and y1 > y0):
+            raise ValueError(f"field_deg {field_deg}: need x_min < x_max and y_min < y_max")
+        self.field_deg = (float(x0), float(x1), float(y0), float(y1))
+        # Pixel centres: x grows to the right, image row 0 is the top (largest y).
+        self.xs_deg = x0 + (np.arange(size_px) + 0.5) * (x1 - x0) / size_px
+        self.ys_deg = y1 - (np.arange(size_px) + 0.5) * (y1 - y0) / size_px
+        self.ecc_deg = np.hypot(self.positions_deg[:, 0], self.positions_deg[:, 1])
+        self.alpha = 1.0 if tau_ms <= 0 else 1.0 - np.exp(-frame_ms / tau_ms)
+        self.state = np.zeros(array.n)
+        self._sigma = np.full(array.n, 1e-3)
+
+    def reset(self) -> None:
+        self.state[:] = 0.0
+        self._sigma[:] = 1e-3
+
+    def pixel_of(self, positions_deg: NDArray[np.floating]) -> NDArray[np.float64]:
+        """[n, 2] (row, col) fractional pixel coordinates of positions [n, 2] degrees."""
+        p = np.asarray(positions_deg, dtype=np.float64).reshape(-1, 2)
+        x0, x1, y0, y1 = self.field_deg
+        col = (p[:, 0] - x0) / (x1 - x0) * self.size_px - 0.5
+        row = (y1 - p[:, 1]) / (y1 - y0) * self.size_px - 0.5
+        return np.stack([row, col], axis=1)
+
+    def targets(self, frame: StimulationFrame) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """([n] target brightness, [n] Gaussian σ in degrees) of each electrode for a frame."""
+        amp = np.nan_to_num(frame.amplitude_ua.astype(np.float64), nan=0.0, posinf=0.0)
+        amp = np.where(frame.active, np.maximum(amp, 0.0), 0.0)
+        bright = self.model.brightness(amp)
+        sigma = np.maximum(phosphene_diameter_deg(amp, self.ecc_deg, self.retinotopy) / 2.0, 1e-3)
+        return bright, sigma
 
     def render(self, frame: StimulationFrame) -> NDArray[np.float32]:
-        raise NotImplementedError
+        """Advance the dynamics by one frame and return the image: [H, W] float32 in [0, 1]."""
+        if frame.n_electrodes != self.array.n:
+            raise ValueError(
+                f"frame has {frame.n_electrodes} electrodes, array {self.array.name} {self.array.n}"
+            )
+        bright, sigma = self.targets(frame)
+        self.state += self.alpha * (bright - self.state)
+        # Size follows the current while stimulated; a decaying phosphene keeps its last size.
+        self._sigma = np.where(bright > 0, sigma, self._sigma)
+        return self.draw(self.state, self._sigma)
+
+    def draw(
+        self, brightness: NDArray[np.float64], sigma_deg: NDArray[np.float64]
+    ) -> NDArray[np.float32]:
+        """Static image of Gaussians: brightness [n], sigma_deg [n] → [H, W] float32 in [0, 1]."""
+        on = brightness > 1e-4
+        if not on.any():
+            return np.zeros((self.size_px, self.size_px), dtype=np.float32)
+        p = self.positions_deg[on]
+        s = sigma_deg[on][None, :]
+        gy = np.exp(-((self.ys_deg[:, None] - p[None, :, 1]) ** 2) / (2.0 * s**2))
+        gx = np.exp(-((self.xs_deg[:, None] - p[None, :, 0]) ** 2) / (2.0 * s**2))
+        img = (gy * brightness[on][None, :]) @ gx.T
+        return np.clip(img, 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,273 @@
+"""The versioned binary wire format of stimulation frames, authenticated with HMAC-SHA256.
+
+Wire format version 1 (all integers and floats big-endian, IEEE-754 float32):
+
+    offset size field
+    0      4    magic            b"NPSF"
+    4      1    version          1
+    5      1    waveform         1 = cathodic-first, symmetric (charge-balanced) biphasic;
+                                 anything else is refused (no unbalanced pulses exist)
+    6      1    flags            bit 0: all-zero (stop) frame
+    7      1    reserved         0
+    8      4    array_crc        CRC-32 of the array's electrode ids joined by "\\n"
+                                 (a stimulator refuses frames meant for another array)
+    12     8    wire_sequence    u64, strictly increasing per sender; starts at the sender's
+                                 wall-clock time in µs so a restarted sender stays above every
+                                 sequence it sent before (replays are rejected by it)
+    20     8    frame_sequence   u64, the pipeline's StimulationFrame.sequence (audit)
+    28     8    timestamp_ns     i64, sender's monotonic clock when the frame was made
+    36     2    n_electrodes     u16
+    38     2    record_size      u16, 18 in version 1
+    40     18×n per electrode, in the array's order:
+                amplitude_ua f32, phase_width_us f32, interphase_gap_us f32,
+                pulse_rate_hz f32, n_pulses u16
+    40+18n 32   HMAC-SHA256(device key, bytes 0 .. 40+18n)
+
+Acknowledgement (stimulator → sender), 48 bytes: magic b"NPSA", version u8, status u8
+(0 accepted, 1 rejected), reason code u8 (index in REJECT_REASONS, 255 = none), reserved u8,
+wire_sequence u64, HMAC-SHA256 over the first 16 bytes.
+
+A receiver checks, in this order: length ≥ header (else "truncated"), magic, version, exact
+length ("truncated"/"bad_length"), HMAC ("bad_mac", constant-time), waveform, array CRC,
+sequence strictly above the last accepted one ("replay"). The MAC is checked before any field
+is trusted, so an unauthenticated sender learns nothing but "rejected".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from hardware.types import StimulationFrame
+
+MAGIC = b"NPSF"
+ACK_MAGIC = b"NPSA"
+WIRE_VERSION = 1
+WAVEFORM_BIPHASIC_CATHODIC_FIRST = 1
+FLAG_ZERO = 0x01
+HEADER = struct.Struct(">4sBBBBIQQqHH")
+RECORD = np.dtype([("amp", ">f4"), ("pw", ">f4"), ("gap", ">f4"), ("rate", ">f4"), ("n", ">u2")])
+MAC_BYTES = 32
+ACK = struct.Struct(">4sBBBBQ")
+ACK_BYTES = ACK.size + MAC_BYTES
+
+REJECT_REASONS = (
+    "truncated",
+    "bad_magic",
+    "bad_version",
+    "bad_length",
+    "bad_mac",
+    "bad_waveform",
+    "array_mismatch",
+    "replay",
+)
+
+assert HEADER.size == 40 and RECORD.itemsize == 18
+
+
+class WireError(ValueError):
+    """A frame the receiver refuses; `reason` is one of REJECT_REASONS."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def ids_checksum(electrode_ids: tuple[str, ...]) -> int:
+    """CRC-32 of the ordered electrode ids (same as ElectrodeArray.id_checksum)."""
+    return zlib.crc32("\n".join(electrode_ids).encode())
+
+
+def _mac(key: bytes, data: bytes) -> bytes:
+    return hmac.new(key, data, hashlib.sha256).digest()
+
+
+def encode_frame(frame: StimulationFrame, key: bytes, wire_sequence: int) -> bytes:
+    """Serialise one frame (see the module docstring for the layout)."""
+    n = frame.n_electrodes
+    rec = np.empty(n, dtype=RECORD)
+    rec["amp"] = frame.amplitude_ua
+    rec["pw"] = frame.phase_width_us
+    rec["gap"] = frame.interphase_gap_us
+    rec["rate"] = frame.pulse_rate_hz
+    rec["n"] = frame.n_pulses
+    flags = 0 if bool(frame.active.any()) else FLAG_ZERO
+    head = HEADER.pack(
+        MAGIC,
+        WIRE_VERSION,
+        WAVEFORM_BIPHASIC_CATHODIC_FIRST,
+        flags,
+        0,
+        ids_checksum(frame.electrode_ids),
+        wire_sequence,
+        frame.sequence,
+        frame.timestamp_ns,
+        n,
+        RECORD.itemsize,
+    )
+    body = head + rec.tobytes()
+    return body + _mac(key, body)
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    wire_sequence: int
+    frame: StimulationFrame
+
+
+class FrameEncoder:
+    """Gives every frame a strictly increasing wire sequence and authenticates it."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.next_sequence = time.time_ns() // 1000
+
+    def encode(self, frame: StimulationFrame) -> bytes:
+        self.next_sequence += 1
+        return encode_frame(frame, self.key, self.next_sequence)
+
+
+class FrameVerifier:
+    """Receiver side: authenticates, checks and decodes frames; counts rejections by reason."""
+
+    def __init__(self, key: bytes, electrode_ids: tuple[str, ...]) -> None:
+        self.key = key
+        self.electrode_ids = electrode_ids
+        self.crc = ids_checksum(electrode_ids)
+        self.last_sequence = -1
+        self.rejected: Counter[str] = Counter()
+        self.accepted = 0
+
+    def expected_length(self, header: bytes) -> int:
+        n, rs = struct.unpack_from(">HH", header, 36)
+        return HEADER.size + n * rs + MAC_BYTES
+
+    def decode(self, data: bytes) -> DecodedFrame:
+        """Verify and decode one datagram; raise WireError (and count it) if refused."""
+        try:
+            out = self._decode(data)
+        except WireError as exc:
+            self.rejected[exc.reason] += 1
+            raise
+        self.accepted += 1
+        return out
+
+    def _decode(self, data: bytes) -> DecodedFrame:
+        if len(data) < HEADER.size:
+            raise WireError("truncated", f"{len(data)} bytes, header needs {HEADER.size}")
+        magic, version, waveform, _flags, _res, crc, wseq, fseq, ts, n, rs = HEADER.unpack_from(
+            data
+        )
+        if magic != MAGIC:
+            raise WireError("bad_magic", repr(magic))
+        if version != WIRE_VERSION:
+            raise WireError("bad_version", f"version {version}, this reader speaks {WIRE_VERSION}")
+        want = HEADER.size + n * rs + MAC_BYTES
+        if len(data) < want:
+            raise WireError("truncated", f"{len(data)} of {want} bytes")
+        if len(data) > want or rs != RECORD.itemsize:
+            raise WireError("bad_length", f"{len(data)} bytes, record size {rs}")
+        body, mac = data[: want - MAC_BYTES], data[want - MAC_BYTES :]
+        if not hmac.compare_digest(mac, _mac(self.key, body)):
+            raise WireError("bad_mac", "HMAC does not match this device's key")
+        if waveform != WAVEFORM_BIPHASIC_CATHODIC_FIRST:
+            raise WireError("bad_waveform", f"waveform code {waveform}")
+        if crc != self.crc or n != len(self.electrode_ids):
+            raise WireError("array_mismatch", f"frame for {n} electrodes / crc {crc:#x}")
+        if wseq <= self.last_sequence:
+            raise WireError("replay", f"sequence {wseq} ≤ last accepted {self.last_sequence}")
+        self.last_sequence = wseq
+        rec = np.frombuffer(body, dtype=RECORD, count=n, offset=HEADER.size)
+        frame = StimulationFrame(
+            sequence=fseq,
+            timestamp_ns=ts,
+            electrode_ids=self.electrode_ids,
+            amplitude_ua=rec["amp"].astype(np.float32),
+            phase_width_us=rec["pw"].astype(np.float32),
+            interphase_gap_us=rec["gap"].astype(np.float32),
+            pulse_rate_hz=rec["rate"].astype(np.float32),
+            n_pulses=rec["n"].astype(np.uint16),
+        )
+        return DecodedFrame(wseq, frame)
+
+
+class StreamDecoder:
+    """Reassembles wire frames from a byte stream (serial line, file sink).
+
+    `feed(data)` returns, in order, a DecodedFrame or a WireError for every complete frame;
+    after garbage or a bad frame it resynchronises on the next magic.
+    """
+
+    def __init__(self, verifier: FrameVerifier, max_buffer: int = 1 << 20) -> None:
+        self.verifier = verifier
+        self.buf = bytearray()
+        self.max_buffer = max_buffer
+
+    def feed(self, data: bytes) -> list[DecodedFrame | WireError]:
+        self.buf += data
+        out: list[DecodedFrame | WireError] = []
+        while True:
+            start = self.buf.find(MAGIC)
+            if start < 0:
+                del self.buf[: max(0, len(self.buf) - len(MAGIC) + 1)]
+                return out
+            if start > 0:
+                del self.buf[:start]
+            if len(self.buf) < HEADER.size:
+                return out
+            want = self.verifier.expected_length(bytes(self.buf[: HEADER.size]))
+            if want > self.max_buffer:
+                out.append(WireError("bad_length", f"claims {want} bytes"))
+                self.verifier.rejected["bad_length"] += 1
+                del self.buf[: len(MAGIC)]
+                continue
+            if len(self.buf) < want:
+                return out
+            chunk = bytes(self.buf[:want])
+            try:
+                out.append(self.verifier.decode(chunk))
+                del self.buf[:want]
+            except WireError as exc:
+                out.append(exc)
+                del self.buf[: len(MAGIC)]
+
+    def finish(self) -> list[WireError]:
+        """At end of stream: a partial frame left in the buffer is a truncated frame."""
+        if self.buf.find(MAGIC) >= 0:
+            self.verifier.rejected["truncated"] += 1
+            self.buf.clear()
+            return [WireError("truncated", "stream ended inside a frame")]
+        return []
+
+
+def encode_ack(key: bytes, wire_sequence: int, accepted: bool, reason: str | None) -> bytes:
+    code = REJECT_REASONS.index(reason) if reason in REJECT_REASONS else 255
+    head = ACK.pack(ACK_MAGIC, WIRE_VERSION, 0 if accepted else 1, code, 0, wire_sequence)
+    return head + _mac(key, head)
+
+
+@dataclass(frozen=True)
+class Ack:
+    wire_sequence: int
+    accepted: bool
+    reason: str | None
+
+
+def decode_ack(key: bytes, data: bytes) -> Ack:
+    """Verify an acknowledgement; WireError if it is not one from the stimulator."""
+    if len(data) != ACK_BYTES:
+        raise WireError("bad_length", f"ack of {len(data)} bytes")
+    head, mac = data[: ACK.size], data[ACK.size :]
+    if not hmac.compare_digest(mac, _mac(key, head)):
+        raise WireError("bad_mac", "ack HMAC does not match")
+    magic, version, status, code, _r, seq = ACK.unpack(head)
+    if magic != ACK_MAGIC or version != WIRE_VERSION:
+        raise WireError("bad_magic", "not an ack")
+    return Ack(seq, status == 0, REJECT_REASONS[code] if code < len(REJECT_REASONS) else None)
