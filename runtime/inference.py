@@ -1,0 +1,135 @@
+"""ONNX Runtime inference for one form of a model, allocation-free per call.
+
+Why IOBinding: inputs are bound straight from the ring buffer / preprocessed frame (no
+copy) and outputs and recurrent state are written into preallocated arrays; the state of a
+step form is double-buffered and swapped after every call, so a streaming model carries
+its state from bin to bin (ORT does not keep state hidden in parameters, REFERENCES.md).
+
+CPU session defaults follow REFERENCES.md "Runtime facts": 1–2 intra-op threads, sequential
+execution, `session.intra_op.allow_spinning` measured (see `npe bench`), all graph
+optimisations. CUDA is used only when asked, and refused with a clear error when this
+onnxruntime build has no CUDA provider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from runtime.spec import FormSpec
+
+Device = Literal["cpu", "cuda"]
+
+
+class InferenceError(RuntimeError):
+    """A session that cannot be created or run as asked (device, shapes, file)."""
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Thread and spinning settings of an ORT CPU session (recorded in benchmark JSON).
+
+    Defaults: 1 intra-op thread with spinning off. On 2 cores the second core is busy with
+    capture/preprocessing/the stimulator link, and spinning threads would steal it; `npe
+    bench --sweep-threads` measures the alternatives on the machine at hand.
+    """
+
+    device: Device = "cpu"
+    intra_op_threads: int = 1
+    allow_spinning: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "device": self.device,
+            "intra_op_threads": self.intra_op_threads,
+            "allow_spinning": self.allow_spinning,
+            "execution_mode": "sequential",
+            "graph_optimization_level": "all",
+        }
+
+
+def make_session(path: str, settings: SessionSettings) -> ort.InferenceSession:
+    """Create an ORT session for an ONNX file with the given settings."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = settings.intra_op_threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry(
+        "session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0"
+    )
+    so.log_severity_level = 3
+    if settings.device == "cuda":
+        available = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in available:
+            raise InferenceError(
+                "--device cuda: this onnxruntime has no CUDAExecutionProvider "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu or use --device cpu"
+            )
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    elif settings.device == "cpu":
+        providers = ["CPUExecutionProvider"]
+    else:
+        raise InferenceError(f"unknown device {settings.device!r}; use cpu or cuda")
+    try:
+        return ort.InferenceSession(path, sess_options=so, providers=providers)
+    except Exception as exc:  # ORT raises its own exception types
+        raise InferenceError(f"cannot load {path}: {exc}") from exc
+
+
+class OrtEngine:
+    """Runs one form (window or step) of a model; output and state live in fixed buffers.
+
+    `run(x)` with x: window form [1, T, H, W] float32 (or [T, H, W]), step form [1, H, W]
+    (or [H, W]), C-contiguous; returns [n] float32, a view of the output buffer that is
+    overwritten by the next call (copy it to keep it).
+    """
+
+    def __init__(self, form: FormSpec, settings: SessionSettings | None = None) -> None:
+        self.form = form
+        self.settings = settings or SessionSettings()
+        self.session = make_session(str(form.path), self.settings)
+        self.out = np.zeros(form.output_shape, dtype=np.float32)
+        self._out_flat = self.out.reshape(-1)
+        self._state_a = [np.zeros(s.shape, dtype=np.float32) for s in form.states]
+        self._state_b = [np.zeros(s.shape, dtype=np.float32) for s in form.states]
+        self._binding = self.session.io_binding()
+        self._binding.bind_output(
+            form.output_name, "cpu", 0, np.float32, list(self.out.shape), self.out.ctypes.data
+        )
+        self.calls = 0
+
+    @property
+    def stateful(self) -> bool:
+        return bool(self.form.states)
+
+    def reset_state(self) -> None:
+        """Back to the initial (zero) state, e.g. after a camera reconnect."""
+        for a in self._state_a:
+            a.fill(0.0)
+
+    def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        shape = self.form.input_shape
+        if x.shape != shape:
+            if x.size != int(np.prod(shape)):
+                raise InferenceError(
+                    f"{self.form.path.name}: input {self.form.input_name} expects {list(shape)}, "
+                    f"got {list(x.shape)}"
+                )
+            x = x.reshape(shape)
+        if not x.flags.c_contiguous or x.dtype != np.float32:
+            raise InferenceError("input must be C-contiguous float32")
+        b = self._binding
+        b.bind_cpu_input(self.form.input_name, x)
+        for s, a, nxt in zip(self.form.states, self._state_a, self._state_b, strict=True):
+            b.bind_cpu_input(s.input, a)
+            b.bind_output(s.output, "cpu", 0, np.float32, list(nxt.shape), nxt.ctypes.data)
+        self.session.run_with_iobinding(b)
+        if self.form.states:
+            self._state_a, self._state_b = self._state_b, self._state_a
+        self.calls += 1
+        return self._out_flat

@@ -1,0 +1,72 @@
+"""Per-stage latency records in a fixed array, and their percentiles.
+
+Why fixed: the live loop must not allocate per bin, and a run of hours must not grow
+memory; the recorder keeps the newest `capacity` bins (default 100 000 = 1000 s at
+100 Hz) in a preallocated [capacity, n_stages] int64 array (nanoseconds).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+#: Stages of one bin, in order: read/decode the frame, preprocess it, bin it into the ring,
+#: run the model, map rates → stimulation (hardware pipeline incl. safety), send + audit.
+STAGES: tuple[str, ...] = ("capture", "preprocess", "bin", "infer", "map", "send", "total")
+PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
+
+
+class LatencyRecorder:
+    """Ring of per-bin stage durations [capacity, len(stages)] in ns."""
+
+    def __init__(self, stages: tuple[str, ...] = STAGES, capacity: int = 100_000) -> None:
+        self.stages = stages
+        self.capacity = capacity
+        self.data = np.zeros((capacity, len(stages)), dtype=np.int64)
+        self.count = 0
+
+    def row(self) -> NDArray[np.int64]:
+        """The row to fill for the next bin (zeroed); commit() makes it count."""
+        r = self.data[self.count % self.capacity]
+        r.fill(0)
+        return r
+
+    def commit(self) -> None:
+        self.count += 1
+
+    def recorded(self) -> NDArray[np.int64]:
+        """[m, n_stages] the recorded rows (oldest order not guaranteed after wrap)."""
+        return self.data[: min(self.count, self.capacity)]
+
+    def recent(self, n: int) -> NDArray[np.int64]:
+        """[≤ n, n_stages] roughly the newest n rows (for the live status line)."""
+        m = min(self.count, self.capacity)
+        if m <= n:
+            return self.data[:m]
+        end = self.count % self.capacity
+        if end >= n:
+            return self.data[end - n : end]
+        return np.concatenate([self.data[self.capacity - (n - end) :], self.data[:end]])
+
+    def summary_ms(self, rows: NDArray[np.int64] | None = None) -> dict[str, dict[str, float]]:
+        """{stage: {p50, p90, p99, p99.9, max, mean}} in milliseconds."""
+        d = self.recorded() if rows is None else rows
+        return summarise_ns({s: d[:, i] for i, s in enumerate(self.stages)})
+
+
+def summarise_ns(samples: dict[str, NDArray[np.int64]]) -> dict[str, dict[str, float]]:
+    """Percentiles (p50, p90, p99, p99.9), max and mean in ms of each named ns sample array."""
+    out: dict[str, dict[str, float]] = {}
+    for name, x in samples.items():
+        if x.size == 0:
+            out[name] = {f"p{p:g}": float("nan") for p in PERCENTILES} | {
+                "max": float("nan"),
+                "mean": float("nan"),
+            }
+            continue
+        ms = x.astype(np.float64) / 1e6
+        q = np.percentile(ms, PERCENTILES)
+        out[name] = {f"p{p:g}": float(v) for p, v in zip(PERCENTILES, q, strict=True)}
+        out[name]["max"] = float(ms.max())
+        out[name]["mean"] = float(ms.mean())
+    return out

@@ -1,0 +1,339 @@
+"""The live loop: one iteration per bin of the model's frame clock.
+
+Per bin k (deadline = t0 + (k+1)·P on the bin clock):
+  capture → preprocess (newest frame, sample-and-hold) → bin (ring buffer) → infer (ORT
+  step or window) → map (`RateField` → hardware pipeline: mapping + safety) → send (link
+  + audit log). Each stage is timed with time.monotonic_ns into a fixed LatencyRecorder.
+
+Safety and boundedness (ARCHITECTURE.md "Principles"):
+- a source that fails, raises or stalls (watchdog: frame age) → a zero stimulation frame
+  that very bin, a reconnect, zero frames every bin until frames flow again, and the model
+  restarts from a blank (grey) window and zero state;
+- overload: if the bin's work ends after the next bin's deadline, the loop skips straight to
+  the newest due bin (skipped bins counted as dropped; the ring still advances with the held
+  frame so the window's time axis stays right); there is never a backlog;
+- shutdown (stop event, duration, end of a file, or an exception): a zero frame is sent and
+  logged in `finally`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hardware.types import RateField, StimulationFrame
+from runtime.binning import RingWindow, SampleAndHoldBinner
+from runtime.clock import BinClock, RealClock
+from runtime.inference import OrtEngine
+from runtime.latency import STAGES, LatencyRecorder
+from runtime.preprocess import Preprocessor
+from runtime.sources import FrameSource
+from runtime.spec import ModelSpec
+
+
+class Pipeline(Protocol):
+    """`hardware.pipeline.StimulationPipeline`'s interface as the loop uses it."""
+
+    def process(self, rate_field: RateField) -> StimulationFrame: ...
+    def zero(self, reason: str) -> StimulationFrame: ...
+
+
+class Link(Protocol):
+    """`hardware.link.StimulatorLink`'s interface."""
+
+    def send(self, frame: StimulationFrame) -> None: ...
+    def close(self) -> None: ...
+
+
+class Audit(Protocol):
+    """`hardware.audit.AuditLog`'s interface."""
+
+    def frame(self, frame: StimulationFrame) -> None: ...
+    def event(self, kind: str, detail: str) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BinView:
+    """What an observer (preview, tests) may look at after a bin; valid during the callback.
+
+    frame: [H, W] float32 model input of this bin; rates: [n] spikes/s or None (zero bin);
+    stim: the frame sent.
+    """
+
+    index: int
+    frame: NDArray[np.float32]
+    rates: NDArray[np.float32] | None
+    stim: StimulationFrame
+    zero_reason: str
+
+
+@dataclass
+class LoopCounters:
+    """Live counters, read by the status line from another thread (ints only: atomic enough)."""
+
+    frames_in: int = 0
+    bins_done: int = 0  # bins that ran the model and sent its stimulation
+    bins_zero: int = 0  # bins that sent zero stimulation (no frame yet, source fault)
+    bins_dropped: int = 0  # bins skipped under overload
+    source_faults: int = 0
+    reconnects: int = 0
+    active_electrodes: int = 0
+    active_sum: int = 0
+    state: str = "starting"
+
+
+@dataclass
+class RunSummary:
+    """The result of a run (printed and written as JSON by `npe run` / `npe bench`)."""
+
+    source: str
+    model: str
+    form: str
+    stop_reason: str
+    duration_s: float
+    bins_total: int
+    counters: dict[str, Any]
+    source_stats: dict[str, Any]
+    latency_ms: dict[str, dict[str, float]]
+    bins_over_period: int = 0  # bins whose own work took longer than one bin period
+    mean_active_electrodes: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoopConfig:
+    """Tunables of the loop. reconnect_every_s: retry interval while a source stays bad."""
+
+    reconnect_every_s: float = 0.5
+    latency_capacity: int = 100_000
+
+
+class StreamingRuntime:
+    """Frames → rates → stimulation, one bin at a time (see module docstring)."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        engine: OrtEngine,
+        source: FrameSource,
+        preprocessor: Preprocessor,
+        pipeline: Pipeline,
+        link: Link,
+        audit: Audit,
+        clock: BinClock | None = None,
+        config: LoopConfig | None = None,
+        observer: Callable[[BinView], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.engine = engine
+        self.source = source
+        self.pre = preprocessor
+        self.pipeline = pipeline
+        self.link = link
+        self.audit = audit
+        self.clock = clock or RealClock()
+        self.config = config or LoopConfig()
+        self.observer = observer
+        self.window_form = engine.form.form == "window"
+        self.ring = RingWindow(spec.window_frames, spec.height, spec.width)
+        self.period_ns = spec.bin_period_ns
+        self.latency = LatencyRecorder(STAGES, self.config.latency_capacity)
+        self.counters = LoopCounters()
+        self.bins_over_period = 0
+        self._positions = np.ascontiguousarray(spec.positions_deg, dtype=np.float32)
+        self._polarity = np.ascontiguousarray(spec.polarity, dtype=np.int8)
+        self._stop = threading.Event()
+        self._have_frame = False
+        self._fault = ""
+        self._last_reconnect_ns = 0
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the current bin (safe from signal handlers/threads)."""
+        self._stop.set()
+
+    # -- the per-bin pieces -------------------------------------------------------------
+    def _send(self, frame: StimulationFrame) -> None:
+        self.link.send(frame)
+        self.audit.frame(frame)
+        self.counters.active_electrodes = int(np.count_nonzero(frame.active))
+        self.counters.active_sum += self.counters.active_electrodes
+
+    def _send_zero(self, reason: str) -> StimulationFrame:
+        z = self.pipeline.zero(reason)
+        self._send(z)
+        self.counters.bins_zero += 1
+        return z
+
+    def _restart_model(self) -> None:
+        """Blank window and zero state: after a fault the old history is meaningless."""
+        self.ring.reset()
+        self.engine.reset_state()
+        self._have_frame = False
+
+    def _handle_fault(self, reason: str, now_ns: int) -> None:
+        if not self._fault:
+            self.counters.source_faults += 1
+            self.audit.event("source_fault", reason)
+            self._restart_model()
+            self._last_reconnect_ns = now_ns - int(self.config.reconnect_every_s * 1e9) - 1
+        self._fault = reason
+        self.counters.state = "source fault"
+        if now_ns - self._last_reconnect_ns >= int(self.config.reconnect_every_s * 1e9):
+            self._last_reconnect_ns = now_ns
+            self.counters.reconnects += 1
+            self.audit.event("source_reconnect", self.source.name)
+            try:
+                self.source.reconnect()
+            except Exception as exc:  # a failing reconnect is retried next interval
+                self.audit.event("source_reconnect_failed", f"{type(exc).__name__}: {exc}")
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(
+        self,
+        duration_s: float | None = None,
+        max_bins: int | None = None,
+    ) -> RunSummary:
+        """Run until stop(), duration_s (bin clock), max_bins, or the source is exhausted."""
+        clock, P = self.clock, self.period_ns
+        t_wall0 = time.monotonic_ns()
+        t0 = clock.now_ns()
+        self.source.start(t0)
+        binner = SampleAndHoldBinner(P, t0, self.spec.height, self.spec.width)
+        end_bin = None if duration_s is None else int(duration_s * 1e9 // P)
+        if max_bins is not None:
+            end_bin = max_bins if end_bin is None else min(end_bin, max_bins)
+        self.audit.event(
+            "start",
+            f"source={self.source.name} model={self.spec.name} form={self.engine.form.form} "
+            f"rate={self.spec.frame_rate_hz:g}Hz window={self.spec.window_frames}",
+        )
+        k = 0
+        stop_reason = "stopped"
+        mono = time.monotonic_ns
+        try:
+            while True:
+                if self._stop.is_set():
+                    stop_reason = "stop requested"
+                    break
+                if end_bin is not None and k >= end_bin:
+                    stop_reason = "duration reached" if duration_s is not None else "bins reached"
+                    break
+                deadline = t0 + (k + 1) * P
+                clock.sleep_until(deadline)
+                row = self.latency.row()
+                t_a = mono()
+                now = clock.now_ns()
+                # Overload: bins that already ended beyond this one are skipped, not queued.
+                behind = (now - t0) // P - (k + 1)
+                if behind > 0:
+                    if end_bin is not None:
+                        behind = min(behind, end_bin - 1 - k)
+                    for _ in range(behind):
+                        binner.close_bin(self.ring)  # keep the window's time axis right
+                    self.counters.bins_dropped += behind
+                    k += behind
+                    deadline = t0 + (k + 1) * P
+                # Capture: newest frame captured before this bin's end.
+                health = self.source.health(now)
+                grab = None
+                if health.ok:
+                    try:
+                        grab = self.source.poll(deadline - 1)
+                    except Exception as exc:
+                        health = type(health)(
+                            False, f"{self.source.name}: {type(exc).__name__}: {exc}"
+                        )
+                if self.source.exhausted and grab is None:
+                    stop_reason = "source ended"
+                    break
+                t_b = mono()
+                if grab is not None and binner.accepts(grab.t_ns):
+                    self.pre(grab.frame, out=binner.held)
+                    binner.held_t_ns = grab.t_ns
+                    binner.frames_in += 1
+                    self.counters.frames_in += 1
+                    self._have_frame = True
+                    row[0] = grab.read_ns
+                t_c = mono()
+                if not health.ok:
+                    self._handle_fault(health.reason, now)
+                    binner.next_bin += 1
+                    z = self._send_zero(health.reason)
+                    self._observe(k, binner.held, None, z, health.reason)
+                    k += 1
+                    continue
+                if self._fault:
+                    self.audit.event("source_recovered", self.source.name)
+                    self._fault = ""
+                self.counters.state = "running"
+                if not self._have_frame:
+                    binner.next_bin += 1
+                    z = self._send_zero("waiting for the first frame")
+                    self._observe(k, binner.held, None, z, "waiting for the first frame")
+                    k += 1
+                    continue
+                binner.close_bin(self.ring)
+                t_d = mono()
+                x = self.ring.window() if self.window_form else self.ring.newest()
+                rates = self.engine.run(x)
+                t_e = mono()
+                rf = RateField(rates, self._positions, self._polarity, deadline)
+                stim = self.pipeline.process(rf)
+                t_f = mono()
+                self._send(stim)
+                t_g = mono()
+                row[1], row[2], row[3] = t_c - t_b, t_d - t_c, t_e - t_d
+                row[4], row[5], row[6] = t_f - t_e, t_g - t_f, row[0] + t_g - t_b
+                self.latency.commit()
+                if t_g - t_a > P:
+                    self.bins_over_period += 1
+                self.counters.bins_done += 1
+                self._observe(k, self.ring.newest(), rates, stim, "")
+                k += 1
+        except BaseException as exc:
+            stop_reason = f"error: {type(exc).__name__}: {exc}"
+            if isinstance(exc, KeyboardInterrupt):
+                stop_reason = "interrupted"
+            raise
+        finally:
+            self.counters.state = "stopping"
+            try:
+                self._send(self.pipeline.zero(f"shutdown: {stop_reason}"))
+            finally:
+                self.audit.event("stop", stop_reason)
+        wall = (time.monotonic_ns() - t_wall0) / 1e9
+        c = self.counters
+        return RunSummary(
+            source=self.source.name,
+            model=self.spec.name,
+            form=f"{self.engine.form.form}/{self.engine.form.precision}",
+            stop_reason=stop_reason,
+            duration_s=wall,
+            bins_total=c.bins_done + c.bins_zero + c.bins_dropped,
+            counters=asdict(c),
+            source_stats=asdict(self.source.stats),
+            latency_ms=self.latency.summary_ms(),
+            bins_over_period=self.bins_over_period,
+            mean_active_electrodes=c.active_sum / max(1, c.bins_done + c.bins_zero),
+        )
+
+    def _observe(
+        self,
+        k: int,
+        frame: NDArray[np.float32],
+        rates: NDArray[np.float32] | None,
+        stim: StimulationFrame,
+        reason: str,
+    ) -> None:
+        if self.observer is not None:
+            self.observer(BinView(k, frame, rates, stim, reason))

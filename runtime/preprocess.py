@@ -1,0 +1,124 @@
+"""Camera frame → model input frame, exactly as the bundle manifest says.
+
+Steps: grayscale, crop the camera image to the model's field of view (in degrees, given
+the camera's horizontal field of view), resize to the model's H×W, contrast normalise
+(L - offset) / scale clipped to [-1, 1] — the training convention of
+`encoder.recording.stimulus_as_contrast` (offset = scale = 127.5).
+
+Why preallocated: this runs on every frame in the live loop; all intermediate images are
+allocated once per input geometry and reused (cv2 `dst=` and numpy `out=`), so the steady
+state allocates nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from runtime.spec import ModelSpec
+
+
+class PreprocessError(ValueError):
+    """The camera cannot provide what the model needs (e.g. its field of view is too narrow)."""
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """Pixel rectangle of the camera image that covers the model's field of view."""
+
+    x0: int
+    y0: int
+    w: int
+    h: int
+
+
+def crop_box(
+    frame_w: int, frame_h: int, camera_fov_deg: float, field_w_deg: float, field_h_deg: float
+) -> CropBox:
+    """Centred crop of a frame_w×frame_h image (horizontal FOV camera_fov_deg) to the field.
+
+    Uses the pinhole model: a pixel at angle θ from the axis lies at f·tan θ, with the focal
+    length f = (frame_w / 2) / tan(camera_fov / 2). Square pixels are assumed.
+    """
+    if not 0 < camera_fov_deg < 180:
+        raise PreprocessError(
+            f"camera field of view must be in (0, 180) degrees, got {camera_fov_deg}"
+        )
+    f = (frame_w / 2) / math.tan(math.radians(camera_fov_deg) / 2)
+    w = 2 * f * math.tan(math.radians(field_w_deg) / 2)
+    h = 2 * f * math.tan(math.radians(field_h_deg) / 2)
+    if w > frame_w + 1e-6 or h > frame_h + 1e-6:
+        cam_v = math.degrees(2 * math.atan((frame_h / 2) / f))
+        raise PreprocessError(
+            f"model field of view {field_w_deg:.1f}°×{field_h_deg:.1f}° is wider than the "
+            f"camera's {camera_fov_deg:.1f}°×{cam_v:.1f}° ({frame_w}x{frame_h} px); "
+            "check --camera-fov-deg"
+        )
+    wi, hi = max(1, round(w)), max(1, round(h))
+    return CropBox((frame_w - wi) // 2, (frame_h - hi) // 2, wi, hi)
+
+
+class Preprocessor:
+    """Turns camera frames [h, w, 3] uint8 BGR (or [h, w] uint8 gray) into [H, W] float32 contrast."""
+
+    def __init__(self, spec: ModelSpec, camera_fov_deg: float) -> None:
+        self.spec = spec
+        self.camera_fov_deg = camera_fov_deg
+        self.out = np.zeros((spec.height, spec.width), dtype=np.float32)
+        self._resized = np.zeros((spec.height, spec.width), dtype=np.uint8)
+        self._geometry: tuple[int, ...] | None = None
+        self._gray = np.zeros((1, 1), dtype=np.uint8)
+        self._box = CropBox(0, 0, 1, 1)
+        self._inv_scale = np.float32(1.0 / spec.contrast_scale)
+        self._offset = np.float32(spec.contrast_offset)
+        self.reconfigurations = 0
+
+    def _configure(self, shape: tuple[int, ...]) -> None:
+        h, w = shape[0], shape[1]
+        fw, fh = self.spec.field_deg
+        self._box = crop_box(w, h, self.camera_fov_deg, fw, fh)
+        self._gray = np.zeros((h, w), dtype=np.uint8)
+        self._geometry = shape
+        self.reconfigurations += 1
+
+    def __call__(
+        self, frame: NDArray[np.uint8], out: NDArray[np.float32] | None = None
+    ) -> NDArray[np.float32]:
+        """Preprocess one frame into `out` (default: the internal buffer) and return it.
+
+        frame: [h, w, 3] uint8 BGR or [h, w] uint8 grayscale.
+        returns: [H, W] float32 contrast in spec.clip.
+        """
+        if frame.dtype != np.uint8 or frame.ndim not in (2, 3):
+            raise PreprocessError(
+                f"expected a uint8 frame [h, w] or [h, w, 3], got {frame.dtype} {list(frame.shape)}"
+            )
+        if frame.shape != self._geometry:
+            self._configure(frame.shape)
+        if frame.ndim == 3:
+            if frame.shape[2] == 3:
+                cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY, dst=self._gray)
+            elif frame.shape[2] == 1:
+                np.copyto(self._gray, frame[:, :, 0])
+            else:
+                raise PreprocessError(f"expected 1 or 3 channels, got {frame.shape[2]}")
+            gray = self._gray
+        else:
+            gray = frame
+        b = self._box
+        crop = gray[b.y0 : b.y0 + b.h, b.x0 : b.x0 + b.w]
+        cv2.resize(
+            crop,
+            (self.spec.width, self.spec.height),
+            dst=self._resized,
+            interpolation=cv2.INTER_AREA,
+        )
+        dst = self.out if out is None else out
+        np.subtract(self._resized, self._offset, out=dst, dtype=np.float32)
+        np.multiply(dst, self._inv_scale, out=dst)
+        np.clip(dst, self.spec.clip[0], self.spec.clip[1], out=dst)
+        return dst
