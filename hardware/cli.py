@@ -1,7 +1,311 @@
-"""Command-line sub-app of the `hardware` package (composed into `npe` by npe_cli)."""
+"""Command-line sub-app of the `hardware` package (composed into `npe` by npe_cli).
+
+Commands: `npe hardware arrays`, `npe stimulator serve`, `npe log inspect FILE`,
+`npe preview LOG --out VIDEO`. Heavy imports (cv2) stay inside the commands.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
 
 app = typer.Typer(no_args_is_help=True)
+hardware_app = typer.Typer(no_args_is_help=True, help="Electrode arrays and hardware data.")
+stimulator_app = typer.Typer(no_args_is_help=True, help="The simulated stimulator.")
+log_app = typer.Typer(no_args_is_help=True, help="Audit logs of stimulation.")
+app.add_typer(hardware_app, name="hardware")
+app.add_typer(stimulator_app, name="stimulator")
+app.add_typer(log_app, name="log")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(msg: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {msg}", highlight=False)
+    return typer.Exit(code=code)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str))
+
+
+@hardware_app.command("arrays")
+def arrays_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    json_out: Path | None = typer.Option(None, "--json-out", help="Also write JSON here."),
+) -> None:
+    """List the shipped electrode arrays (geometry, area, placement)."""
+    from rich.table import Table
+
+    from hardware.arrays import ArrayError, list_arrays, load_array
+
+    rows: list[dict[str, Any]] = []
+    for name in list_arrays():
+        try:
+            a = load_array(name)
+        except ArrayError as exc:
+            raise _fail(str(exc)) from exc
+        d = a.positions_mm[:, None, :] - a.positions_mm[None, :, :]
+        dist = (d**2).sum(-1) ** 0.5
+        dist[dist == 0] = float("inf")
+        ph = a.phosphene_positions_deg()
+        rows.append(
+            {
+                "name": a.name,
+                "kind": a.kind,
+                "electrodes": a.n,
+                "pitch_mm": round(float(dist.min()), 4),
+                "extent_mm": [
+                    round(float(v), 3) for v in (a.positions_mm.max(0) - a.positions_mm.min(0))
+                ],
+                "area_um2": float(a.area_um2.mean()),
+                "shank_length_mm": a.shank_length_mm,
+                "placement_deg": list(a.placement_deg),
+                "phosphene_span_deg": [round(float(v), 3) for v in (ph.max(0) - ph.min(0))],
+            }
+        )
+    if json_out is not None:
+        _write_json(json_out, rows)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table(title="Electrode arrays (hardware/array_data)")
+    for col in (
+        "name",
+        "kind",
+        "electrodes",
+        "pitch mm",
+        "extent mm",
+        "area µm²",
+        "shank mm",
+        "placement °",
+        "phosphene span °",
+    ):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r["name"], r["kind"], str(r["electrodes"]), f"{r['pitch_mm']:.2f}",
+            "×".join(f"{v:.1f}" for v in r["extent_mm"]), f"{r['area_um2']:.0f}",
+            f"{r['shank_length_mm']:.1f}", "({:.1f}, {:.1f})".format(*r["placement_deg"]),
+            "×".join(f"{v:.2f}" for v in r["phosphene_span_deg"]),
+        )  # fmt: skip
+    console.print(t)
+
+
+@stimulator_app.command("serve")
+def serve_cmd(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
+    port: int = typer.Option(9750, help="UDP port (0: pick a free one)."),
+    array: str = typer.Option("utah96", help="Array name or array file."),
+    key_file: Path | None = typer.Option(
+        None,
+        help="Device key (default: $NPE_DEVICE_KEY_FILE or ~/.config/npe/device.key; created if missing).",
+    ),
+    limits_file: Path | None = typer.Option(
+        None, "--limits", help="SafetyLimits JSON (default limits otherwise)."
+    ),
+    deadman_ms: float = typer.Option(
+        100.0, help="Stop all stimulation after this long without a valid frame."
+    ),
+    duration: float = typer.Option(0.0, help="Serve this many seconds (0: until Ctrl-C)."),
+    stats_out: Path | None = typer.Option(None, help="Write the final statistics here (JSON)."),
+    audit_log: Path | None = typer.Option(None, help="Record accepted frames and events here."),
+) -> None:
+    """Run the reference simulated stimulator: verify, re-enforce limits, ack, dead-man stop."""
+    from rich.live import Live
+    from rich.table import Table
+
+    from hardware.arrays import ArrayError, load_array
+    from hardware.keys import KeyError_, load_or_create_device_key
+    from hardware.safety import SafetyConfigError, SafetyLimits
+    from hardware.stimulator import SimulatedStimulator
+
+    try:
+        arr = load_array(array)
+        limits = SafetyLimits.load(limits_file) if limits_file else SafetyLimits()
+        key = load_or_create_device_key(key_file)
+    except (ArrayError, SafetyConfigError, KeyError_) as exc:
+        raise _fail(str(exc)) from exc
+    stim = SimulatedStimulator(host, port, key, limits, arr, deadman_ms=deadman_ms)
+    try:
+        stim.start()
+    except OSError as exc:
+        raise _fail(f"cannot listen on udp://{host}:{port}: {exc}") from exc
+
+    def table() -> Table:
+        s = stim.stats
+        t = Table(
+            title=f"npe stimulator on udp://{host}:{stim.port} ({arr.name}, dead-man {deadman_ms:g} ms)"
+        )
+        t.add_column("metric")
+        t.add_column("value")
+        t.add_row("stimulating", "[green]yes[/green]" if s.stimulating else "no")
+        t.add_row("active electrodes", str(int(stim.output.active.sum())))
+        for k in ("received", "accepted", "deadman_stops", "acks_sent", "last_wire_sequence"):
+            t.add_row(k, str(getattr(s, k)))
+        t.add_row("rejected", ", ".join(f"{k}={v}" for k, v in s.rejected.items()) or "0")
+        t.add_row("clamped", ", ".join(f"{k}={v}" for k, v in s.clamped.items()) or "0")
+        return t
+
+    console.print(f"listening on udp://{host}:{stim.port}", highlight=False)
+    t0 = time.monotonic()
+    try:
+        with Live(table(), console=console, refresh_per_second=4, transient=False) as live:
+            while duration <= 0 or time.monotonic() - t0 < duration:
+                time.sleep(0.25)
+                live.update(table())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stim.stop()
+    stats = stim.stats.as_dict() | {"port": stim.port, "array": arr.name, "deadman_ms": deadman_ms}
+    if stats_out is not None:
+        _write_json(stats_out, stats)
+    console.print_json(json.dumps(stats))
+    if audit_log is not None:
+        from hardware.audit import AuditLog
+
+        with AuditLog(audit_log, arr, limits, note="npe stimulator serve summary") as log:
+            log.event("stimulator_summary", json.dumps(stats))
+
+
+@log_app.command("inspect")
+def inspect_cmd(
+    file: Path = typer.Argument(..., help="Audit log file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON report instead of a table."),
+    json_out: Path | None = typer.Option(
+        None, "--json-out", help="Where to write the JSON report (default: FILE.report.json)."
+    ),
+) -> None:
+    """Summarise and verify an audit log (gaps, corruption, torn records, limit breaches).
+
+    Exit code 0 when the log verifies, 1 when it does not, 2 when it cannot be read.
+    """
+    from rich.table import Table
+
+    from hardware.audit import AuditError, inspect_log
+
+    if not file.exists():
+        raise _fail(f"{file}: no such audit log")
+    try:
+        with console.status(f"verifying {file} ..."):
+            report = inspect_log(file)
+    except AuditError as exc:
+        raise _fail(str(exc)) from exc
+    out = json_out or file.with_name(file.name + ".report.json")
+    _write_json(out, report.model_dump())
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        t = Table(title=f"audit log {file}")
+        t.add_column("item")
+        t.add_column("value")
+        t.add_row(
+            "verdict",
+            "[green]OK[/green]"
+            if report.ok
+            else "[red]FAILED[/red]: " + "; ".join(report.problems),
+        )
+        for k in (
+            "n_records",
+            "n_sessions",
+            "n_frames",
+            "n_events",
+            "first_sequence",
+            "last_sequence",
+            "torn_records",
+            "limit_breaches",
+            "max_amplitude_ua",
+            "max_active_electrodes",
+        ):
+            t.add_row(k, str(getattr(report, k)))
+        t.add_row(
+            "sequence gaps", str(report.sequence_gaps[:5]) if report.sequence_gaps else "none"
+        )
+        t.add_row(
+            "corrupt regions", str(report.corrupt_regions[:5]) if report.corrupt_regions else "none"
+        )
+        t.add_row(
+            "events",
+            ", ".join(f"{k}={v}" for k, v in sorted(report.events_by_kind.items())) or "none",
+        )
+        if report.wall_start_ns and report.wall_end_ns:
+            t.add_row("duration s", f"{(report.wall_end_ns - report.wall_start_ns) / 1e9:.3f}")
+        console.print(t)
+        console.print(f"JSON report: {out}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+@app.command("preview")
+def preview_cmd(
+    log: Path = typer.Argument(..., help="Audit log with stimulation frames."),
+    out: Path = typer.Option(..., "--out", help="Output video (.mp4 or .avi)."),
+    array: str | None = typer.Option(None, help="Array name/file when the log names none."),
+    calibration: Path | None = typer.Option(
+        None, help="Patient calibration (positions, brightness curves)."
+    ),
+    size: int = typer.Option(256, help="Video side in pixels."),
+    fps: float = typer.Option(100.0, help="Video frame rate (one frame per stimulation frame)."),
+) -> None:
+    """Render a logged session to a video of the phosphenes the patient would see."""
+    import cv2
+    import numpy as np
+    from rich.progress import Progress
+
+    from hardware.arrays import ArrayError, load_array
+    from hardware.audit import AuditError, read_frames
+    from hardware.calibration_file import CalibrationError, load_calibration
+    from hardware.preview import PhospheneRenderer
+
+    try:
+        arr, frames = read_frames(log)
+        if array is not None:
+            arr = load_array(array)
+        cal = load_calibration(calibration) if calibration else None
+    except FileNotFoundError as exc:
+        raise _fail(f"{log}: no such audit log") from exc
+    except (AuditError, ArrayError, CalibrationError) as exc:
+        raise _fail(str(exc)) from exc
+    if arr is None:
+        raise _fail(f"{log}: the log names no array; pass --array")
+    frames = [f for f in frames if f.n_electrodes == arr.n]
+    if not frames:
+        raise _fail(f"{log}: no stimulation frames for array {arr.name}")
+    renderer = PhospheneRenderer(arr, cal, size_px=size, frame_ms=1000.0 / fps)
+    fourcc = cv2.VideoWriter.fourcc(*("mp4v" if out.suffix.lower() == ".mp4" else "MJPG"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(out), fourcc, fps, (size, size), isColor=False)
+    if not writer.isOpened():
+        raise _fail(f"{out}: OpenCV cannot write this video format")
+    t0 = time.perf_counter()
+    peak = 0.0
+    with Progress(console=console) as progress:
+        task = progress.add_task("rendering", total=len(frames))
+        for f in frames:
+            img = renderer.render(f)
+            peak = max(peak, float(img.max()))
+            writer.write((img * 255.0 + 0.5).astype(np.uint8))
+            progress.advance(task)
+    writer.release()
+    elapsed = time.perf_counter() - t0
+    summary = {
+        "log": str(log),
+        "video": str(out),
+        "array": arr.name,
+        "frames": len(frames),
+        "size_px": size,
+        "fps_video": fps,
+        "render_fps": len(frames) / elapsed if elapsed > 0 else None,
+        "field_deg": renderer.field_deg,
+        "peak_brightness": peak,
+    }
+    _write_json(out.with_name(out.name + ".json"), summary)
+    console.print(f"wrote {out} ({len(frames)} frames) and {out.name}.json", highlight=False)
