@@ -217,7 +217,8 @@ class RateMapGrid(_Frozen):
 class OutputSpec(_Frozen):
     """The n rate entries of one call, flattened in C order, with identity and position.
 
-    positions_deg are (x, y) degrees from the field centre, x right, y up (NaN if unknown).
+    positions_deg are (x, y) degrees from the field centre, x right, y up; null (None) where a
+    cell's centre is unknown (NaN in `positions_array`), since JSON has no NaN.
     """
 
     units: Literal["spikes/s"] = "spikes/s"
@@ -225,7 +226,7 @@ class OutputSpec(_Frozen):
     ids: tuple[str, ...]
     types: tuple[str, ...]
     polarity: tuple[int, ...]
-    positions_deg: tuple[tuple[float, float], ...]
+    positions_deg: tuple[tuple[float | None, float | None], ...]
     grid: RateMapGrid | None = None
 
     @model_validator(mode="after")
@@ -253,8 +254,9 @@ class OutputSpec(_Frozen):
         return self
 
     def positions_array(self) -> NDArray[np.float32]:
-        """[n, 2] float32 (x, y) degrees."""
-        return np.asarray(self.positions_deg, dtype=np.float32).reshape(self.n, 2)
+        """[n, 2] float32 (x, y) degrees, NaN where unknown."""
+        rows = [[np.nan if v is None else v for v in xy] for xy in self.positions_deg]
+        return np.asarray(rows, dtype=np.float32).reshape(self.n, 2)
 
     def polarity_array(self) -> NDArray[np.int8]:
         """[n] int8 polarity (+1 ON, -1 OFF, 0 unknown)."""
