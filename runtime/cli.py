@@ -1,7 +1,387 @@
-"""Command-line sub-app of the `runtime` package (composed into `npe` by npe_cli)."""
+"""Command-line sub-app of the `runtime` package (composed into `npe` by npe_cli).
+
+`npe run`: camera (or file/images/synthetic) → bundle → hardware pipeline → stimulator, live.
+`npe bench`: offline latency benchmark of a bundle (see runtime.bench).
+Heavy imports (onnxruntime, cv2, numpy-heavy modules) happen inside the commands so that
+`npe --help` stays fast.
+"""
 
 from __future__ import annotations
 
+import json
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
 
 app = typer.Typer(no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def _fail(msg: str, code: int = 2) -> typer.Exit:
+    console.print(f"[red]error:[/red] {msg}")
+    return typer.Exit(code=code)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input or environment (one red line), not a bug (traceback)."""
+    from hardware.arrays import ArrayError
+    from hardware.audit import AuditError
+    from hardware.calibration_file import CalibrationError
+    from hardware.keys import KeyError_
+    from hardware.link import LinkError
+    from hardware.pipeline import PipelineConfigError
+    from hardware.safety import SafetyConfigError
+    from runtime.bundle import BundleError
+    from runtime.inference import InferenceError
+    from runtime.preprocess import PreprocessError
+    from runtime.sources import SourceError
+    from runtime.spec import SpecError
+
+    return (
+        ArrayError,
+        AuditError,
+        CalibrationError,
+        KeyError_,
+        LinkError,
+        PipelineConfigError,
+        SafetyConfigError,
+        BundleError,
+        InferenceError,
+        PreprocessError,
+        SourceError,
+        SpecError,
+        FileNotFoundError,
+    )
+
+
+def _realtime_interpreter() -> None:
+    """Shorten the GIL switch interval (default 5 ms) to 0.5 ms.
+
+    Why: the loop shares the interpreter with the camera reader, status, preview and (by
+    default) simulated-stimulator threads; with the default interval any of them can hold the
+    loop up for 5 ms — half a bin — whenever they contend for the GIL.
+    """
+    import sys
+
+    sys.setswitchinterval(0.0005)
+
+
+def default_run_dir() -> Path:
+    """`./npe-runs/<UTC time>/`: where a run's audit log, summary JSON and preview go."""
+    return Path("npe-runs") / datetime.now(UTC).strftime("run-%Y%m%dT%H%M%S.%fZ")
+
+
+@app.command("run")
+def run_command(
+    bundle: Path | None = typer.Option(None, help="Bundle directory (default: the shipped one)."),
+    source: str | None = typer.Option(
+        None,
+        help="camera:N | FILE.mp4 | images:DIR | synthetic:bar|grating|noise "
+        "(default: camera:0 if it opens, else synthetic:bar).",
+    ),
+    array: str = typer.Option("utah96", help="Electrode array name or file."),
+    calibration: Path | None = typer.Option(None, help="Patient calibration file."),
+    limits: Path | None = typer.Option(None, help="Safety limits file (default: built-in)."),
+    link: str | None = typer.Option(
+        None,
+        help="Stimulator link udp://HOST:PORT | serial://PORT | file:///PATH "
+        "(default: an in-process simulated stimulator on UDP loopback).",
+    ),
+    key_file: Path | None = typer.Option(None, help="Device key file for --link."),
+    log: Path | None = typer.Option(
+        None, help="Audit log path (default: ./npe-runs/run-<time>/audit.log)."
+    ),
+    summary_json: Path | None = typer.Option(
+        None, help="Summary JSON path (default: summary.json beside the log)."
+    ),
+    duration: float | None = typer.Option(None, min=0.0, help="Stop after S seconds."),
+    preview: bool = typer.Option(False, help="Show (or, headless, record) the preview."),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+    camera_fov_deg: float = typer.Option(
+        60.0, help="Horizontal field of view of the camera/source in degrees."
+    ),
+    as_fast_as_possible: bool = typer.Option(
+        False, "--as-fast-as-possible", help="Files/synthetic only: do not pace in real time."
+    ),
+    form: str | None = typer.Option(None, help="step | window (default: step if present)."),
+    precision: str = typer.Option("fp32", help="fp32 | int8"),
+    threads: int = typer.Option(1, min=1, help="ONNX Runtime intra-op threads."),
+    spinning: bool = typer.Option(False, help="Let ORT worker threads spin (see npe bench)."),
+    stall_timeout: float = typer.Option(
+        0.25, min=0.01, help="Camera watchdog: seconds without a frame = stalled."
+    ),
+    source_fps: float | None = typer.Option(
+        None, help="Frame rate of images/synthetic sources (default 30/60)."
+    ),
+    stimulator: str = typer.Option(
+        "thread", help="Simulated stimulator (no --link): thread (in-process) | process."
+    ),
+) -> None:
+    """Stream frames through the model to the stimulator, live (Ctrl-C stops safely)."""
+    from rich.live import Live
+
+    from runtime.clock import BinClock, RealClock, VirtualClock
+    from runtime.inference import OrtEngine, SessionSettings
+    from runtime.loop import StreamingRuntime
+    from runtime.preprocess import Preprocessor
+    from runtime.sources import CameraSource, SourceError, camera_opens, open_source
+    from runtime.spec import load_model_spec
+    from runtime.status import StatusLine, print_summary
+    from runtime.stimulation import build_chain
+
+    expected = _expected_errors()
+    _realtime_interpreter()
+    if stimulator not in ("thread", "process"):
+        raise _fail(f"--stimulator must be thread or process, got {stimulator!r}")
+    if device not in ("cpu", "cuda"):
+        raise _fail(f"--device must be cpu or cuda, got {device!r}")
+    if form not in (None, "step", "window"):
+        raise _fail(f"--form must be step or window, got {form!r}")
+    run_dir = log.parent if log is not None else default_run_dir()
+    log_path = log if log is not None else run_dir / "audit.log"
+    summary_path = summary_json if summary_json is not None else log_path.with_name("summary.json")
+    try:
+        spec = load_model_spec(bundle)
+        fspec = spec.pick_form(form, precision)  # type: ignore[arg-type]
+        engine = OrtEngine(fspec, SessionSettings(device, threads, spinning))  # type: ignore[arg-type]
+        if source is None:
+            source = "camera:0" if camera_opens(0) else "synthetic:bar"
+            console.print(f"source: {source}")
+        src = open_source(source, fps=source_fps)
+        if isinstance(src, CameraSource):
+            src.watchdog.stall_timeout_ns = int(stall_timeout * 1e9)
+            if as_fast_as_possible:
+                raise SourceError("--as-fast-as-possible needs a file, images or synthetic source")
+        pre = Preprocessor(spec, camera_fov_deg)
+        chain = build_chain(
+            array,
+            calibration,
+            limits,
+            link,
+            log_path,
+            key_file,
+            stimulator,  # type: ignore[arg-type]
+        )
+    except expected as exc:
+        raise _fail(str(exc)) from None
+
+    clock: BinClock = VirtualClock() if as_fast_as_possible else RealClock()
+    prev = None
+    if preview:
+        from runtime.preview import PreviewThread, has_display
+
+        video = None if has_display() else run_dir / "preview.avi"
+        prev = PreviewThread(spec, chain.array, chain.calibration, video)
+    rt = StreamingRuntime(
+        spec,
+        engine,
+        src,
+        pre,
+        chain.pipeline,
+        chain.link,
+        chain.audit,
+        clock=clock,
+        observer=prev.observe if prev is not None else None,
+    )
+
+    def on_signal(signum: int, _frame: object) -> None:
+        rt.stop()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    console.print(
+        f"[bold]npe run[/bold] {spec.name} ({fspec.form}/{fspec.precision}, "
+        f"{spec.frame_rate_hz:g} bins/s, window {spec.window_frames}) · {src.name} → "
+        f"{chain.array.name} via {chain.link_spec} · log {log_path}"
+    )
+    error: BaseException | None = None
+    summary = None
+    try:
+        if prev is not None:
+            prev.start()
+        with Live(StatusLine(rt), console=console, refresh_per_second=4, transient=False):
+            summary = rt.run(duration_s=duration)
+    except expected as exc:
+        error = exc
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if prev is not None:
+            prev.stop()
+        src.close()
+        time.sleep(0.05)  # let the simulator read the final zero frame before it stops
+        pipe_events = dict(chain.pipeline.events)
+        link_stats = vars(chain.link.stats).copy()
+        chain.close()
+        stim_stats = chain.stimulator_stats()
+    if error is not None or summary is None:
+        raise _fail(f"run stopped: {error}", code=1)
+    summary.extra = {
+        "bundle": spec.extra.get("bundle", ""),
+        "model_sha256": spec.sha256,
+        "array": chain.array.name,
+        "link": chain.link_spec,
+        "audit_log": str(log_path),
+        "session": engine.settings.as_dict(),
+        "clock": "virtual (as fast as possible)" if as_fast_as_possible else "real time",
+        "camera_fov_deg": camera_fov_deg,
+        "pipeline_events": pipe_events,
+        "link_stats": link_stats,
+        "stimulator": stim_stats,
+        "preview": (str(prev.video_path) if prev and prev.video_path else None),
+    }
+    summary_path.parent.mkdir(parents=True, exist_ok=True)
+    summary_path.write_text(json.dumps(_jsonable(summary.to_dict()), indent=2), encoding="utf-8")
+    print_summary(console, summary, {"audit log": log_path, "summary": summary_path})
+
+
+def _jsonable(x: Any) -> Any:
+    """Counters, tuples, numpy scalars and paths → plain JSON types."""
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+@app.command("bench")
+def bench_command(
+    bundle: Path | None = typer.Option(None, help="Bundle directory (default: the shipped one)."),
+    out: Path | None = typer.Option(
+        None, help="Output directory (default: ./npe-bench/<time>/): bench.json, latency_hist.png."
+    ),
+    runs: int = typer.Option(1000, min=1, help="Timed inference runs per variant (after warm-up)."),
+    warmup: int = typer.Option(100, min=0, help="Untimed warm-up runs per variant."),
+    bins: int = typer.Option(10_000, min=0, help="End-to-end bins (0 skips the end-to-end part)."),
+    source: str = typer.Option(
+        "synthetic:noise", help="End-to-end source: FILE.mp4 | images:DIR | synthetic:KIND."
+    ),
+    checkpoint: Path | None = typer.Option(
+        None, help="Run directory of the same model: adds PyTorch eager timings."
+    ),
+    threads: int = typer.Option(1, min=1, help="ONNX Runtime (and torch) intra-op threads."),
+    spinning: bool = typer.Option(False, help="ORT session.intra_op.allow_spinning."),
+    sweep: bool = typer.Option(False, help="Also measure threads {1,2} × spinning {off,on}."),
+    realtime: bool = typer.Option(
+        False, help="Pace the end-to-end run in real time (counts real dropped bins)."
+    ),
+    array: str = typer.Option("utah96", help="Electrode array for the end-to-end run."),
+    camera_fov_deg: float = typer.Option(60.0, help="Field of view of the source in degrees."),
+    stimulator: str = typer.Option(
+        "process", help="Simulated stimulator for the end-to-end run: process | thread."
+    ),
+) -> None:
+    """Latency benchmark: inference alone, end to end, FLOPs vs matmul peak; table, JSON, PNG."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from runtime.bench import run_benchmark
+    from runtime.inference import SessionSettings
+    from runtime.spec import load_model_spec
+
+    expected = _expected_errors()
+    out_dir = (
+        out if out is not None else Path("npe-bench") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    )
+    try:
+        spec = load_model_spec(bundle)
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+        ) as bar:
+            task = bar.add_task("starting", total=None)
+            report = run_benchmark(
+                spec,
+                out_dir,
+                settings=SessionSettings("cpu", threads, spinning),
+                runs=runs,
+                warmup=warmup,
+                bins=bins,
+                source=source,
+                checkpoint=checkpoint,
+                sweep=sweep,
+                realtime=realtime,
+                array=array,
+                camera_fov_deg=camera_fov_deg,
+                stimulator=stimulator,  # type: ignore[arg-type]
+                progress=lambda s: bar.update(task, description=s),
+            )
+    except expected as exc:
+        raise _fail(str(exc)) from None
+    except ImportError as exc:
+        raise _fail(f"--checkpoint needs torch and the encoder package: {exc}") from None
+    print_bench(report)
+    console.print(f"JSON: {out_dir / 'bench.json'} · histogram: {out_dir / 'latency_hist.png'}")
+
+
+def print_bench(report: dict[str, Any]) -> None:
+    """The benchmark's rich tables (inference, end to end, targets)."""
+    from rich.table import Table
+
+    m = report["machine"]
+    console.print(
+        f"[bold]{report['model']}[/bold] sha256 {report['model_sha256'][:12]} · {m['cpu_model']} · "
+        f"{m['cores_available']} cores · flags {' '.join(m['flags'])} · ORT {m['versions']['onnxruntime']} · "
+        f"{report['session']}"
+    )
+    tab = Table(title="inference alone (batch 1, ms per call)")
+    for col in (
+        "variant",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "calls/s",
+        "MFLOP",
+        "GFLOP/s",
+        "% peak",
+    ):
+        tab.add_column(col, justify="right" if col != "variant" else "left")
+    for r in report["inference"]:
+        s = r["stats"]
+        tab.add_row(
+            r["name"],
+            *(f"{s[k]:.3f}" for k in ("p50", "p90", "p99", "p99.9", "max")),
+            f"{s['throughput_per_s']:.0f}",
+            f"{r['flops'] / 1e6:.2f}" if r["flops"] else "-",
+            f"{s['gflops_achieved']:.2f}" if "gflops_achieved" in s else "-",
+            f"{100 * s['fraction_of_peak']:.1f}" if "fraction_of_peak" in s else "-",
+        )
+    console.print(tab)
+    console.print(
+        f"numpy float32 matmul peak on {report['matmul_peak_gflops']['threads']} thread(s): "
+        f"{report['matmul_peak_gflops']['gflops']:.1f} GFLOP/s (FLOPs count Conv/MatMul/Gemm/LSTM only)"
+    )
+    for row in report.get("sweep", []):
+        console.print(
+            f"  sweep threads={row['intra_op_threads']} spinning={row['allow_spinning']}: "
+            f"p50 {row['p50']:.3f} ms, p99 {row['p99']:.3f} ms"
+        )
+    e2e = report.get("end_to_end")
+    if e2e:
+        tab = Table(
+            title=f"end to end ({e2e['bins_total']} bins, {e2e['clock']}, {e2e['form']}, "
+            f"{e2e['source']}, ms per bin)"
+        )
+        for col in ("stage", "p50", "p90", "p99", "p99.9", "max"):
+            tab.add_column(col, justify="right" if col != "stage" else "left")
+        for stage, q in e2e["latency_ms"].items():
+            tab.add_row(stage, *(f"{q[k]:.3f}" for k in ("p50", "p90", "p99", "p99.9", "max")))
+        console.print(tab)
+        console.print(
+            f"dropped bins {e2e['counters']['bins_dropped']}, bins over the "
+            f"{1000 / report['frame_rate_hz']:.0f} ms period {e2e['bins_over_period']}, "
+            f"stimulator accepted {e2e['stimulator'].get('accepted', '-')}"
+        )
+    for name, t in report["targets"].items():
+        colour = "green" if t["met"] else "red"
+        console.print(f"target {name}: [{colour}]{'met' if t['met'] else 'NOT met'}[/{colour}] {t}")

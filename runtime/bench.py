@@ -1,0 +1,377 @@
+"""`npe bench`: offline latency benchmark of a bundle (MLPerf single-stream style).
+
+Parts (REFERENCES.md "Runtime facts": batch 1, ≥ 1024 queries after warm-up, p50/p90/p99/
+p99.9/max, CPU model and flags, versions, thread settings, model hash):
+1. inference alone: every form of the bundle (ORT fp32/INT8, step vs full window), and
+   PyTorch eager when a checkpoint is given (`runtime.bench_torch`, the only place torch is
+   imported, lazily);
+2. end to end: a synthetic or video source as fast as possible through preprocessing,
+   binning, inference, the hardware pipeline and the UDP link to the in-process simulated
+   stimulator, per stage; bins whose work exceeded one bin period are the bins a real-time
+   run would have dropped (`--realtime` runs it paced instead and counts real drops);
+3. FLOPs per call (runtime.flops) and achieved GFLOP/s beside a numpy matmul peak measured
+   on the same number of threads.
+Targets (issue 5, 2 cores): e2e p99 ≤ 5 ms at 100 bins/s with 0 dropped over 10 000 bins;
+ORT ≥ 2× PyTorch eager; streaming step ≥ 5× cheaper than the full window.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from runtime.inference import OrtEngine, SessionSettings
+from runtime.latency import summarise_ns
+from runtime.spec import FormSpec, ModelSpec
+from runtime.stimulation import StimulatorMode
+
+TARGET_E2E_P99_MS = 5.0
+TARGET_ORT_VS_TORCH = 2.0
+TARGET_STEP_VS_WINDOW = 5.0
+
+
+@dataclass
+class InferenceResult:
+    """Timing of one way of running the model (ns per call)."""
+
+    name: str
+    settings: dict[str, Any]
+    samples_ns: NDArray[np.int64]
+    flops: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def stats(self) -> dict[str, float]:
+        s = summarise_ns({"x": self.samples_ns})["x"]
+        s["throughput_per_s"] = 1e9 / float(np.mean(self.samples_ns))
+        s["runs"] = float(self.samples_ns.size)
+        if self.flops:
+            s["gflop_per_call"] = self.flops / 1e9
+            s["gflops_achieved"] = self.flops / float(np.median(self.samples_ns))
+        return s
+
+
+def time_calls(fn: Callable[[], object], runs: int, warmup: int) -> NDArray[np.int64]:
+    """[runs] ns of fn() after `warmup` untimed calls (monotonic clock)."""
+    for _ in range(warmup):
+        fn()
+    out = np.empty(runs, dtype=np.int64)
+    mono = time.monotonic_ns
+    for i in range(runs):
+        t = mono()
+        fn()
+        out[i] = mono() - t
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, flags (subset that matters for ORT kernels), versions."""
+    import cv2
+    import onnxruntime as ort
+
+    model, flags = platform.processor() or "unknown", []
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            if line.startswith("model name") and model in ("unknown", "", platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                break
+    except OSError:
+        pass
+    interesting = [
+        f for f in flags if f.startswith(("avx", "fma", "f16c", "sse4", "amx")) or "vnni" in f
+    ]
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = os.cpu_count() or 0
+    return {
+        "cpu_model": model,
+        "logical_cores": os.cpu_count(),
+        "cores_available": affinity,
+        "machine": platform.machine(),
+        "flags": interesting,
+        "vnni": any("vnni" in f for f in flags),
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "versions": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "onnxruntime": ort.__version__,
+            "opencv": cv2.__version__,
+            "platform": platform.platform(),
+        },
+    }
+
+
+MATMUL_PEAK_CODE = """
+import sys, time, numpy as np
+n = int(sys.argv[1]); a = np.random.rand(n, n).astype(np.float32); b = np.random.rand(n, n).astype(np.float32)
+for _ in range(3): a @ b
+best = 1e9
+for _ in range(15):
+    t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
+print(2 * n ** 3 / best / 1e9)
+"""
+
+
+def matmul_peak_gflops(threads: int, n: int = 1024) -> float:
+    """Best-of-15 float32 numpy matmul GFLOP/s on `threads` BLAS threads (clean subprocess)."""
+    env = dict(os.environ)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    out = subprocess.run(
+        [sys.executable, "-c", MATMUL_PEAK_CODE, str(n)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return float(out.stdout.strip())
+
+
+def _input_for(form: FormSpec, rng: np.random.Generator) -> NDArray[np.float32]:
+    return rng.uniform(-1, 1, form.input_shape).astype(np.float32)
+
+
+def bench_forms(
+    spec: ModelSpec, settings: SessionSettings, runs: int, warmup: int
+) -> list[InferenceResult]:
+    """Every form of the bundle, batch 1, with the same session settings."""
+    from runtime.flops import count_flops
+
+    rng = np.random.default_rng(0)
+    results = []
+    for form in spec.forms:
+        eng = OrtEngine(form, settings)
+        x = _input_for(form, rng)
+        samples = time_calls(lambda e=eng, x=x: e.run(x), runs, warmup)  # type: ignore[misc]
+        results.append(
+            InferenceResult(
+                f"ORT {form.precision} {form.form}",
+                settings.as_dict(),
+                samples,
+                count_flops(form.path).total,
+                {"file": form.path.name},
+            )
+        )
+    return results
+
+
+def sweep_settings(spec: ModelSpec, runs: int, warmup: int) -> list[dict[str, Any]]:
+    """p50/p99 of the live form for intra-op threads {1, 2} × spinning {off, on}."""
+    form = spec.pick_form()
+    rng = np.random.default_rng(1)
+    x = _input_for(form, rng)
+    rows = []
+    for threads in (1, 2):
+        for spin in (False, True):
+            s = SessionSettings("cpu", threads, spin)
+            eng = OrtEngine(form, s)
+            st = summarise_ns({"x": time_calls(lambda e=eng: e.run(x), runs, warmup)})["x"]  # type: ignore[misc]
+            rows.append({"intra_op_threads": threads, "allow_spinning": spin, **st})
+    return rows
+
+
+def bench_end_to_end(
+    spec: ModelSpec,
+    settings: SessionSettings,
+    source: str,
+    n_bins: int,
+    array: str = "utah96",
+    camera_fov_deg: float = 60.0,
+    realtime: bool = False,
+    form: str | None = None,
+    stimulator: StimulatorMode = "process",
+) -> tuple[dict[str, Any], NDArray[np.int64]]:
+    """Run the live loop for n_bins (as fast as possible unless realtime); per-stage stats."""
+    from runtime.clock import BinClock, RealClock, VirtualClock
+    from runtime.loop import LoopConfig, StreamingRuntime
+    from runtime.preprocess import Preprocessor
+    from runtime.sources import open_source
+    from runtime.stimulation import build_chain
+
+    fspec = spec.pick_form(form)  # type: ignore[arg-type]
+    engine = OrtEngine(fspec, settings)
+    src = open_source(source)
+    with tempfile.TemporaryDirectory(prefix="npe-bench-") as tmp:
+        chain = build_chain(array, log_path=Path(tmp) / "audit.log", stimulator=stimulator)
+        clock: BinClock = RealClock() if realtime else VirtualClock()
+        rt = StreamingRuntime(
+            spec,
+            engine,
+            src,
+            Preprocessor(spec, camera_fov_deg),
+            chain.pipeline,
+            chain.link,
+            chain.audit,
+            clock=clock,
+            config=LoopConfig(latency_capacity=max(n_bins, 1)),
+        )
+        try:
+            summary = rt.run(max_bins=n_bins)
+        finally:
+            src.close()
+            time.sleep(0.05)
+            chain.close()
+            stim = chain.stimulator_stats()
+    total = rt.latency.recorded()[:, rt.latency.stages.index("total")].copy()
+    out = summary.to_dict()
+    out["stimulator"] = stim
+    out["form"] = f"{fspec.form}/{fspec.precision}"
+    out["clock"] = "real time" if realtime else "as fast as possible"
+    out["stimulator_mode"] = stimulator
+    return out, total
+
+
+def histogram_png(
+    path: Path, e2e_total_ns: NDArray[np.int64] | None, inference: list[InferenceResult]
+) -> None:
+    """Latency histograms (log count) of the e2e total and of each inference variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = 1 + (e2e_total_ns is not None)
+    fig, axes = plt.subplots(1, n, figsize=(6 * n, 4), squeeze=False)
+    ax = axes[0, 0]
+    for r in inference:
+        ax.hist(r.samples_ns / 1e6, bins=100, histtype="step", log=True, label=r.name)
+    ax.set_xlabel("ms per call")
+    ax.set_ylabel("calls")
+    ax.set_title("inference alone (batch 1)")
+    ax.legend(fontsize=7)
+    if e2e_total_ns is not None:
+        ax = axes[0, 1]
+        ax.hist(e2e_total_ns / 1e6, bins=100, log=True, color="tab:red")
+        ax.axvline(TARGET_E2E_P99_MS, color="k", linestyle="--", label="5 ms target (p99)")
+        ax.set_xlabel("ms per bin, capture → stimulation frame written")
+        ax.set_title(f"end to end, {e2e_total_ns.size} bins")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def evaluate_targets(report: dict[str, Any]) -> dict[str, Any]:
+    """Which of the issue's targets this report meets (None: not measured)."""
+    out: dict[str, Any] = {}
+    inf = {r["name"]: r for r in report["inference"]}
+    step, win = inf.get("ORT fp32 step"), inf.get("ORT fp32 window")
+    if step and win:
+        ratio = win["stats"]["p50"] / step["stats"]["p50"]
+        out["step_vs_window"] = {
+            "ratio_p50": ratio,
+            "target": TARGET_STEP_VS_WINDOW,
+            "met": ratio >= TARGET_STEP_VS_WINDOW,
+        }
+    torch_r = inf.get("PyTorch eager window")
+    if torch_r and win:
+        ratio = torch_r["stats"]["p50"] / win["stats"]["p50"]
+        out["ort_vs_torch"] = {
+            "ratio_p50": ratio,
+            "target": TARGET_ORT_VS_TORCH,
+            "met": ratio >= TARGET_ORT_VS_TORCH,
+        }
+    e2e = report.get("end_to_end")
+    if e2e:
+        p99 = e2e["latency_ms"]["total"]["p99"]
+        dropped = e2e["counters"]["bins_dropped"] + e2e["bins_over_period"]
+        out["e2e"] = {
+            "p99_ms": p99,
+            "bins": e2e["bins_total"],
+            "dropped_or_over_period": dropped,
+            "target_p99_ms": TARGET_E2E_P99_MS,
+            "met": p99 <= TARGET_E2E_P99_MS and dropped == 0 and e2e["bins_total"] >= 10_000,
+        }
+    return out
+
+
+def run_benchmark(
+    spec: ModelSpec,
+    out_dir: Path,
+    *,
+    settings: SessionSettings,
+    runs: int = 1000,
+    warmup: int = 100,
+    bins: int = 10_000,
+    source: str = "synthetic:noise",
+    checkpoint: Path | None = None,
+    sweep: bool = False,
+    realtime: bool = False,
+    array: str = "utah96",
+    camera_fov_deg: float = 60.0,
+    stimulator: StimulatorMode = "process",
+    progress: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Run every part, write bench.json and latency_hist.png into out_dir, return the report."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress("machine")
+    report: dict[str, Any] = {
+        "schema": "npe.bench/1",
+        "model": spec.name,
+        "model_sha256": spec.sha256,
+        "bundle": spec.extra.get("bundle", ""),
+        "frame_rate_hz": spec.frame_rate_hz,
+        "window_frames": spec.window_frames,
+        "machine": machine_info(),
+        "session": settings.as_dict(),
+        "runs": runs,
+        "warmup": warmup,
+    }
+    progress(f"inference: {len(spec.forms)} ONNX forms × {runs} runs")
+    results = bench_forms(spec, settings, runs, warmup)
+    if checkpoint is not None:
+        progress("inference: PyTorch eager")
+        from runtime.bench_torch import bench_torch_eager  # torch only here, lazily
+
+        results.append(bench_torch_eager(checkpoint, spec, settings.intra_op_threads, runs, warmup))
+    report["inference"] = [
+        {"name": r.name, "settings": r.settings, "stats": r.stats(), "flops": r.flops, **r.extra}
+        for r in results
+    ]
+    progress("matmul peak")
+    peak = matmul_peak_gflops(settings.intra_op_threads)
+    report["matmul_peak_gflops"] = {"threads": settings.intra_op_threads, "gflops": peak}
+    for r in report["inference"]:
+        if "gflops_achieved" in r["stats"]:
+            r["stats"]["fraction_of_peak"] = r["stats"]["gflops_achieved"] / peak
+    if sweep:
+        progress("thread/spinning sweep")
+        report["sweep"] = sweep_settings(spec, runs, warmup)
+    e2e_total = None
+    if bins > 0:
+        progress(f"end to end: {bins} bins from {source}")
+        report["end_to_end"], e2e_total = bench_end_to_end(
+            spec, settings, source, bins, array, camera_fov_deg, realtime, stimulator=stimulator
+        )
+    report["targets"] = evaluate_targets(report)
+    histogram_png(out_dir / "latency_hist.png", e2e_total, results)
+    (out_dir / "bench.json").write_text(json.dumps(_plain(report), indent=2), encoding="utf-8")
+    return report
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x

@@ -1,0 +1,158 @@
+"""`npe run` end to end in subprocesses: defaults headless, SIGTERM, runtime without torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hardware.audit import inspect_log, read_frames
+from runtime.bundle import default_bundle_path
+from runtime.toymodel import write_toy_bundle
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("DISPLAY", None)  # headless, as in CI
+    return env
+
+
+def _npe(*args: str) -> list[str]:
+    return [sys.executable, "-m", "npe_cli", *args]
+
+
+@pytest.fixture(scope="module")
+def toy_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_toy_bundle(
+        tmp_path_factory.mktemp("bundle") / "toy", window_frames=10, height=24, width=24
+    )
+
+
+def _check_log(log: Path) -> None:
+    report = inspect_log(log)
+    assert report.ok, report.problems
+    assert report.n_frames > 10 and report.limit_breaches == 0
+    assert report.events_by_kind.get("stop") == 1
+    _, frames = read_frames(log)
+    assert not np.any(frames[-1].active)  # the last frame written is zero stimulation
+
+
+def test_npe_run_with_defaults_runs_headless_and_writes_a_log(tmp_path: Path) -> None:
+    if not (default_bundle_path() / "manifest.json").is_file():
+        pytest.skip("the default bundle (runtime/default_bundle) has not been shipped yet")
+    proc = subprocess.run(
+        _npe("run", "--duration", "2"),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = list((tmp_path / "npe-runs").iterdir())
+    assert len(runs) == 1
+    _check_log(runs[0] / "audit.log")
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    assert summary["stop_reason"] == "duration reached"
+    assert summary["counters"]["bins_done"] > 50
+    assert summary["stimulator"]["accepted"] > 50  # frames reached the simulated stimulator
+
+
+def test_sigterm_during_run_leaves_a_complete_audit_log(tmp_path: Path, toy_bundle: Path) -> None:
+    log = tmp_path / "run" / "audit.log"
+    proc = subprocess.Popen(
+        _npe(
+            "run",
+            "--bundle",
+            str(toy_bundle),
+            "--source",
+            "synthetic:noise",
+            "--log",
+            str(log),
+            "--camera-fov-deg",
+            "40",
+        ),
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not log.exists() or log.stat().st_size < 150_000):
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    _check_log(log)
+    summary = json.loads((log.parent / "summary.json").read_text())
+    assert summary["stop_reason"] == "stop requested"
+
+
+BLOCK_TORCH = textwrap.dedent(
+    """
+    import importlib.abc, sys
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "encoder", "export"):
+                raise ImportError(f"blocked import of {name}: the runtime must not need it")
+            return None
+    sys.meta_path.insert(0, Block())
+    """
+)
+
+
+def test_runtime_imports_and_runs_without_torch(tmp_path: Path, toy_bundle: Path) -> None:
+    code = BLOCK_TORCH + textwrap.dedent(
+        f"""
+        import importlib, pkgutil, runtime
+        live = [m.name for m in pkgutil.iter_modules(runtime.__path__) if m.name != "bench_torch"]
+        for name in live:
+            importlib.import_module("runtime." + name)
+        from runtime.cli import app
+        app(["run", "--bundle", {str(toy_bundle)!r}, "--source", "synthetic:bar",
+             "--as-fast-as-possible", "--duration", "0.5", "--camera-fov-deg", "40",
+             "--log", {str(tmp_path / "log" / "audit.log")!r}], standalone_mode=False)
+        assert "torch" not in sys.modules
+        print("imported", len(live), "modules")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "imported" in proc.stdout
+    summary = json.loads((tmp_path / "log" / "summary.json").read_text())
+    assert summary["bins_total"] == 50
+
+
+def test_blocker_really_blocks_torch() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH + "import torch"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode != 0 and "blocked import of torch" in proc.stderr
