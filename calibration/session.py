@@ -1,0 +1,168 @@
+"""The session file: an append-only log of every trial, from which a session resumes.
+
+One JSON object per line. The first line is the `SessionHeader` (procedure, patient, array,
+settings); every trial follows as a `TrialRecord` the moment its answer is known, flushed and
+fsync'ed, so an interrupted session (Ctrl-C, crash, power loss) loses at most the trial
+whose answer had not yet been given. A final `{"kind": "complete"}` line marks a finished
+session. Resuming reads the header and the trials, replays them into the procedures (which
+are deterministic given their history) and carries on where it stopped.
+
+A torn last line (the process died mid-write) is ignored with a warning; anything else that
+does not parse is refused with the line number, because a session file that lies about what
+was delivered must not be silently trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SESSION_SCHEMA = "npe.calibration-session"
+SESSION_VERSION = 1
+
+
+class SessionError(ValueError):
+    """A session file that cannot be resumed (missing, foreign, corrupt, mismatched)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SessionHeader(_Strict):
+    """Everything needed to rerun the same session from its log."""
+
+    kind: Literal["header"] = "header"
+    schema_name: Literal["npe.calibration-session"] = "npe.calibration-session"
+    version: int = SESSION_VERSION
+    procedure: Literal["threshold", "brightness", "map"]
+    patient_id: str = Field(min_length=1)
+    operator: str = "unknown"
+    array: str
+    electrodes: tuple[str, ...] = Field(min_length=1)
+    calibration_path: str
+    link: str
+    method: Literal["quest", "staircase"] = "quest"
+    budget: int = Field(default=60, ge=1, le=1000)
+    ci_target_ua: float = Field(default=12.0, gt=0.0)
+    max_current_ua: float = Field(default=100.0, gt=0.0)
+    levels: int = Field(default=5, ge=3, le=20)
+    repeats: int = Field(default=3, ge=1, le=20)
+    reports: int = Field(default=2, ge=1, le=20)
+    simulated_patient: int | None = None
+    started: datetime
+
+
+class TrialRecord(_Strict):
+    """One delivered trial and the patient's answer."""
+
+    kind: Literal["trial"] = "trial"
+    index: int = Field(ge=0)
+    electrode: str
+    sequence: int
+    requested_ua: float
+    delivered_ua: float = Field(ge=0.0)
+    response: float | None = None
+    reported_deg: tuple[float, float] | None = None
+    safety_events: tuple[str, ...] = ()
+    time: datetime
+
+
+class SessionLog:
+    """Append-only, fsync'ed JSON-lines log of one session."""
+
+    def __init__(self, path: Path, header: SessionHeader, trials: list[TrialRecord]) -> None:
+        self.path = path
+        self.header = header
+        self.trials = trials
+        self.complete = False
+        self._fh: IO[str] | None = None
+
+    @classmethod
+    def create(cls, path: str | Path, header: SessionHeader) -> SessionLog:
+        p = Path(path)
+        if p.exists():
+            raise SessionError(f"{p}: session file exists; resume it with --resume {p}")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        log = cls(p, header, [])
+        log._write(header.model_dump_json())
+        return log
+
+    @classmethod
+    def open(cls, path: str | Path) -> SessionLog:
+        """Read an existing session file for resuming (or inspecting)."""
+        p = Path(path)
+        if not p.exists():
+            raise SessionError(f"{p}: no such session file")
+        lines = p.read_text().split("\n")
+        torn = lines[-1] != ""  # a complete file ends with a newline
+        body = [ln for ln in lines[:-1] if ln.strip()]
+        if torn and lines[-1].strip():
+            print(f"warning: {p}: ignoring a torn last line (interrupted mid-write)")
+        if not body:
+            raise SessionError(f"{p}: empty session file")
+        try:
+            header = SessionHeader.model_validate_json(body[0])
+        except ValidationError as exc:
+            raise SessionError(
+                f"{p}: line 1 is not a calibration session header: {exc.errors()[0]['msg']}"
+            ) from exc
+        trials: list[TrialRecord] = []
+        complete = False
+        for n, line in enumerate(body[1:], start=2):
+            try:
+                kind = json.loads(line).get("kind")
+            except json.JSONDecodeError as exc:
+                raise SessionError(f"{p}: line {n} is not JSON") from exc
+            if kind == "complete":
+                complete = True
+                continue
+            try:
+                rec = TrialRecord.model_validate_json(line)
+            except ValidationError as exc:
+                raise SessionError(
+                    f"{p}: line {n}: bad trial record: {exc.errors()[0]['msg']}"
+                ) from exc
+            if rec.index != len(trials):
+                raise SessionError(
+                    f"{p}: line {n}: trial index {rec.index}, expected {len(trials)}"
+                )
+            trials.append(rec)
+        log = cls(p, header, trials)
+        log.complete = complete
+        if torn:
+            # Cut the torn bytes off so the next append starts on a clean line.
+            raw = p.read_bytes()
+            with open(p, "r+b") as fh:
+                fh.truncate(raw.rfind(b"\n") + 1)
+        return log
+
+    def _write(self, line: str) -> None:
+        if self._fh is None:
+            self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh.write(line + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def append(self, record: TrialRecord) -> None:
+        if record.index != len(self.trials):
+            raise SessionError(f"trial index {record.index} out of order (have {len(self.trials)})")
+        self._write(record.model_dump_json())
+        self.trials.append(record)
+
+    def mark_complete(self) -> None:
+        self._write(json.dumps({"kind": "complete", "time": datetime.now(UTC).isoformat()}))
+        self.complete = True
+
+    def trials_for(self, electrode_id: str) -> list[TrialRecord]:
+        return [t for t in self.trials if t.electrode == electrode_id]
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
