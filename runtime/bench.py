@@ -316,6 +316,7 @@ def run_benchmark(
     array: str = "utah96",
     camera_fov_deg: float = 60.0,
     stimulator: StimulatorMode = "process",
+    peak_size: int = 1024,
     progress: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
     """Run every part, write bench.json and latency_hist.png into out_dir, return the report."""
@@ -345,8 +346,12 @@ def run_benchmark(
         for r in results
     ]
     progress("matmul peak")
-    peak = matmul_peak_gflops(settings.intra_op_threads)
-    report["matmul_peak_gflops"] = {"threads": settings.intra_op_threads, "gflops": peak}
+    peak = matmul_peak_gflops(settings.intra_op_threads, peak_size)
+    report["matmul_peak_gflops"] = {
+        "threads": settings.intra_op_threads,
+        "gflops": peak,
+        "size": peak_size,
+    }
     for r in report["inference"]:
         if "gflops_achieved" in r["stats"]:
             r["stats"]["fraction_of_peak"] = r["stats"]["gflops_achieved"] / peak

@@ -1,0 +1,42 @@
+"""Latency benchmark of the runtime (issue 5 targets), a thin driver of `npe bench`.
+
+    python benchmarks/latency/bench_latency.py [npe bench options...]
+
+Defaults: the shipped default bundle (or, while none is shipped, the toy rate-map model of
+`runtime.toymodel` written as a bundle), 1000 timed inference runs per form after 100 of
+warm-up, the thread/spinning sweep, and 10 000 end-to-end bins from a synthetic noise scene
+through the utah96 pipeline and the UDP link to a simulated stimulator. Results go to
+benchmarks/latency/results/ (bench.json, latency_hist.png) and are printed as rich tables
+with the targets (e2e p99 ≤ 5 ms with 0 dropped over 10 000 bins; ORT ≥ 2× PyTorch eager
+with --checkpoint; streaming step ≥ 5× cheaper than the full window).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from runtime.bundle import default_bundle_path
+from runtime.cli import app
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str]) -> None:
+    args = list(argv)
+    if "--out" not in args:
+        args += ["--out", str(HERE / "results")]
+    if "--sweep" not in args and "--no-sweep" not in args:
+        args.append("--sweep")
+    with tempfile.TemporaryDirectory(prefix="npe-toy-bundle-") as tmp:
+        if "--bundle" not in args and not (default_bundle_path() / "manifest.json").is_file():
+            from runtime.toymodel import write_toy_bundle
+
+            print("no default bundle shipped yet: benchmarking the toy rate-map model")
+            args += ["--bundle", str(write_toy_bundle(Path(tmp) / "toy"))]
+        app(["bench", *args], standalone_mode=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

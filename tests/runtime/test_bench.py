@@ -1,0 +1,122 @@
+"""npe bench pieces: FLOP counting, the report's content, the histogram; preview composing;
+inference errors. (Speed targets are benchmark output, never asserted here.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.bench import evaluate_targets, run_benchmark
+from runtime.flops import count_flops
+from runtime.inference import InferenceError, OrtEngine, SessionSettings
+from runtime.spec import ModelSpec
+from runtime.toymodel import build_toy_model
+
+
+def test_flops_match_a_hand_count(tmp_path: Path) -> None:
+    spec = build_toy_model(tmp_path, window_frames=6, height=16, width=16, channels=3, n_types=2)
+    win, step = spec.find_form("window"), spec.find_form("step")
+    assert win is not None and step is not None
+    ho = wo = 8  # 16 px, 5×5 kernel, stride 2, pad 2
+    spatial = 2 * ho * wo * 3 * 25  # one frame through the 3 spatial filters (2 FLOPs per MAC)
+    readout = 2 * 2 * ho * wo * 3  # 1×1 conv 3 → 2 types
+    assert count_flops(win.path).total == 6 * spatial + readout
+    assert count_flops(step.path).total == spatial + readout  # the cache saves T-1 frames
+
+
+def test_benchmark_report_json_and_histogram(tmp_path: Path, toy_spec: ModelSpec) -> None:
+    report = run_benchmark(
+        toy_spec,
+        tmp_path / "out",
+        settings=SessionSettings(),
+        runs=30,
+        warmup=3,
+        bins=60,
+        source="synthetic:grating",
+        stimulator="thread",
+        camera_fov_deg=40.0,
+        peak_size=128,
+    )
+    on_disk = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert (tmp_path / "out" / "latency_hist.png").stat().st_size > 1000
+    names = {r["name"] for r in on_disk["inference"]}
+    assert names == {"ORT fp32 window", "ORT fp32 step"}
+    for r in on_disk["inference"]:
+        assert r["stats"]["runs"] == 30
+        assert r["stats"]["p50"] <= r["stats"]["p99"] <= r["stats"]["max"]
+        assert r["flops"] > 0 and r["stats"]["fraction_of_peak"] > 0
+    m = on_disk["machine"]
+    assert m["cpu_model"] and m["cores_available"] >= 1 and "onnxruntime" in m["versions"]
+    assert on_disk["session"]["intra_op_threads"] == 1 and len(on_disk["model_sha256"]) in (0, 64)
+    e2e = on_disk["end_to_end"]
+    assert e2e["bins_total"] == 60 and e2e["counters"]["bins_done"] == 60
+    assert e2e["stimulator"]["accepted"] >= 60  # every frame reached the simulated stimulator
+    assert set(e2e["latency_ms"]) >= {"capture", "preprocess", "infer", "map", "send", "total"}
+    t = report["targets"]
+    assert set(t) == {"step_vs_window", "e2e"}
+    assert t["e2e"]["met"] is False  # 60 bins can never meet the 10 000-bin target
+
+
+def test_targets_are_judged_from_the_numbers() -> None:
+    def inf(name: str, p50: float) -> dict[str, object]:
+        return {"name": name, "stats": {"p50": p50}}
+
+    rep = {
+        "inference": [
+            inf("ORT fp32 window", 1.0),
+            inf("ORT fp32 step", 0.1),
+            inf("PyTorch eager window", 1.5),
+        ],
+        "end_to_end": {
+            "latency_ms": {"total": {"p99": 4.0}},
+            "counters": {"bins_dropped": 0},
+            "bins_over_period": 0,
+            "bins_total": 10_000,
+        },
+    }
+    t = evaluate_targets(rep)
+    assert t["step_vs_window"]["met"] and t["e2e"]["met"]
+    assert not t["ort_vs_torch"]["met"] and t["ort_vs_torch"]["ratio_p50"] == pytest.approx(1.5)
+
+
+def test_preview_composes_camera_ratemap_and_phosphenes(
+    toy_spec: ModelSpec, tmp_path: Path
+) -> None:
+    from hardware.arrays import load_array
+    from hardware.types import StimulationFrame
+    from runtime.loop import BinView
+    from runtime.preview import PreviewThread, rate_map_image
+
+    arr = load_array("utah96")
+    prev = PreviewThread(toy_spec, arr, None, tmp_path / "p.avi")
+    assert prev.compose() is None  # nothing before the first bin
+    rates = np.linspace(0, 50, toy_spec.n_out).astype(np.float32)
+    stim = StimulationFrame.zeros(arr.electrode_ids, 1, 0)
+    prev.observe(
+        BinView(0, np.zeros((toy_spec.height, toy_spec.width), np.float32), rates, stim, "")
+    )
+    img = prev.compose()
+    assert img is not None and img.shape == (256, 768, 3) and img.dtype == np.uint8
+    m = rate_map_image(toy_spec, rates)
+    assert m.shape == (256, 256) and m.max() > m.min()  # the map is not blank
+
+
+def test_cuda_request_without_cuda_is_a_clear_error(toy_spec: ModelSpec) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    form = toy_spec.find_form("step")
+    assert form is not None
+    with pytest.raises(InferenceError, match="no CUDAExecutionProvider"):
+        OrtEngine(form, SessionSettings(device="cuda"))
+
+
+def test_wrong_input_shape_is_refused(toy_spec: ModelSpec) -> None:
+    form = toy_spec.find_form("window")
+    assert form is not None
+    with pytest.raises(InferenceError, match="expects"):
+        OrtEngine(form).run(np.zeros((3, 24, 24), np.float32))
