@@ -58,11 +58,16 @@ def _check_stimulus(name: str, stimulus: NDArray[Any]) -> None:
         stimulus.dtype == np.float32,
         f"{name}: expected dtype uint8 or float32, got {stimulus.dtype}",
     )
-    _require(bool(np.all(np.isfinite(stimulus))), f"{name}: contains NaN or infinite values")
+    _require(
+        bool(np.all(np.isfinite(stimulus))),
+        f"{name}: contains NaN or infinite values (expected [n_frames, height, width] uint8 "
+        "0..255 or float32 contrast in [-1, 1])",
+    )
     lo, hi = float(stimulus.min(initial=0.0)), float(stimulus.max(initial=0.0))
     _require(
         lo >= -1.0 and hi <= 1.0,
-        f"{name}: float32 contrast must lie in [-1, 1], found range [{lo:.3g}, {hi:.3g}]",
+        f"{name}: float32 contrast must lie in [-1, 1], found range [{lo:.3g}, {hi:.3g}] "
+        "(expected [n_frames, height, width] uint8 0..255 or float32 contrast in [-1, 1])",
     )
 
 
@@ -197,14 +202,16 @@ class Recording:
                 _require(
                     0 <= start < stop <= n_frames,
                     f"/splits/{name}: range [{start}, {stop}) is empty or outside "
-                    f"[0, {n_frames}) frames",
+                    f"[0, {n_frames}) frames (expected [k, 2] int64 half-open ranges "
+                    f"within the {n_frames} frames)",
                 )
                 all_ranges.append((start, stop, name))
         all_ranges.sort()
         for (s0, e0, n0), (s1, e1, n1) in itertools.pairwise(all_ranges):
             _require(
                 s1 >= e0,
-                f"/splits: range [{s0}, {e0}) of {n0} overlaps [{s1}, {e1}) of {n1}",
+                f"/splits: range [{s0}, {e0}) of {n0} overlaps [{s1}, {e1}) of {n1} "
+                "(expected non-overlapping [k, 2] int64 half-open ranges)",
             )
         if self.repeats is not None:
             _require(
@@ -339,9 +346,14 @@ def read_recording(path: str | Path) -> Recording:
             fmt = fmt.decode()
         _require(fmt == FORMAT_NAME, f"/ attrs format: expected {FORMAT_NAME!r}, got {fmt!r}")
         version = f.attrs.get("version")
+        try:
+            version_ok = version is not None and int(version) == FORMAT_VERSION
+        except (TypeError, ValueError):
+            version_ok = False
         _require(
-            version is not None and int(version) == FORMAT_VERSION,
-            f"/ attrs version: this reader understands version {FORMAT_VERSION}, got {version!r}",
+            version_ok,
+            f"/ attrs version: this reader understands version {FORMAT_VERSION}, "
+            f"got {version.item() if isinstance(version, np.generic) else version!r}",
         )
         for attr in ("frame_rate_hz", "pixel_size_deg"):
             _require(attr in f.attrs, f"/ attrs {attr}: missing (expected a positive number)")

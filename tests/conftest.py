@@ -1,0 +1,54 @@
+"""Shared, session-scoped fixtures: tiny synthetic recordings any engineer's tests may use.
+
+`tiny_recording_path`: natural movie, 16×16 px, 100 Hz, 1920 frames (train 1500 / val 210 /
+test 210), 3 repeats × 200 frames, truth rates, ~10 cells. Simulated once per session
+(well under a second), written to a real HDF5 file. Treat it as read-only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from encoder.recording import write_recording
+from encoder.synthetic import SimulationConfig, simulate
+
+TINY_CONFIG = SimulationConfig(
+    stimulus="natural",
+    duration_scale=0.005,
+    height=16,
+    width=16,
+    seed=7,
+    n_repeats=3,
+    repeat_seconds=2.0,
+)
+
+TINY_WHITENOISE_CONFIG = SimulationConfig(
+    stimulus="whitenoise",
+    duration_scale=0.015,
+    height=16,
+    width=16,
+    seed=3,
+    n_repeats=2,
+    repeat_seconds=1.0,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_recording_config() -> SimulationConfig:
+    return TINY_CONFIG
+
+
+@pytest.fixture(scope="session")
+def tiny_recording_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny natural-movie synthetic recording (.h5, format v1); do not modify it."""
+    path = tmp_path_factory.mktemp("recordings") / "tiny_natural.h5"
+    return write_recording(simulate(TINY_CONFIG).recording, path)
+
+
+@pytest.fixture(scope="session")
+def tiny_whitenoise_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny white-noise synthetic recording (.h5): enough spikes for clean STAs."""
+    path = tmp_path_factory.mktemp("recordings") / "tiny_whitenoise.h5"
+    return write_recording(simulate(TINY_WHITENOISE_CONFIG).recording, path)
