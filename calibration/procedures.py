@@ -111,6 +111,7 @@ def run_threshold(
     responder: Responder,
     existing: PatientCalibration | None = None,
     on_trial: TrialCallback | None = None,
+    fit_only: bool = False,
 ) -> SessionResult:
     """Adaptive detection thresholds (QUEST+ or staircase) and ML psychometric fits."""
     h = log.header
@@ -124,7 +125,9 @@ def run_threshold(
             proc.update(rec.delivered_ua, int(rec.response or 0))
             xs.append(rec.delivered_ua)
             rs.append(int(rec.response or 0))
-        while not proc.finished:
+        if fit_only and not xs:
+            continue
+        while not fit_only and not proc.finished:
             current = min(proc.next_current(), cap)
 
             def answer(delivered: float, index: int, e: str = eid) -> tuple[float, None]:
@@ -145,6 +148,7 @@ def run_brightness(
     responder: Responder,
     existing: PatientCalibration | None,
     on_trial: TrialCallback | None = None,
+    fit_only: bool = False,
 ) -> SessionResult:
     """Magnitude estimation between threshold and maximum; saturating-curve fits."""
     h = log.header
@@ -164,13 +168,15 @@ def run_brightness(
             continue  # nothing above threshold can be tested safely on this electrode
         plan = brightness_levels(thr, cap, h.levels, h.repeats, seed=n_e)
         done = log.trials_for(eid)
-        for current in plan[len(done) :]:
+        for current in [] if fit_only else plan[len(done) :]:
 
             def answer(delivered: float, index: int, e: str = eid) -> tuple[float, None]:
                 return float(responder.rate(e, delivered, index)), None
 
             _trial(log, stimulator, eid, current, answer, on_trial)
         trials = log.trials_for(eid)
+        if len(trials) < 3:
+            continue
         fit = fit_brightness(
             [t.delivered_ua for t in trials], [float(t.response or 0.0) for t in trials], thr
         )
@@ -191,6 +197,7 @@ def run_map(
     responder: Responder,
     existing: PatientCalibration | None = None,
     on_trial: TrialCallback | None = None,
+    fit_only: bool = False,
 ) -> SessionResult:
     """Location reports; one smooth retinotopic model fitted to all of them."""
     h = log.header
@@ -199,7 +206,7 @@ def run_map(
         cap = max_current_for(eid, log, stimulator, existing)
         current = map_current(eid, cap, existing)
         result.map_current_ua[eid] = current
-        for _ in range(h.reports - len(log.trials_for(eid))):
+        for _ in range(0 if fit_only else h.reports - len(log.trials_for(eid))):
 
             def answer(
                 delivered: float, index: int, e: str = eid
@@ -236,7 +243,11 @@ def run_session(
     responder: Responder,
     existing: PatientCalibration | None = None,
     on_trial: TrialCallback | None = None,
+    fit_only: bool = False,
 ) -> SessionResult:
-    """Run (or resume) the session the log's header describes."""
+    """Run (or resume) the session the log's header describes.
+
+    fit_only: deliver nothing, only fit what the log holds (explicit save of a paused session).
+    """
     runner = RUNNERS[log.header.procedure]
-    return runner(log, stimulator, responder, existing, on_trial)
+    return runner(log, stimulator, responder, existing, on_trial, fit_only)

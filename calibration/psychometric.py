@@ -31,6 +31,9 @@ LAPSE_GRID: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1)
 #: Weak priors over those grids (most patients have a few percent of each).
 GUESS_PRIOR: tuple[float, ...] = (0.3, 0.35, 0.22, 0.13)
 LAPSE_PRIOR: tuple[float, ...] = (0.3, 0.35, 0.22, 0.13)
+#: Prior of sd / threshold: median 0.15, log-SD 0.8 (a factor 2.2 either way is one SD).
+SD_RATIO_PRIOR = 0.15
+SD_RATIO_LOG_SD = 0.8
 
 
 def detection_probability(
@@ -159,8 +162,14 @@ def fit_psychometric(
     # likelihood into a posterior; integrating the nuisance parameters out, rather than
     # maximising over them, keeps the threshold interval honest with few trials (a
     # profile over sd picks implausibly steep functions and intervals that are too narrow).
+    # The spread is a fraction of the threshold (Weber-like; ~0.05-0.4 in detection data):
+    # a broad log-normal prior on sd / threshold stops very shallow functions with tiny
+    # thresholds from explaining a few "no" answers at low currents.
+    ratio = sd[None, :] / np.maximum(mu[:, None], 1.0)
+    log_ratio_prior = -0.5 * ((np.log(ratio) - np.log(SD_RATIO_PRIOR)) / SD_RATIO_LOG_SD) ** 2
     log_prior = (
-        np.log(np.asarray(GUESS_PRIOR))[None, None, :, None]
+        log_ratio_prior[:, :, None, None]
+        + np.log(np.asarray(GUESS_PRIOR))[None, None, :, None]
         + np.log(np.asarray(LAPSE_PRIOR))[None, None, None, :]
     )
     log_post = ll + log_prior

@@ -1,0 +1,195 @@
+"""Setting up and running one calibration session end to end (the library call behind
+`npe calibrate threshold|brightness|map`).
+
+`start_session` writes a new session file; `calibrate(session_path, ...)` opens the hardware
+(array, safety limits, link — or an in-process simulated stimulator on UDP loopback when the
+patient is simulated and no link is given), replays and continues the session, and on
+completion writes the calibration file atomically (`save_calibration`) plus a results JSON.
+A pause (Ctrl-C, `p`) leaves the session file complete up to the last answer and the
+calibration file untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from calibration.patient import simulated_patient_for_array
+from calibration.procedures import SessionResult, TrialCallback, run_session
+from calibration.responders import Responder, SimulatedResponder, TerminalResponder
+from calibration.session import SessionError, SessionHeader, SessionLog
+from calibration.stimulation import TrialStimulator
+from calibration.update import apply_session, results_json
+from hardware.arrays import ElectrodeArray, load_array
+from hardware.calibration_file import (
+    PatientCalibration,
+    load_calibration,
+    save_calibration,
+)
+from hardware.link import open_link
+from hardware.safety import SafetyLimits
+
+#: Link spec recorded for sessions that ran against an in-process simulated stimulator.
+INPROCESS_LINK = "inprocess-simulator"
+
+
+@dataclass(frozen=True)
+class CalibrateOutcome:
+    """What one call of `calibrate` did.
+
+    Attributes:
+        result: fitted values (None if the session was paused before finishing).
+        complete: True when every planned trial was done.
+        calibration_path: the calibration file written (None if nothing was written).
+        results_path: the results JSON written beside the session file (None if paused).
+        n_trials: trials in the session file now.
+        stimulator_stats: the in-process simulated stimulator's counters, when one ran.
+    """
+
+    result: SessionResult | None
+    complete: bool
+    calibration_path: Path | None
+    results_path: Path | None
+    n_trials: int
+    stimulator_stats: dict[str, Any] | None
+
+
+def resolve_electrodes(array: ElectrodeArray, spec: str) -> tuple[str, ...]:
+    """`all`, a comma list of ids, or `first:N`; unknown ids are refused by name."""
+    if spec == "all":
+        return array.electrode_ids
+    if spec.startswith("first:"):
+        n = int(spec.split(":", 1)[1])
+        if not 1 <= n <= array.n:
+            raise ValueError(f"first:{n}: the array has {array.n} electrodes")
+        return array.electrode_ids[:n]
+    ids = tuple(s.strip() for s in spec.split(",") if s.strip())
+    unknown = [i for i in ids if i not in array.electrode_ids]
+    if unknown or not ids:
+        raise ValueError(
+            f"electrodes not on array {array.name}: {', '.join(unknown) or '(none given)'}"
+        )
+    return ids
+
+
+def start_session(session_path: str | Path, **header: Any) -> SessionLog:
+    """Write the header of a new session file (fields of SessionHeader)."""
+    h = SessionHeader(started=datetime.now(UTC), **header)
+    load_array(h.array)  # refuse an unknown array before anything is written
+    return SessionLog.create(session_path, h)
+
+
+@contextmanager
+def _hardware(
+    array: ElectrodeArray, limits: SafetyLimits, link_spec: str, key: bytes | None
+) -> Iterator[tuple[Any, Any]]:
+    """Open the link (starting an in-process simulated stimulator if asked)."""
+    from hardware.stimulator import SimulatedStimulator
+
+    stim = None
+    if link_spec == INPROCESS_LINK:
+        key = secrets.token_bytes(32)
+        # Generous dead-man: calibration sends a stop frame after every train anyway.
+        stim = SimulatedStimulator("127.0.0.1", 0, key, limits, array, deadman_ms=500.0)
+        stim.start()
+        link_spec = f"udp://127.0.0.1:{stim.port}"
+    if key is None:
+        from hardware.keys import load_or_create_device_key
+
+        key = load_or_create_device_key()
+    link = open_link(link_spec, key)
+    try:
+        yield link, stim
+    finally:
+        link.close()
+        if stim is not None:
+            stim.stop()
+
+
+def calibrate(
+    session_path: str | Path,
+    responder: Responder | None = None,
+    limits: SafetyLimits | None = None,
+    key: bytes | None = None,
+    on_trial: TrialCallback | None = None,
+    wait: bool | None = None,
+    save: bool = True,
+    fit_only: bool = False,
+    keep_frames: list[Any] | None = None,
+) -> CalibrateOutcome:
+    """Run or resume the session in `session_path`; write the calibration when complete.
+
+    Args:
+        responder: who answers; default: the simulated patient of the header, else the
+            terminal.
+        limits: safety limits (default SafetyLimits()).
+        key: device key for a real link (default: the device key file).
+        wait: sleep for each train (default: True unless the patient is simulated).
+        save: write the calibration file on completion.
+        fit_only: deliver nothing; fit and save what the session holds (explicit save).
+        keep_frames: if a list is given, every frame sent is appended to it (tests).
+    """
+    log = SessionLog.open(session_path)
+    h = log.header
+    array = load_array(h.array)
+    limits = limits or SafetyLimits()
+    existing: PatientCalibration | None = None
+    cal_path = Path(h.calibration_path)
+    if cal_path.exists():
+        existing = load_calibration(cal_path)
+        if existing.patient_id != h.patient_id:
+            raise SessionError(
+                f"{cal_path} belongs to patient {existing.patient_id!r}, session is for "
+                f"{h.patient_id!r}"
+            )
+    if responder is None:
+        if h.simulated_patient is not None:
+            responder = SimulatedResponder(simulated_patient_for_array(array, h.simulated_patient))
+        else:
+            responder = TerminalResponder()
+    if wait is None:
+        wait = h.simulated_patient is None
+    first_seq = max((t.sequence for t in log.trials), default=0) + 1
+    stats: dict[str, Any] | None = None
+    try:
+        with _hardware(array, limits, h.link, key) as (link, stim):
+            ts = TrialStimulator(array, limits, link, wait=wait, first_sequence=first_seq)
+            if keep_frames is not None:
+                ts.keep_frames = True
+                ts.sent_frames = keep_frames
+            try:
+                result = run_session(log, ts, responder, existing, on_trial, fit_only=fit_only)
+            finally:
+                if stim is not None:
+                    import time
+
+                    time.sleep(0.05)  # let the last datagrams arrive before counting
+                    stats = stim.stats.as_dict()
+    finally:
+        log.close()
+    if not fit_only:
+        log.mark_complete()
+        log.close()
+    written = None
+    if save:
+        cal = apply_session(existing, log, result, array)
+        written = save_calibration(cal, cal_path)
+    res_path = Path(str(log.path) + ".results.json")
+    data = results_json(result, log, array)
+    data["calibration_file"] = str(written) if written else None
+    data["stimulator"] = stats
+    res_path.write_text(json.dumps(data, indent=2, default=str))
+    return CalibrateOutcome(result, log.complete, written, res_path, len(log.trials), stats)
+
+
+def load_session_header(path: str | Path) -> SessionHeader:
+    return SessionLog.open(path).header
+
+
+ProgressHook = Callable[[int, int], None]
