@@ -42,6 +42,10 @@ TARGET_ORT_VS_TORCH = 2.0
 TARGET_STEP_VS_WINDOW = 5.0
 
 
+class BenchError(RuntimeError):
+    """A benchmark part that cannot run as asked (e.g. a checkpoint torch cannot load)."""
+
+
 @dataclass
 class InferenceResult:
     """Timing of one way of running the model (ns per call)."""
@@ -340,7 +344,15 @@ def run_benchmark(
         progress("inference: PyTorch eager")
         from runtime.bench_torch import bench_torch_eager  # torch only here, lazily
 
-        results.append(bench_torch_eager(checkpoint, spec, settings.intra_op_threads, runs, warmup))
+        try:
+            results += bench_torch_eager(checkpoint, spec, settings.intra_op_threads, runs, warmup)
+        except ImportError as exc:
+            raise BenchError(f"--checkpoint needs torch and the encoder package ({exc})") from exc
+        except Exception as exc:  # checkpoint/model errors of the encoder package
+            raise BenchError(
+                f"cannot time PyTorch eager for {checkpoint}: {type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:300]}"
+            ) from exc
     report["inference"] = [
         {"name": r.name, "settings": r.settings, "stats": r.stats(), "flops": r.flops, **r.extra}
         for r in results

@@ -36,6 +36,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from hardware.link import LinkError
     from hardware.pipeline import PipelineConfigError
     from hardware.safety import SafetyConfigError
+    from runtime.bench import BenchError
     from runtime.bundle import BundleError
     from runtime.inference import InferenceError
     from runtime.preprocess import PreprocessError
@@ -50,6 +51,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         LinkError,
         PipelineConfigError,
         SafetyConfigError,
+        BenchError,
         BundleError,
         InferenceError,
         PreprocessError,
@@ -316,8 +318,6 @@ def bench_command(
             )
     except expected as exc:
         raise _fail(str(exc)) from None
-    except ImportError as exc:
-        raise _fail(f"--checkpoint needs torch and the encoder package: {exc}") from None
     print_bench(report)
     console.print(f"JSON: {out_dir / 'bench.json'} · histogram: {out_dir / 'latency_hist.png'}")
 

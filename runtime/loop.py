@@ -156,6 +156,7 @@ class StreamingRuntime:
         self._have_frame = False
         self._fault = ""
         self._last_reconnect_ns = 0
+        self._last_overload_event_ns = -(10**18)
 
     def stop(self) -> None:
         """Ask the loop to stop after the current bin (safe from signal handlers/threads)."""
@@ -241,6 +242,14 @@ class StreamingRuntime:
                     for _ in range(behind):
                         binner.close_bin(self.ring)  # keep the window's time axis right
                     self.counters.bins_dropped += behind
+                    if now - self._last_overload_event_ns >= 1_000_000_000:
+                        # At most one log record per second: the log must not add to the load.
+                        self._last_overload_event_ns = now
+                        self.audit.event(
+                            "overload",
+                            f"{behind} bin(s) dropped at bin {k}; "
+                            f"{self.counters.bins_dropped} dropped so far",
+                        )
                     k += behind
                     deadline = t0 + (k + 1) * P
                 # Capture: newest frame captured before this bin's end.
