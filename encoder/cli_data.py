@@ -35,6 +35,12 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code=code)
 
 
+def _about(file: Path, exc: Exception) -> str:
+    """'FILE: reason', without repeating the file when the reason already starts with it."""
+    text = str(exc)
+    return text if text.startswith(str(file)) else f"{file}: {text}"
+
+
 def _finite(x: float) -> float | None:
     return None if not math.isfinite(x) else round(float(x), 6)
 
@@ -102,6 +108,8 @@ def simulate(
     repeat_seconds: float = typer.Option(20.0, help="Length of the repeated clip (s)."),
 ) -> None:
     """Simulate a recording from the synthetic retina (known ground truth)."""
+    import numpy as np
+
     from encoder.recording import write_recording
     from encoder.synthetic import SimulationConfig, SimulationConfigError, simulate
     from encoder.synthetic.simulate import truth_ceiling_pcc
@@ -136,7 +144,8 @@ def simulate(
     ceiling = truth_ceiling_pcc(rec, window_frames_for(rec.frame_rate_hz))
     summary = describe_recording(rec, out)
     summary["config"] = json.loads(config.to_json())
-    summary["ceiling_pcc_mean"] = _finite(float(ceiling[~(ceiling != ceiling)].mean()))
+    finite = ceiling[np.isfinite(ceiling)]
+    summary["ceiling_pcc_mean"] = _finite(float(finite.mean())) if finite.size else None
     summary["ceiling_pcc_per_cell"] = [_finite(float(c)) for c in ceiling]
     summary["truth_rate_range_hz"] = [
         float(rec.truth_rates_hz.min()) if rec.truth_rates_hz is not None else None,
@@ -166,7 +175,7 @@ def dataset_info(
     try:
         rec = read_recording(file)
     except RecordingFormatError as exc:
-        raise _fail(f"{file}: {exc}") from None
+        raise _fail(_about(file, exc)) from None
     info = describe_recording(rec, file)
     if as_json:
         typer.echo(json.dumps(info, indent=2))
@@ -207,7 +216,7 @@ def dataset_validate(
     except RecordingFormatError as exc:
         if as_json:
             typer.echo(json.dumps({"file": str(file), "valid": False, "reason": str(exc)}))
-        raise _fail(f"{file} is invalid: {exc}") from None
+        raise _fail(f"invalid: {_about(file, exc)}") from None
     if as_json:
         typer.echo(json.dumps({"file": str(file), "valid": True, "reason": None}))
         return
@@ -246,6 +255,8 @@ def _sta_figure(
         ax.plot(centers[c, 1], centers[c, 0], "k+", ms=8)
         if true_centers is not None:
             ax.plot(true_centers[c, 1], true_centers[c, 0], "go", ms=5, mfc="none")
+        ax.set_xlim(-0.5, img.shape[1] - 0.5)  # markers outside the frame must not shrink it
+        ax.set_ylim(img.shape[0] - 0.5, -0.5)
         ax.set_title(f"{ids[c]} {types[c]}", fontsize=6)
     fig.suptitle("spike-triggered averages (+ estimated centre, o true centre)", fontsize=8)
     fig.tight_layout()
@@ -273,7 +284,7 @@ def sta(
             rec = read_recording(file)
             window = window_frames_for(rec.frame_rate_hz, window_ms)
         except (RecordingFormatError, ValueError) as exc:
-            raise _fail(f"{file}: {exc}") from None
+            raise _fail(_about(file, exc)) from None
         status.update(f"computing STAs of {rec.n_cells} cells over {rec.n_frames} frames")
         result = compute_sta(rec, window)
         true_px = None
