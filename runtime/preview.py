@@ -50,17 +50,18 @@ def rate_map_image(
     img = np.full((size, size), 0, np.uint8)
     if rates is None:
         return img
-    r = np.nan_to_num(rates.astype(np.float32), nan=0.0)
-    scale = float(np.percentile(r, 99)) or 1.0
+    r = np.nan_to_num(rates.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     grid = spec.extra.get("grid_shape")
     if spec.kind == "ratemap" and grid:
         k, h, w = grid
-        maps = r.reshape(k, h, w) / scale
+        maps = r.reshape(k, h, w)
         pol = spec.polarity.reshape(k, h, w)[:, 0, 0]
         on = maps[pol > 0].sum(0) if (pol > 0).any() else maps[0]
         off = maps[pol < 0].sum(0) if (pol < 0).any() else np.zeros_like(on)
-        m = np.clip(0.5 + 0.5 * (on - off), 0, 1)
+        d = on - off  # ON brighter than grey, OFF darker; scaled to this bin's range
+        m = np.clip(0.5 + 0.5 * d / max(float(np.abs(d).max()), 1e-6), 0, 1)
         return cv2.resize((m * 255).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+    scale = max(float(np.percentile(r, 99)), 1e-6)
     fw, fh = spec.field_deg
     for (x, y), v in zip(spec.positions_deg, r, strict=True):
         if not np.isfinite(x) or not np.isfinite(y):
