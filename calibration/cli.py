@@ -31,7 +31,7 @@ EXIT_PAUSED = 130
 
 
 def _fail(msg: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {msg}", highlight=False)
+    err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
     return typer.Exit(code=code)
 
 
@@ -157,6 +157,7 @@ def _session_command(
             f"[yellow]paused[/] ({exc}) after {n} trials; all are in {session_path}. "
             f"Resume: npe calibrate {procedure} --resume {session_path}",
             highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(code=EXIT_PAUSED) from exc
     except KeyboardInterrupt as exc:

@@ -86,7 +86,10 @@ def _trial(
     delivered = stimulator.deliver(electrode_id, current_ua)
     try:
         response, reported = answer(delivered.delivered_ua, index)
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, SessionPaused) as exc:
+        log.note_unanswered(electrode_id, delivered.sequence, delivered.delivered_ua)
+        if isinstance(exc, SessionPaused):
+            raise
         raise SessionPaused("interrupted (Ctrl-C)") from exc
     rec = TrialRecord(
         index=index,

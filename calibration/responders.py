@@ -53,7 +53,7 @@ class TerminalResponder:
         self.console = console or Console()
 
     def _ask(self, prompt: str) -> str:
-        self.console.print(prompt, end="")
+        self.console.print(prompt, end="", highlight=False)
         try:
             answer = input().strip().lower()
         except EOFError as exc:

@@ -2,7 +2,8 @@
 
 One JSON object per line. The first line is the `SessionHeader` (procedure, patient, array,
 settings); every trial follows as a `TrialRecord` the moment its answer is known, flushed and
-fsync'ed, so an interrupted session (Ctrl-C, crash, power loss) loses at most the trial
+fsync'ed (a train delivered but never answered, because the session paused at its prompt,
+is kept as an `unanswered` line for the audit trail and repeated on resume), so an interrupted session (Ctrl-C, crash, power loss) loses at most the trial
 whose answer had not yet been given. A final `{"kind": "complete"}` line marks a finished
 session. Resuming reads the header and the trials, replays them into the procedures (which
 are deterministic given their history) and carries on where it stopped.
@@ -81,6 +82,7 @@ class SessionLog:
         self.header = header
         self.trials = trials
         self.complete = False
+        self.unanswered = 0
         self._fh: IO[str] | None = None
 
     @classmethod
@@ -114,6 +116,7 @@ class SessionLog:
             ) from exc
         trials: list[TrialRecord] = []
         complete = False
+        unanswered = 0
         for n, line in enumerate(body[1:], start=2):
             try:
                 kind = json.loads(line).get("kind")
@@ -121,6 +124,9 @@ class SessionLog:
                 raise SessionError(f"{p}: line {n} is not JSON") from exc
             if kind == "complete":
                 complete = True
+                continue
+            if kind == "unanswered":
+                unanswered += 1
                 continue
             try:
                 rec = TrialRecord.model_validate_json(line)
@@ -135,6 +141,7 @@ class SessionLog:
             trials.append(rec)
         log = cls(p, header, trials)
         log.complete = complete
+        log.unanswered = unanswered
         if torn:
             # Cut the torn bytes off so the next append starts on a clean line.
             raw = p.read_bytes()
@@ -154,6 +161,22 @@ class SessionLog:
             raise SessionError(f"trial index {record.index} out of order (have {len(self.trials)})")
         self._write(record.model_dump_json())
         self.trials.append(record)
+
+    def note_unanswered(self, electrode_id: str, sequence: int, delivered_ua: float) -> None:
+        """A train that was delivered but never answered (the session paused at its prompt):
+        kept for the audit trail, not a trial (it is repeated on resume)."""
+        self._write(
+            json.dumps(
+                {
+                    "kind": "unanswered",
+                    "electrode": electrode_id,
+                    "sequence": sequence,
+                    "delivered_ua": delivered_ua,
+                    "time": datetime.now(UTC).isoformat(),
+                }
+            )
+        )
+        self.unanswered += 1
 
     def mark_complete(self) -> None:
         self._write(json.dumps({"kind": "complete", "time": datetime.now(UTC).isoformat()}))
