@@ -77,6 +77,11 @@ def test_dataset_validate_accepts_good_and_refuses_bad_files(
     assert as_json.exit_code == 1
     verdict = json.loads(as_json.stdout.splitlines()[0])
     assert verdict["valid"] is False and "overlaps" in verdict["reason"]
+    with h5py.File(bad, "r+") as f:
+        del f["responses"]
+    shapes = runner.invoke(app, ["dataset", "validate", str(bad)])
+    assert shapes.exit_code == 1
+    assert "/responses: missing (expected [n_frames, n_cells] uint16)" in shapes.output
     missing = runner.invoke(app, ["dataset", "validate", str(tmp_path / "none.h5")])
     assert missing.exit_code == 1 and "no such file" in missing.output
 
