@@ -225,9 +225,14 @@ def bench_end_to_end(
             clock=clock,
             config=LoopConfig(latency_capacity=max(n_bins, 1)),
         )
+        import gc
+
+        gc.collect()
+        gc.freeze()  # as `npe run` does: setup objects out of the collector's reach
         try:
             summary = rt.run(max_bins=n_bins)
         finally:
+            gc.unfreeze()
             src.close()
             time.sleep(0.05)
             chain.close()
