@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from encoder.recording import CellInfo, Recording, Repeats
 from encoder.windows import WindowedRecording, window_frames_for
@@ -111,3 +113,39 @@ def test_window_frames_for() -> None:
     assert window_frames_for(60.0, 100.0) == 6
     with pytest.raises(ValueError):
         window_frames_for(0.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cuts=st.lists(st.integers(1, 59), min_size=2, max_size=6, unique=True),
+    T=st.integers(1, 12),
+    frame_rate=st.sampled_from([60.0, 100.0, 120.0]),
+)
+def test_any_split_layout_and_window_matches_naive(
+    cuts: list[int], T: int, frame_rate: float
+) -> None:
+    """Random split boundaries (train gets every other range) and window lengths."""
+    bounds = [0, *sorted(cuts), 60]
+    ranges = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+    train = ranges[0::2]
+    rest = ranges[1::2]
+    base = _recording()
+    rec = Recording(
+        stimulus=base.stimulus,
+        responses=base.responses,
+        cells=base.cells,
+        splits={
+            "train": np.array(train, np.int64),
+            "val": np.array(rest[:1], np.int64).reshape(-1, 2),
+            "test": np.array(rest[1:], np.int64).reshape(-1, 2),
+        },
+        frame_rate_hz=frame_rate,
+        pixel_size_deg=0.25,
+    )
+    ds = WindowedRecording(rec, "train", window_frames=T)
+    xs, ys, ends = _naive(rec.stimulus, rec.responses, train, T)
+    assert ds.end_frames.tolist() == ends
+    if ends:
+        bx, by = ds.batch(np.arange(len(ds)))
+        np.testing.assert_allclose(bx.numpy(), np.stack(xs), atol=1e-6)
+        np.testing.assert_array_equal(by.numpy(), np.stack(ys).astype(np.float32))
