@@ -19,7 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import curve_fit
+from scipy.optimize import least_squares
+
+#: Typical scatter of one rating (used to weigh the prior on the maximum against the data).
+RATING_SD = 0.15
+#: Prior on the maximum brightness: ratings are relative to a typical bright phosphene.
+MAX_PRIOR_SD = 0.5
 
 
 def brightness_curve(
@@ -81,20 +86,30 @@ def fit_brightness(
     if not np.all(np.isfinite(y)) or np.any(y < 0):
         raise ValueError("fit_brightness: ratings must be finite and ≥ 0")
 
-    def model(c: NDArray[np.float64], scale: float, top: float) -> NDArray[np.float64]:
-        return brightness_curve(c, threshold_ua, scale, top)
+    # When threshold sits close to the maximum, the ratings cover only the foot of the
+    # curve and scale and maximum trade off freely (a straight line fits). A weak prior on
+    # the maximum (≈ 1 ± 0.5: ratings are anchored to a "typical bright phosphene") keeps the
+    # fit in the physiological range; with a well-covered range the data dominate it.
+    def resid(p: NDArray[np.float64]) -> NDArray[np.float64]:
+        fit = brightness_curve(x, threshold_ua, float(np.exp(p[0])), float(p[1]))
+        return np.concatenate([(fit - y) / RATING_SD, [(p[1] - 1.0) / MAX_PRIOR_SD]])
 
-    top0 = max(float(y.max()), 0.1)
-    bounds = ([1.0, 0.01], [200.0, 10.0])
-    params, cov = curve_fit(model, x, y, p0=(30.0, top0), bounds=bounds, maxfev=5000)
-    scale, top = (float(v) for v in params)
-    err = np.sqrt(np.clip(np.diag(cov), 0.0, None)) if np.all(np.isfinite(cov)) else [np.inf] * 2
-    resid = y - model(x, scale, top)
+    p0 = np.array([np.log(30.0), 1.0])
+    res = least_squares(resid, p0, bounds=([np.log(1.0), 0.01], [np.log(200.0), 10.0]))
+    scale, top = float(np.exp(res.x[0])), float(res.x[1])
+    resid_y = y - brightness_curve(x, threshold_ua, scale, top)
+    dof = max(x.size - 2, 1)
+    s2 = max(float(np.sum(resid_y**2)) / dof / RATING_SD**2, 1.0)
+    try:
+        cov = np.linalg.inv(res.jac.T @ res.jac) * s2
+        err = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    except np.linalg.LinAlgError:
+        err = np.array([np.inf, np.inf])
     return BrightnessFit(
         scale_ua=scale,
         max_brightness=top,
-        scale_ci_ua=(max(scale - 1.96 * err[0], 0.0), scale + 1.96 * err[0]),
+        scale_ci_ua=(scale * float(np.exp(-1.96 * err[0])), scale * float(np.exp(1.96 * err[0]))),
         max_ci=(max(top - 1.96 * err[1], 0.0), top + 1.96 * err[1]),
-        rmse=float(np.sqrt(np.mean(resid**2))),
+        rmse=float(np.sqrt(np.mean(resid_y**2))),
         n_trials=int(x.size),
     )
