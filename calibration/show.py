@@ -80,14 +80,19 @@ def render_map(cal: PatientCalibration, png: Path) -> Path:
     xy = np.array([e.phosphene_deg for e in cal.electrodes], dtype=np.float64).reshape(-1, 2)
     on = np.array([e.enabled for e in cal.electrodes], dtype=bool)
     cmap = plt.get_cmap("viridis")
-    lo, hi = (float(thr.min()), float(thr.max())) if thr.size else (0.0, 1.0)
+    lo, hi = (float(thr[on].min()), float(thr[on].max())) if on.any() else (0.0, 1.0)
     for e, p, t, en in zip(cal.electrodes, xy, thr, on, strict=True):
         color = cmap((t - lo) / max(hi - lo, 1e-9)) if en else (0.6, 0.6, 0.6, 0.5)
         ax.add_patch(Circle((p[0], p[1]), e.phosphene_size_deg / 2, color=color, alpha=0.6))
-        if e.phosphene_ci_deg:
-            ax.add_patch(
-                Circle((p[0], p[1]), e.phosphene_ci_deg, fill=False, lw=0.5, ec="k", alpha=0.4)
-            )
+    ax.scatter(xy[on, 0], xy[on, 1], s=4, c="k", label="enabled (centre)")
+    ax.scatter(xy[~on, 0], xy[~on, 1], s=4, c="0.5", marker="x", label="disabled / untested")
+    ci = [e.phosphene_ci_deg for e in cal.electrodes if e.phosphene_ci_deg is not None]
+    if ci:
+        ax.text(
+            0.02, 0.02, f"median 95% position CI ±{float(np.median(ci)):.2f}°",
+            transform=ax.transAxes, fontsize=8,
+        )  # fmt: skip
+    ax.legend(loc="upper right", fontsize=8)
     if xy.size:
         pad = 1.0 + max(e.phosphene_size_deg for e in cal.electrodes)
         ax.set_xlim(xy[:, 0].min() - pad, xy[:, 0].max() + pad)

@@ -69,9 +69,23 @@ def test_terminal_session_through_a_pty_pauses_resumes_and_writes(
         # header, the four answered trials, and the train delivered before the pause
         assert [x["kind"] for x in lines] == ["header"] + ["trial"] * 4 + ["unanswered"]
 
+        # Resume, answer two, then Ctrl-C at the prompt: paused again, nothing lost.
         child = _spawn(["calibrate", "threshold", "--resume", str(session)], env)
         child.expect("4 trials already logged")
-        for _ in range(6):
+        for _ in range(2):
+            child.expect(prompt)
+            child.sendline("y" if float(child.match.group(1)) > 45 else "n")
+        child.expect(prompt)
+        child.sendintr()
+        child.expect("Ctrl-C")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 130
+        assert not cal.exists()
+
+        child = _spawn(["calibrate", "threshold", "--resume", str(session)], env)
+        child.expect("6 trials already logged")
+        for _ in range(4):
             child.expect(prompt)
             child.sendline("y" if float(child.match.group(1)) > 45 else "n")
         child.expect("calibration file:")
@@ -81,8 +95,8 @@ def test_terminal_session_through_a_pty_pauses_resumes_and_writes(
         import time
 
         time.sleep(0.1)
-        # every trial (and the unanswered one): its train and a stop frame, nothing clamped
-        assert stim.stats.accepted == 2 * (10 + 1)
+        # every trial (and the two unanswered ones): its train and a stop frame, nothing clamped
+        assert stim.stats.accepted == 2 * (10 + 2)
         assert dict(stim.stats.clamped) == {}
         assert stim.stats.breaches_after_enforcement == 0
     c = load_calibration(cal).by_id()["utah96-05"]
