@@ -343,9 +343,10 @@ def predict_cmd(
     from calibration.predict_io import predict_into_calibration
 
     try:
-        pred, data = predict_into_calibration(
-            calibration, array, features, simulated_patient, repeats, folds, save
-        )
+        with console.status(f"ridge / kNN / MLP: {repeats} × {folds}-fold cross-validation…"):
+            pred, data = predict_into_calibration(
+                calibration, array, features, simulated_patient, repeats, folds, save
+            )
     except _expected_errors() as exc:
         raise _fail(str(exc)) from exc
     table = Table(title=f"threshold prediction: {repeats} × {folds}-fold CV")
@@ -415,18 +416,19 @@ def frames_cmd(
     if len(sources) != 1:
         raise _fail("give exactly one of --data, --video, --camera")
     try:
-        stats = collect_frames(
-            out=out,
-            n=n,
-            data=data,
-            video=video,
-            camera=camera,
-            window_frames=window_frames,
-            size=size,
-            frame_rate_hz=frame_rate,
-            seed=seed,
-            progress=console,
-        )
+        with console.status("measuring candidate windows and selecting a stratified set…"):
+            stats = collect_frames(
+                out=out,
+                n=n,
+                data=data,
+                video=video,
+                camera=camera,
+                window_frames=window_frames,
+                size=size,
+                frame_rate_hz=frame_rate,
+                seed=seed,
+                progress=console,
+            )
     except _expected_errors() as exc:
         raise _fail(str(exc)) from exc
     table = Table(title=f"INT8 calibration windows: {out}")
