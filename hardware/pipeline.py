@@ -106,11 +106,11 @@ class StimulationPipeline:
             )
 
     def _log(self, ev: SafetyEvent) -> None:
-        self.events[ev.kind] += 1
+        self.events[ev.kind] += ev.count
         self.last_events.append(ev)
         if self.audit is not None:
             try:
-                self.audit.event(ev.kind, f"{ev.electrode_id or '-'}: {ev.detail}")
+                self.audit.event(ev.kind, ev.describe())
             except OSError:
                 self.events["audit_write_failed"] += 1
 
@@ -130,11 +130,12 @@ class StimulationPipeline:
         on = (drive >= self.mapping.min_drive) & self.model.enabled[None, :]
         cur = np.where(on, np.minimum(cur, self.ceiling_ua[None, :]), 0.0)
         keep = self.limits.max_active_electrodes
-        for b in range(cur.shape[0]):
-            order = np.argsort(-np.where(on[b], drive[b], -np.inf), kind="stable")
-            cur[b, order[keep:]] = 0.0
-            total = np.cumsum(cur[b, order])
-            cur[b, order[total > self.limits.max_total_current_ua]] = 0.0
+        order = np.argsort(-np.where(on, drive, -np.inf), axis=1, kind="stable")
+        ranked = np.take_along_axis(cur, order, axis=1)
+        ranked[:, keep:] = 0.0
+        ranked[np.cumsum(ranked, axis=1) > self.limits.max_total_current_ua] = 0.0
+        cur = np.empty_like(cur)
+        np.put_along_axis(cur, order, ranked, axis=1)
         return np.where(np.isnan(drive), np.nan, cur)
 
     def process_batch(
@@ -152,12 +153,17 @@ class StimulationPipeline:
         cfg = self.mapping
         self.last_events = []
         bad = np.isnan(cur)
-        for _b, e in zip(*np.nonzero(bad), strict=True):
-            self._log(
+        bad_events: list[list[SafetyEvent]] = [[] for _ in range(cur.shape[0])]
+        for b in np.nonzero(bad.any(axis=1))[0].tolist():
+            es = np.nonzero(bad[b])[0]
+            names = tuple(self.array.electrode_ids[int(e)] for e in es)
+            bad_events[b].append(
                 SafetyEvent(
                     "bad_rate",
                     "NaN, infinite or negative rate sampled: electrode zeroed",
-                    self.array.electrode_ids[e],
+                    names[0],
+                    count=len(names),
+                    electrodes=names,
                 )
             )
         amp = np.where(bad, 0.0, cur)
@@ -173,7 +179,7 @@ class StimulationPipeline:
         frames = []
         ts = timestamp_ns or time.monotonic_ns()
         for b in range(shape[0]):
-            for ev in events[b]:
+            for ev in bad_events[b] + events[b]:
                 self._log(ev)
             frames.append(
                 StimulationFrame(

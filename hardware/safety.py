@@ -201,6 +201,20 @@ class SafetyEvent:
     electrode_id: str | None = None
     value: float = float("nan")
     limit: float = float("nan")
+    count: int = 1
+    electrodes: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """One line for the audit log."""
+        where = ", ".join(self.electrodes[:8]) + (" …" if len(self.electrodes) > 8 else "")
+        parts = [self.detail]
+        if where:
+            parts.append(f"electrodes ({self.count}): {where}")
+        if np.isfinite(self.value):
+            parts.append(f"asked {self.value:.6g}")
+        if np.isfinite(self.limit):
+            parts.append(f"limit {self.limit:.6g}")
+        return "; ".join(parts)
 
 
 #: Event kinds (stable strings: counted, logged and summarised by `npe log inspect`).
@@ -271,6 +285,7 @@ class SafetyEnforcer:
             [i in off for i in array.electrode_ids], dtype=bool
         )
         self.counts: Counter[str] = Counter()
+        self._ids_arr = np.array(array.electrode_ids, dtype=object)
 
     def enforce(self, frame: StimulationFrame) -> tuple[StimulationFrame, list[SafetyEvent]]:
         """Return the frame made safe, and every intervention (empty list: untouched)."""
@@ -326,7 +341,7 @@ class SafetyEnforcer:
         float32, n_pulses [B, n] uint16) and, per batch row, the list of events.
         """
         lim = self.limits
-        ids = self.array.electrode_ids
+        ids_arr = self._ids_arr
         f = _Fields(
             *(
                 np.array(a, dtype=np.float64, copy=True).reshape(-1, self.array.n)
@@ -343,19 +358,31 @@ class SafetyEnforcer:
             value: NDArray[np.float64] | None = None,
             limit: float | NDArray[np.float64] = float("nan"),
         ) -> None:
+            # One event per frame and kind, naming every electrode it touched; the counter
+            # counts electrodes (every single clamp), the log stays one line per cause.
             if not mask.any():
                 return
-            bs, es = np.nonzero(mask)
-            self.counts[kind] += len(bs)
+            rows = np.nonzero(mask.any(axis=1))[0]
+            sub = mask[rows]
+            counts = sub.sum(axis=1)
+            self.counts[kind] += int(counts.sum())
+            if value is not None:
+                vmax = np.where(sub, value[rows], -np.inf).max(axis=1)
+            else:
+                vmax = np.full(len(rows), np.nan)
             lim_arr = np.broadcast_to(np.asarray(limit, dtype=np.float64), mask.shape)
-            for b, e in zip(bs.tolist(), es.tolist(), strict=True):
+            lmin = np.where(sub, lim_arr[rows], np.inf).min(axis=1)
+            for k, b in enumerate(rows.tolist()):
+                names = tuple(ids_arr[sub[k]].tolist())
                 events[b].append(
                     SafetyEvent(
                         kind,
                         detail,
-                        ids[e],
-                        float(value[b, e]) if value is not None else float("nan"),
-                        float(lim_arr[b, e]),
+                        names[0],
+                        float(vmax[k]),
+                        float(lmin[k]) if np.isfinite(lmin[k]) else float("nan"),
+                        count=int(counts[k]),
+                        electrodes=names,
                     )
                 )
 
@@ -392,7 +419,7 @@ class SafetyEnforcer:
         report("pulse_rate_high", m, "pulse rate clamped", f.rate, lim.max_pulse_rate_hz)
         f.rate = np.where(m, lim.max_pulse_rate_hz * _MARGIN, f.rate)
         # Charge balance: cathodic phase, gap and anodic phase must fit in one period.
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):
             fit_rate = np.where(live, 1e6 / (2.0 * f.pw + f.gap), np.inf) * _MARGIN
         m = live & (f.rate > fit_rate)
         unfit = m & (fit_rate < lim.min_pulse_rate_hz)
