@@ -217,17 +217,20 @@ def load_checkpoint(run_dir: str | Path) -> LoadedCheckpoint:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from exc
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
         raise CheckpointError(
             f"{weights}: weights do not match model {meta.model_name!r}: "
-            f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
-    for name, tensor in model.state_dict().items():
+    for name, tensor in own.items():
         if tuple(tensor.shape) != tuple(state[name].shape):
             raise CheckpointError(
                 f"{weights}: tensor {name!r} has shape {list(state[name].shape)}, "
-                f"model expects {list(tensor.shape)}"
+                f"model expects {list(tensor.shape)} (config and weights disagree)"
             )
+    model.load_state_dict(state)
     model.eval()
     return LoadedCheckpoint(model=model, meta=meta, run_dir=run_dir)

@@ -1,7 +1,325 @@
-"""Commands of `encoder` (models); composed into `npe` through encoder.cli."""
+"""Commands of `encoder` (models): `npe models`, `npe train`, `npe evaluate`.
+
+Heavy libraries (torch, matplotlib) are imported inside the commands so `npe --help` stays
+fast. Expected errors print one red line and exit with code 2; every command shows rich
+progress and writes JSON beside its human summary.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
 
 app = typer.Typer(no_args_is_help=True)
+console = Console()
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code=code)
+
+
+def _parse_cells(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError as exc:
+        raise _fail(f"--cells: expected comma-separated cell indices, got {text!r}") from exc
+
+
+@app.command("models")
+def models_command(
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the table as JSON."),
+    height: int = typer.Option(32, help="Frame height (px) for the parameter counts."),
+    width: int = typer.Option(32, help="Frame width (px)."),
+    window: int = typer.Option(25, help="Window (frames): 25 = 250 ms at 100 Hz."),
+    cells: int = typer.Option(32, help="Number of cells for the population models."),
+) -> None:
+    """List every model with its parameter count at the default input size."""
+    from rich.table import Table
+
+    from encoder.models import MODEL_REGISTRY, ModelConfigError, build_model
+
+    table = Table(title=f"npe models ({height}×{width} px, {window} frames, {cells} cells)")
+    for col in ("model", "parameters", "original", "loss", "stateful", "rate maps"):
+        table.add_column(col, justify="right" if col == "parameters" else "left", no_wrap=True)
+    table.caption = "summaries: `npe models --json FILE`"
+    rows: list[dict[str, Any]] = []
+    for name, spec in MODEL_REGISTRY.items():
+        n_cells = 1 if name == "single-cnn" else cells
+        try:
+            model = build_model(name, None, n_cells, (height, width), window)
+        except ModelConfigError as exc:
+            raise _fail(str(exc)) from exc
+        row = {
+            "model": name,
+            "parameters": model.n_parameters(),
+            "original_parameters": spec.original_params,
+            "n_cells": n_cells,
+            "loss": spec.default_loss,
+            "stateful": model.stateful,
+            "ratemap": model.ratemap,
+            "summary": spec.summary,
+        }
+        rows.append(row)
+        table.add_row(
+            name,
+            f"{row['parameters']:,}",
+            spec.original_params,
+            spec.default_loss,
+            "yes" if model.stateful else "",
+            "yes" if model.ratemap else "",
+        )
+    console.print(table)
+    if json_out is not None:
+        json_out.write_text(
+            json.dumps(
+                {"frame_shape": [height, width], "window_frames": window, "models": rows}, indent=2
+            )
+            + "\n"
+        )
+
+
+@app.command("train")
+def train_command(
+    data: Path = typer.Option(..., "--data", help="Recording (.h5) to train on."),
+    model: str = typer.Option(..., "--model", help="Model name (see `npe models`)."),
+    out: Path = typer.Option(..., "--out", help="Run directory (checkpoint, metrics)."),
+    loss: str | None = typer.Option(None, help="poisson | bce | mse (default: the model's)."),
+    max_epochs: int = typer.Option(100, "--max-epochs"),
+    patience: int = typer.Option(5, help="Early stopping: epochs without val-loss improvement."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Chunks per optimiser step."),
+    chunk_frames: int = typer.Option(64, "--chunk-frames", help="Predicted frames per chunk."),
+    epoch_frames: int | None = typer.Option(
+        None, "--epoch-frames", help="Training frames per epoch (random subset; default all)."
+    ),
+    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    max_minutes: float | None = typer.Option(
+        None, "--max-minutes", help="Stop after this much wall time."
+    ),
+    seed: int = typer.Option(0, help="Seed (weights init, chunk order, noise)."),
+    cells: str | None = typer.Option(None, help="Comma-separated cell indices (default all)."),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+    init_from: Path | None = typer.Option(
+        None, "--init-from", help="Run directory to start from (transfer learning)."
+    ),
+    freeze: str = typer.Option(
+        "none", help="none | core (keep the conv layers of --init-from fixed)."
+    ),
+    threads: int = typer.Option(2, help="torch CPU threads."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
+    config: str | None = typer.Option(
+        None, help="Model config overrides as JSON, e.g. '{\"hidden\": 64}'."
+    ),
+) -> None:
+    """Train a model (Adam, early stopping, best checkpoint kept; torchrun-aware)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from encoder.checkpoint import CheckpointError
+    from encoder.models import ModelConfigError
+    from encoder.recording import RecordingFormatError
+    from encoder.train import TrainConfig, TrainError, dist_info, train
+
+    try:
+        model_config = json.loads(config) if config else {}
+    except json.JSONDecodeError as exc:
+        raise _fail(f"--config: not valid JSON ({exc})") from exc
+    if not isinstance(model_config, dict):
+        raise _fail("--config: expected a JSON object")
+    cfg = TrainConfig(
+        model=model,
+        model_config=model_config,
+        loss=loss,
+        lr=lr,
+        batch_size=batch_size,
+        chunk_frames=chunk_frames,
+        max_epochs=max_epochs,
+        epoch_frames=epoch_frames,
+        patience=patience,
+        max_minutes=max_minutes,
+        seed=seed,
+        cells=_parse_cells(cells),
+        device=device,
+        init_from=str(init_from) if init_from else None,
+        freeze=freeze,
+        threads=threads,
+        resume=resume,
+    )
+    show = dist_info().rank == 0
+    progress = Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "loss {task.fields[loss]:.4f}  val loss {task.fields[val_loss]:.4f}  val r {task.fields[val_pcc]:.3f}"
+        ),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show,
+    )
+    task = progress.add_task(
+        "train", total=None, epoch=0, loss=float("nan"), val_loss=float("nan"), val_pcc=float("nan")
+    )
+
+    fields: dict[str, float] = {
+        "loss": float("nan"),
+        "val_loss": float("nan"),
+        "val_pcc": float("nan"),
+    }
+
+    def on_event(event: str, values: dict[str, float]) -> None:
+        if event == "epoch-start":  # reset() replaces all fields, so pass the last values on
+            progress.reset(task, total=values["steps"], epoch=int(values["epoch"]), **fields)
+        elif event == "step":
+            fields["loss"] = values["loss"]
+            progress.update(task, advance=1, loss=values["loss"])
+        elif event == "epoch":
+            fields["val_loss"], fields["val_pcc"] = values["val_loss"], values["val_pcc"]
+            progress.update(task, val_loss=values["val_loss"], val_pcc=values["val_pcc"])
+            if show:
+                progress.console.print(
+                    f"epoch {int(values['epoch'])}: train {values['train_loss']:.4f}  "
+                    f"val {values['val_loss']:.4f}  val r {values['val_pcc']:.3f}"
+                )
+
+    try:
+        with progress:
+            result = train(data, out, cfg, progress=on_event)
+    except (TrainError, ModelConfigError, RecordingFormatError, CheckpointError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    if show:
+        summary = {
+            "run_dir": str(result.run_dir),
+            "model": model,
+            "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss,
+            "epochs": len(result.epochs),
+            "stopped": result.stopped,
+            "minutes": result.minutes,
+            "parameters": result.n_parameters,
+        }
+        (Path(out) / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        console.print(
+            f"[green]done[/green]: {model} best epoch {result.best_epoch} "
+            f"(val loss {result.best_val_loss:.4f}), {result.stopped}, {result.minutes:.1f} min → {out}"
+        )
+
+
+@app.command("evaluate")
+def evaluate_command(
+    run_dir: Path = typer.Argument(..., help="Training run directory (checkpoint)."),
+    data: Path = typer.Option(
+        ..., "--data", help="Recording (.h5) with a test split (and repeats)."
+    ),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Where to write the metrics JSON (default RUN_DIR/evaluation.json)."
+    ),
+    figures: Path | None = typer.Option(
+        None, "--figures", help="Directory for PNG figures (default RUN_DIR/figures)."
+    ),
+    no_figures: bool = typer.Option(False, "--no-figures", help="Skip the PNG figures."),
+    smooth_ms: float = typer.Option(
+        50.0, "--smooth-ms", help="Boxcar smoothing before correlating (0 = raw 10 ms bins)."
+    ),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+    threads: int = typer.Option(2, help="torch CPU threads."),
+) -> None:
+    """Evaluate a trained model: PCC with the trial average, FEV, ceiling, figures."""
+    import torch
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+    from rich.table import Table
+
+    from encoder import evaluate as ev
+    from encoder import figures as fig
+    from encoder.checkpoint import CheckpointError, load_checkpoint
+    from encoder.recording import RecordingFormatError, read_recording, stimulus_as_contrast
+    from encoder.train import TrainError, check_device
+
+    torch.set_num_threads(max(1, threads))
+    try:
+        check_device(device)
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True
+        ) as progress:
+            task = progress.add_task("loading checkpoint and recording")
+            ckpt = load_checkpoint(run_dir)
+            rec = read_recording(data)
+            progress.update(task, description="predicting test split and repeats")
+            result, preds = ev.evaluate(
+                ckpt, rec, data_name=str(data), smooth_ms=smooth_ms, device=device
+            )
+            out_json = ev.write_result(result, json_out or run_dir / "evaluation.json")
+            written = [out_json]
+            if not no_figures:
+                progress.update(task, description="drawing figures")
+                fig_dir = figures or run_dir / "figures"
+                fig_dir.mkdir(parents=True, exist_ok=True)
+                model = ckpt.model.cpu()
+                written.append(
+                    fig.traces_figure(result, preds, fig_dir / "traces.png", rec.frame_rate_hz)
+                )
+                written.append(fig.histogram_figure(result, fig_dir / "correlation_histogram.png"))
+                written.append(
+                    fig.filters_figure(
+                        model.first_layer_filters().numpy(),
+                        fig_dir / "first_layer_filters.png",
+                        f"{ckpt.meta.model_name}: first-layer filters",
+                    )
+                )
+                progress.update(task, description="model RFs from white noise vs data STAs")
+                from encoder.models.ln import spike_triggered_average
+
+                cells = ev.cell_indices(ckpt, rec)
+                ranges = rec.splits["train"][:1].copy()
+                ranges[0, 1] = min(ranges[0, 1], ranges[0, 0] + 20000)
+                lo, hi = int(ranges[0, 0]), int(ranges[0, 1])
+                data_sta = spike_triggered_average(
+                    stimulus_as_contrast(rec.stimulus[lo:hi]),
+                    rec.responses[lo:hi][:, cells],
+                    ranges - lo,
+                    model.window_frames,
+                )
+                model_sta = fig.model_white_noise_sta(model, rec.frame_shape)
+                written.append(
+                    fig.rf_figure(
+                        model_sta,
+                        data_sta,
+                        result.cell_ids,
+                        result.cell_types,
+                        fig_dir / "receptive_fields.png",
+                    )
+                )
+    except (CheckpointError, RecordingFormatError, ev.EvaluationError, TrainError) as exc:
+        raise _fail(str(exc)) from exc
+
+    def fmt(v: float | None) -> str:
+        return "—" if v is None else f"{v:.3f}"
+
+    table = Table(title=f"{result.model} on {data.name} (smoothing {result.smooth_ms:.0f} ms)")
+    for col in (
+        "mean PCC",
+        "mean FEV",
+        "ceiling PCC",
+        "PCC / ceiling",
+        "test PCC (single trial)",
+        "cells",
+        "repeats",
+    ):
+        table.add_column(col, justify="right")
+    table.add_row(
+        fmt(result.mean_pcc),
+        fmt(result.mean_fev),
+        fmt(result.ceiling_pcc),
+        fmt(result.fraction_of_ceiling),
+        fmt(result.test_pcc),
+        str(result.n_cells),
+        str(result.n_repeats),
+    )
+    console.print(table)
+    for path in written:
+        console.print(f"wrote {path}")

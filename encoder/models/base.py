@@ -169,6 +169,16 @@ class CellSelector(nn.Module):
             d2 = (gy - y) ** 2 + (gx - x) ** 2
             self.loc_logits[c] = torch.from_numpy((-d2 / (2 * sigma**2)).ravel()).float()
 
+    @torch.no_grad()
+    def init_types(self, type_index: NDArray[np.int64], strength: float = 4.0) -> None:
+        """Start cell c on map type_index[c] (from the recording's cell types) instead of a
+        near-uniform mixture, which otherwise lets ON and OFF cells pull every map both ways
+        and slows the symmetry breaking down badly. Still learnable (soft logits)."""
+        self.type_logits.zero_()
+        for c, k in enumerate(type_index.tolist()):
+            if 0 <= k < self.type_logits.shape[1]:
+                self.type_logits[c, k] = strength
+
     def assignments(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """(type index [n_cells], flat location index [n_cells]) of each cell's argmax."""
         return (

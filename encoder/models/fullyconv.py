@@ -28,9 +28,9 @@ from encoder.models.base import (
 
 @dataclass(frozen=True)
 class FullyConvConfig(ModelConfig):
-    filters1: int = 16
+    filters1: int = 8
     kernel1: int = 15
-    filters2: int = 16
+    filters2: int = 8
     kernel2: int = 9
     n_types: int = 8
     map_stride: int = 2
@@ -56,9 +56,11 @@ class FullyConv(RateMapMixin, RetinaModel):
         c = config
         if c.kernel1 % 2 == 0 or c.kernel2 % 2 == 0:
             raise ModelConfigError("fullyconv: kernel1 and kernel2 must be odd ('same' padding)")
-        self.conv1 = nn.Conv2d(window_frames, c.filters1, c.kernel1, padding=c.kernel1 // 2)
+        self.conv1 = nn.Conv2d(
+            window_frames, c.filters1, c.kernel1, padding=c.kernel1 // 2, stride=c.map_stride
+        )
         self.conv2 = nn.Conv2d(c.filters1, c.filters2, c.kernel2, padding=c.kernel2 // 2)
-        self.readout = nn.Conv2d(c.filters2, c.n_types, 1, stride=c.map_stride)
+        self.readout = nn.Conv2d(c.filters2, c.n_types, 1)
         nn.init.constant_(self.readout.bias, -2.0)  # type: ignore[arg-type]
         h, w = frame_shape
         s = c.map_stride

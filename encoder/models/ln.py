@@ -10,6 +10,7 @@ fitted per cell by Poisson maximum likelihood. This is the reference every CNN m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ def _valid_segments(ranges: NDArray[np.int64], window: int) -> list[tuple[int, i
 
 def spike_triggered_average(
     stimulus: NDArray[np.float32],
-    responses: NDArray[np.floating],
+    responses: NDArray[Any],
     ranges: NDArray[np.int64],
     window: int,
 ) -> NDArray[np.float32]:
@@ -99,7 +100,7 @@ class LNModel(RetinaModel):
     def fit(
         self,
         stimulus: NDArray[np.float32],
-        responses: NDArray[np.floating],
+        responses: NDArray[Any],
         ranges: NDArray[np.int64],
     ) -> None:
         """Fit filters (STA) and the nonlinearity on the frames of `ranges` (the train split)."""

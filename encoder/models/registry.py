@@ -61,7 +61,7 @@ register(
         config_cls=DeepRetinaConfig,
         default_loss="poisson",
         summary="McIntosh 2016: history as channels, conv 16@15 → conv 8@9 → dense → softplus",
-        original_params="— (not stated; ~0.1M at 50×50)",
+        original_params="n/a",
     )
 )
 register(
@@ -71,7 +71,7 @@ register(
         config_cls=FullyConvConfig,
         default_loss="poisson",
         summary="fully convolutional Deep Retina: type rate maps + semantic-loss cell selection",
-        original_params="— (not stated)",
+        original_params="n/a",
     )
 )
 register(
@@ -81,7 +81,7 @@ register(
         config_cls=LNConfig,
         default_loss="poisson",
         summary="linear-nonlinear baseline: STA filter + fitted softplus nonlinearity",
-        original_params="—",
+        original_params="n/a",
     )
 )
 register(
@@ -91,7 +91,7 @@ register(
         config_cls=StreamingConfig,
         default_loss="poisson",
         summary="deployment model: separable causal conv, cached-state step, rate maps",
-        original_params="— (new)",
+        original_params="new",
     )
 )
 

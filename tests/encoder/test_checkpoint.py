@@ -1,0 +1,122 @@
+"""Checkpoint round trip and refusals (real safetensors + JSON files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from encoder.checkpoint import (
+    META_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    CheckpointMeta,
+    load_checkpoint,
+    make_meta,
+    save_checkpoint,
+)
+from encoder.models import build_model
+
+CFG = {
+    "kernel1": 5,
+    "kernel2": 3,
+    "spatial1": 3,
+    "channels1": 3,
+    "spatial2": 3,
+    "channels2": 3,
+    "temporal2": 3,
+    "n_types": 2,
+}
+
+
+def _meta(model: torch.nn.Module, **extra: object) -> CheckpointMeta:
+    fields: dict[str, object] = {
+        "loss": "poisson",
+        "frame_rate_hz": 100.0,
+        "pixel_size_deg": 0.25,
+        "stimulus_kind": "uint8",
+        "cells": {
+            "ids": ["a", "b"],
+            "types": ["ON transient", "OFF sustained"],
+            "center_deg": [[0.5, -1.0], [float("nan"), 2.0]],
+        },
+        "data_path": "/data/x.h5",
+        "data_sha256": "ab" * 32,
+        "seed": 3,
+        "epoch": 7,
+        "metrics": {"val_loss": 0.25},
+    }
+    fields.update(extra)
+    return make_meta(model, **fields)  # type: ignore[arg-type]
+
+
+def test_round_trip_rebuilds_identical_model_and_meta(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("streaming", CFG, 2, (16, 16), 8)
+    meta = _meta(model)
+    save_checkpoint(tmp_path / "run", model, meta)
+    loaded = load_checkpoint(tmp_path / "run")
+    assert not loaded.model.training
+    assert loaded.meta.model_dump(mode="json", exclude={"torch_version"}) == meta.model_dump(
+        mode="json", exclude={"torch_version"}
+    )
+    assert loaded.meta.cells.center_deg[1] == (None, 2.0)  # NaN stored as JSON null
+    assert loaded.meta.torch_version == torch.__version__
+    x = torch.randn(2, 8, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), model(x))
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], tensor)
+
+
+def test_meta_is_frozen_and_validated() -> None:
+    model = build_model("streaming", CFG, 2, (16, 16), 8)
+    meta = _meta(model)
+    with pytest.raises(Exception, match="frozen"):
+        meta.seed = 4  # type: ignore[misc]
+    with pytest.raises(ValueError, match="frame_rate_hz"):
+        _meta(model, frame_rate_hz=-1.0)
+    with pytest.raises(ValueError, match="same length"):
+        _meta(model, cells={"ids": ["a", "b"], "types": ["ON"], "center_deg": [[0, 0], [0, 0]]})
+    with pytest.raises(ValueError, match="loss"):
+        _meta(model, loss="hinge")
+
+
+def test_save_refuses_meta_that_disagrees_with_model(tmp_path: Path) -> None:
+    model = build_model("streaming", CFG, 2, (16, 16), 8)
+    other = build_model("streaming", CFG, 3, (16, 16), 8)
+    meta = _meta(model)
+    with pytest.raises(CheckpointError, match="2 cells in meta ≠ 3 model outputs"):
+        save_checkpoint(tmp_path / "run", other, meta)
+    assert not (tmp_path / "run").exists()
+
+
+def test_load_refuses_missing_altered_or_mismatched_files(tmp_path: Path) -> None:
+    model = build_model("streaming", CFG, 2, (16, 16), 8)
+    run = save_checkpoint(tmp_path / "run", model, _meta(model))
+    with pytest.raises(CheckpointError, match=r"checkpoint\.json: missing"):
+        load_checkpoint(tmp_path / "nothing")
+    # a config that builds a different architecture than the stored weights
+    raw = json.loads((run / META_FILE).read_text())
+    raw["model_config_dict"]["spatial1"] = 4
+    (run / META_FILE).write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="shape"):
+        load_checkpoint(run)
+    raw["model_config_dict"]["spatial1"] = 3
+    raw["schema_version"] = 2
+    (run / META_FILE).write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="schema_version"):
+        load_checkpoint(run)
+    raw["schema_version"] = 1
+    (run / META_FILE).write_text(json.dumps(raw))
+    (run / WEIGHTS_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_checkpoint(run)
+    (run / WEIGHTS_FILE).unlink()
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: missing"):
+        load_checkpoint(run)
+    assert np.isfinite(raw["frame_rate_hz"])

@@ -1,0 +1,208 @@
+"""Model interface tests: registry, causality, streaming equivalence, rate maps, `npe models`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from encoder.models import MODEL_REGISTRY, ModelConfigError, RetinaModel, build_model
+
+FRAME = (16, 16)
+WINDOW = 8
+N_CELLS = 3
+
+#: Tiny configs so every model runs on 16×16 frames in milliseconds.
+TINY: dict[str, dict[str, Any]] = {
+    "single-cnn": {"kernel1": 5, "kernel2": 3},
+    "cnn-lstm": {"kernel1": 5, "kernel2": 3, "hidden": 8, "dropout": 0.0},
+    "deep-retina": {"kernel1": 5, "kernel2": 3, "filters1": 4, "filters2": 4},
+    "fullyconv": {"kernel1": 5, "kernel2": 3, "filters1": 4, "filters2": 4, "n_types": 3},
+    "ln": {},
+    "streaming": {
+        "kernel1": 5,
+        "kernel2": 3,
+        "spatial1": 3,
+        "channels1": 3,
+        "spatial2": 3,
+        "channels2": 3,
+        "temporal2": 3,
+        "n_types": 3,
+    },
+}
+
+
+def tiny_model(name: str, seed: int = 0) -> RetinaModel:
+    torch.manual_seed(seed)
+    model = build_model(name, TINY[name], N_CELLS, FRAME, WINDOW)
+    if name == "ln":  # give the closed-form model non-trivial filters
+        with torch.no_grad():
+            model.filters.normal_()  # type: ignore[operator]
+    return model.eval()
+
+
+def test_registry_has_every_model_of_the_issue() -> None:
+    assert set(MODEL_REGISTRY) == {
+        "single-cnn",
+        "cnn-lstm",
+        "deep-retina",
+        "fullyconv",
+        "streaming",
+        "ln",
+    }
+    assert set(TINY) == set(MODEL_REGISTRY)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_output_shape_and_nonnegative(name: str) -> None:
+    model = tiny_model(name)
+    out = model(torch.randn(4, WINDOW, *FRAME))
+    assert out.shape == (4, N_CELLS)
+    assert bool((out >= 0).all())
+    if name == "single-cnn":
+        assert bool((out <= 1).all())
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_causality_future_frames_never_change_earlier_outputs(name: str) -> None:
+    """Perturb frame k of a chunk: predictions for frames < k must not move; frame k's must."""
+    model = tiny_model(name)
+    torch.manual_seed(1)
+    x = torch.randn(2, WINDOW + 12, *FRAME)
+    k = WINDOW + 5
+    x2 = x.clone()
+    x2[:, k] += 3.0 * torch.randn(2, *FRAME)
+    with torch.no_grad():
+        a, b = model.forward_chunk(x), model.forward_chunk(x2)
+    first_changed = k - (WINDOW - 1)  # chunk output j predicts frame j + T − 1
+    assert torch.equal(a[:, :first_changed], b[:, :first_changed])
+    assert not torch.allclose(a[:, first_changed], b[:, first_changed])
+    if model.stateful:
+        with torch.no_grad():
+            sa, sb = model.forward_sequence(x), model.forward_sequence(x2)  # type: ignore[operator]
+        assert torch.equal(sa[:, :k], sb[:, :k])
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_forward_chunk_equals_forward_on_each_window(name: str) -> None:
+    model = tiny_model(name)
+    x = torch.randn(2, WINDOW + 4, *FRAME)
+    with torch.no_grad():
+        chunk = model.forward_chunk(x)
+        for j in range(5):
+            torch.testing.assert_close(
+                chunk[:, j], model(x[:, j : j + WINDOW]), atol=1e-5, rtol=1e-4
+            )
+
+
+def test_streaming_step_by_step_equals_full_window() -> None:
+    model = tiny_model("streaming")
+    torch.manual_seed(2)
+    n = WINDOW + 10
+    x = torch.randn(2, n, *FRAME)
+    state = model.init_state(2)  # type: ignore[operator]
+    outs = []
+    with torch.no_grad():
+        for t in range(n):
+            out, state = model.step(x[:, t], state)  # type: ignore[operator]
+            outs.append(out)
+        stepped = torch.stack(outs, 1)
+        torch.testing.assert_close(stepped, model.forward_sequence(x), atol=1e-5, rtol=1e-4)  # type: ignore[operator]
+        for t in range(WINDOW - 1, n):
+            torch.testing.assert_close(
+                stepped[:, t], model(x[:, t - WINDOW + 1 : t + 1]), atol=1e-5, rtol=1e-4
+            )
+    # the state's size is fixed: it does not grow with the number of frames processed
+    assert [tuple(s.shape) for s in state] == [tuple(s.shape) for s in model.init_state(2)]  # type: ignore[operator]
+
+
+def test_streaming_step_maps_equal_forward_maps_on_other_frame_size() -> None:
+    model = tiny_model("streaming")
+    x = torch.randn(1, WINDOW + 2, 20, 27)
+    state = model.init_state(1, (20, 27))  # type: ignore[operator]
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            maps, state = model.step_maps(x[:, t], state)  # type: ignore[operator]
+        torch.testing.assert_close(maps, model.forward_maps(x[:, -WINDOW:]), atol=1e-5, rtol=1e-4)  # type: ignore[operator]
+
+
+def test_cnn_lstm_step_equals_forward_sequence() -> None:
+    model = tiny_model("cnn-lstm")
+    x = torch.randn(2, WINDOW + 3, *FRAME)
+    state = model.init_state(2)  # type: ignore[operator]
+    outs = []
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            out, state = model.step(x[:, t], state)  # type: ignore[operator]
+            outs.append(out)
+        torch.testing.assert_close(
+            torch.stack(outs, 1), model.forward_sequence(x), atol=1e-5, rtol=1e-4
+        )  # type: ignore[operator]
+        # within the first window the continuous LSTM equals the windowed forward
+        torch.testing.assert_close(outs[WINDOW - 1], model(x[:, :WINDOW]), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["fullyconv", "streaming"])
+def test_rate_maps_tile_any_frame_size(name: str) -> None:
+    model = tiny_model(name)
+    for h, w in [(16, 16), (23, 40)]:
+        maps = model.forward_maps(torch.randn(1, WINDOW, h, w))  # type: ignore[operator]
+        ys, xs = model.map_grid(h, w)  # type: ignore[operator]
+        assert maps.shape == (1, 3, len(ys), len(xs))
+        assert ys[0] == 0 and ys[-1] <= h - 1 and xs[-1] <= w - 1
+        assert bool((maps >= 0).all())
+    assert len(model.type_labels()) == 3  # type: ignore[operator]
+    assert set(model.type_polarity()) <= {-1, 0, 1}  # type: ignore[operator]
+
+
+def test_type_labels_follow_the_cells_each_map_explains() -> None:
+    model = tiny_model("fullyconv")
+    with torch.no_grad():
+        model.selector.type_logits.zero_()  # type: ignore[union-attr]
+        model.selector.type_logits[0, 2] = 5.0  # type: ignore[index]
+        model.selector.type_logits[1, 2] = 5.0  # type: ignore[index]
+        model.selector.type_logits[2, 0] = 5.0  # type: ignore[index]
+    labels = model.label_types_from_cells(["OFF sustained", "OFF sustained", "ON transient"])  # type: ignore[operator]
+    assert labels[2] == "OFF sustained" and labels[0] == "ON transient"
+    assert labels[1] == "type 1"
+
+
+def test_semantic_loss_is_lower_for_one_hot_selection() -> None:
+    from encoder.models.base import _softmax_semantic_loss
+
+    uniform = _softmax_semantic_loss(torch.zeros(2, 5))
+    peaked = _softmax_semantic_loss(torch.tensor([[8.0, 0, 0, 0, 0], [0, 0, 8.0, 0, 0]]))
+    assert float(peaked) < 0.01 < float(uniform)
+    # analytic value for a uniform distribution over n: −log(n · (1/n) · (1 − 1/n)^(n−1))
+    n = 5
+    assert float(uniform) == pytest.approx(-np.log((1 - 1 / n) ** (n - 1)), rel=1e-4)
+
+
+def test_build_model_refuses_bad_names_and_configs() -> None:
+    with pytest.raises(ModelConfigError, match="unknown model 'nope'"):
+        build_model("nope", None, 1, FRAME, WINDOW)
+    with pytest.raises(ModelConfigError, match="unknown config keys \\['hiden'\\]"):
+        build_model("cnn-lstm", {"hiden": 3}, 1, FRAME, WINDOW)
+    with pytest.raises(ModelConfigError, match="smaller than"):
+        build_model("single-cnn", None, 1, FRAME, WINDOW)  # 15 + 5 px kernels on 16 px frames
+
+
+def test_npe_models_lists_every_model_with_parameter_count(tmp_path: Path) -> None:
+    from encoder.cli_models import app
+
+    out = tmp_path / "models.json"
+    result = CliRunner().invoke(app, ["models", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = {r["model"]: r for r in json.loads(out.read_text())["models"]}
+    assert set(rows) == set(MODEL_REGISTRY)
+    for name, row in rows.items():
+        expected = build_model(name, None, row["n_cells"], (32, 32), 25).n_parameters()
+        assert row["parameters"] == expected
+        assert name in result.output
+    # the population CNN-LSTM has the original's ~1.5M parameters at the default input
+    assert 1.3e6 < rows["cnn-lstm"]["parameters"] < 1.7e6

@@ -1,0 +1,181 @@
+"""Training: loss goes down and beats a constant predictor, seeds, resume, transfer, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from encoder.checkpoint import load_checkpoint
+from encoder.losses import poisson_loss
+from encoder.recording import read_recording
+from encoder.train import TrainConfig, TrainError, train
+
+
+def _load_helper():  # type: ignore[no-untyped-def]
+    """The shared tiny-data helper, loaded by path (pytest runs with --import-mode=importlib)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "npe_models_testdata", Path(__file__).with_name("test_models_data.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_data = _load_helper()
+TINY_SINGLE, TINY_STREAMING, write_tiny = _data.TINY_SINGLE, _data.TINY_STREAMING, _data.write_tiny
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny(tmp_path_factory.mktemp("models_data") / "tiny_ln.h5")
+
+
+def _cfg(**kw: object) -> TrainConfig:
+    base: dict[str, object] = {
+        "model": "streaming",
+        "model_config": TINY_STREAMING,
+        "lr": 1e-2,
+        "batch_size": 4,
+        "chunk_frames": 16,
+        "max_epochs": 4,
+        "patience": 10,
+        "threads": 1,
+    }
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def test_short_training_lowers_loss_and_beats_constant_predictor(
+    tiny_path: Path, tmp_path: Path
+) -> None:
+    result = train(tiny_path, tmp_path / "run", _cfg())
+    losses = [e.train_loss for e in result.epochs]
+    assert losses[-1] < losses[0]
+    rec = read_recording(tiny_path)
+    a, b = rec.splits["train"][0]
+    c, d = rec.splits["val"][0]
+    mean_rate = rec.responses[a:b].astype(np.float32).mean(0)
+    val = torch.from_numpy(rec.responses[c + 4 : d].astype(np.float32))  # frames with a full window
+    constant = float(poisson_loss(torch.from_numpy(mean_rate).expand_as(val), val))
+    assert result.best_val_loss < constant - 0.02
+    assert max(e.val_pcc for e in result.epochs) > 0.3
+    # best checkpoint, metrics per epoch in CSV and JSON
+    assert load_checkpoint(tmp_path / "run").meta.epoch == result.best_epoch
+    rows = (tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + len(result.epochs)
+    assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"]) == len(
+        result.epochs
+    )
+
+
+def test_same_seed_same_weights_and_resume_continues(tiny_path: Path, tmp_path: Path) -> None:
+    a = train(tiny_path, tmp_path / "a", _cfg(max_epochs=2, seed=5))
+    b = train(tiny_path, tmp_path / "b", _cfg(max_epochs=2, seed=5))
+    c = train(tiny_path, tmp_path / "c", _cfg(max_epochs=2, seed=6))
+    assert a.weights_sha256 == b.weights_sha256 != c.weights_sha256
+    resumed = train(tiny_path, tmp_path / "a", _cfg(max_epochs=3, seed=5, resume=True))
+    assert [e.epoch for e in resumed.epochs] == [1, 2, 3]
+    assert resumed.epochs[:2] == a.epochs
+    full = train(tiny_path, tmp_path / "d", _cfg(max_epochs=3, seed=5))
+    assert full.weights_sha256 == resumed.weights_sha256  # resuming = never having stopped
+
+
+def test_init_from_with_frozen_core_keeps_conv_layers(tiny_path: Path, tmp_path: Path) -> None:
+    cfg = _cfg(model="single-cnn", model_config=TINY_SINGLE, max_epochs=1)
+    train(tiny_path, tmp_path / "base", cfg)
+    base = load_checkpoint(tmp_path / "base").model
+    train(
+        tiny_path,
+        tmp_path / "transfer",
+        _cfg(
+            model="single-cnn",
+            model_config=TINY_SINGLE,
+            max_epochs=2,
+            cells=(2,),
+            init_from=str(tmp_path / "base"),
+            freeze="core",
+            seed=1,
+        ),
+    )
+    new = load_checkpoint(tmp_path / "transfer").model
+    assert new.n_cells == 1
+    assert torch.equal(new.conv1.weight, base.conv1.weight)  # type: ignore[union-attr]
+    assert torch.equal(new.conv2.weight, base.conv2.weight)  # type: ignore[union-attr]
+    assert new.dense.weight.shape != base.dense.weight.shape  # type: ignore[union-attr]
+    with pytest.raises(TrainError, match="--freeze core needs --init-from"):
+        train(tiny_path, tmp_path / "x", _cfg(freeze="core"))
+
+
+def test_ln_baseline_fits_in_closed_form(tiny_path: Path, tmp_path: Path) -> None:
+    result = train(tiny_path, tmp_path / "ln", _cfg(model="ln", model_config={}))
+    assert result.stopped == "closed-form"
+    assert result.epochs[0].val_pcc > 0.3  # the generator is LN: its STA model must fit it
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when CUDA is absent")
+def test_cuda_requested_without_gpu_is_a_clear_error(tiny_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainError, match="no CUDA GPU is available"):
+        train(tiny_path, tmp_path / "gpu", _cfg(device="cuda"))
+
+
+def test_cli_train_then_evaluate(tiny_path: Path, tmp_path: Path) -> None:
+    from encoder.cli_models import app
+
+    runner = CliRunner()
+    run = tmp_path / "cli_run"
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(tiny_path),
+            "--model",
+            "streaming",
+            "--out",
+            str(run),
+            "--max-epochs",
+            "2",
+            "--lr",
+            "0.01",
+            "--chunk-frames",
+            "32",
+            "--threads",
+            "1",
+            "--config",
+            json.dumps(TINY_STREAMING),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "train_summary.json").read_text())["epochs"] == 2
+    out = tmp_path / "eval.json"
+    res = runner.invoke(
+        app,
+        ["evaluate", str(run), "--data", str(tiny_path), "--json", str(out), "--smooth-ms", "0"],
+    )
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(out.read_text())
+    for key in ("mean_pcc", "per_cell_pcc", "mean_fev", "ceiling_pcc"):
+        assert key in metrics
+    assert len(metrics["per_cell_pcc"]) == 3
+    assert 0.5 < metrics["ceiling_pcc"] <= 1.0  # the tiny recording has truth rates
+    for png in (
+        "traces.png",
+        "correlation_histogram.png",
+        "first_layer_filters.png",
+        "receptive_fields.png",
+    ):
+        assert (run / "figures" / png).stat().st_size > 1000
+    bad = runner.invoke(
+        app, ["train", "--data", str(tiny_path), "--model", "nope", "--out", str(tmp_path / "bad")]
+    )
+    assert bad.exit_code == 2
+    assert "unknown model 'nope'" in bad.output
+    assert "Traceback" not in bad.output
