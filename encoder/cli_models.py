@@ -174,7 +174,14 @@ def train_command(
 
     def on_event(event: str, values: dict[str, float]) -> None:
         if event == "epoch-start":  # reset() replaces all fields, so pass the last values on
-            progress.reset(task, total=values["steps"], epoch=int(values["epoch"]), **fields)
+            progress.reset(
+                task,
+                total=values["steps"],
+                epoch=int(values["epoch"]),
+                loss=fields["loss"],
+                val_loss=fields["val_loss"],
+                val_pcc=fields["val_pcc"],
+            )
         elif event == "step":
             fields["loss"] = values["loss"]
             progress.update(task, advance=1, loss=values["loss"])
