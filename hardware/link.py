@@ -4,8 +4,10 @@
   * ``udp://127.0.0.1:PORT`` (the default transport; one datagram per frame; acks from the
     stimulator are read without blocking after each send and counted),
   * ``serial:///dev/ttyUSB0`` or any pyserial URL after ``serial://`` (e.g. ``serial://loop://``),
-    optionally ``?baud=N``; frames are written back to back, the receiver resynchronises on
-    the magic (`wire.StreamDecoder`),
+    optionally ``?baud=N`` (default 3,000,000: a 96-electrode frame is 1,800 bytes, i.e.
+    156 ms at 115,200 baud, far too slow for 100 frames/s; USB CDC ports ignore the figure);
+    frames are written back to back, the receiver resynchronises on the magic
+    (`wire.StreamDecoder`); a write that cannot complete within 50 ms is counted as an error,
   * ``file:///path/frames.bin``: appends frames to a file (a recording of what would be sent).
 
 `send` never blocks on the receiver: the live loop must not stall on a slow stimulator.
@@ -161,7 +163,10 @@ def open_link(spec: str, key: bytes, audit: AuditLog | None = None) -> Stimulato
     if spec.startswith("serial://"):
         rest = spec[len("serial://") :]
         url, _, query = rest.partition("?")
-        baud = int(parse_qs(query).get("baud", ["115200"])[0]) if query else 115200
+        try:
+            baud = int(parse_qs(query).get("baud", ["3000000"])[0]) if query else 3_000_000
+        except ValueError as exc:
+            raise LinkError(f"{spec}: baud must be an integer") from exc
         if not url:
             raise LinkError(f"{spec}: no serial port given")
         return SerialLink(url, key, baud, audit)

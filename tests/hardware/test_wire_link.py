@@ -1,0 +1,214 @@
+"""Wire format round trip and rejection of altered, unauthenticated, replayed and truncated
+frames; the UDP, serial (loop:// and a real pty pair) and file transports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+import numpy as np
+import pytest
+
+from hardware.link import LinkError, open_link
+from hardware.wire import (
+    HEADER,
+    MAC_BYTES,
+    FrameEncoder,
+    FrameVerifier,
+    StreamDecoder,
+    WireError,
+    decode_ack,
+    encode_ack,
+    encode_frame,
+)
+
+
+def sample_frame(array, make_frame, seq=7):
+    rng = np.random.default_rng(seq)
+    amp = np.where(rng.random(array.n) < 0.2, rng.uniform(10, 90, array.n), 0.0)
+    return make_frame(array, amp=amp, pw=170.0, gap=50.0, rate=300.0, pulses=3, sequence=seq)
+
+
+def assert_same(a, b):
+    assert a.sequence == b.sequence and a.timestamp_ns == b.timestamp_ns
+    assert a.electrode_ids == b.electrode_ids
+    for k in ("amplitude_ua", "phase_width_us", "interphase_gap_us", "pulse_rate_hz", "n_pulses"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
+
+
+def test_round_trip(utah, key, make_frame):
+    frame = sample_frame(utah, make_frame)
+    data = encode_frame(frame, key, wire_sequence=1000)
+    assert len(data) == HEADER.size + 18 * utah.n + MAC_BYTES
+    decoded = FrameVerifier(key, utah.electrode_ids).decode(data)
+    assert decoded.wire_sequence == 1000
+    assert_same(decoded.frame, frame)
+
+
+def test_rejects_other_key_altered_and_bad_header(utah, key, make_frame):
+    v = FrameVerifier(key, utah.electrode_ids)
+    data = encode_frame(sample_frame(utah, make_frame), key, 5)
+    with pytest.raises(WireError) as e:
+        v.decode(encode_frame(sample_frame(utah, make_frame), b"x" * 32, 6))
+    assert e.value.reason == "bad_mac"
+    for pos in (HEADER.size + 1, 20, len(data) - 1):  # amplitude byte, sequence, MAC itself
+        altered = bytearray(data)
+        altered[pos] ^= 0x40
+        with pytest.raises(WireError) as e:
+            v.decode(bytes(altered))
+        assert e.value.reason == "bad_mac"
+    with pytest.raises(WireError) as e:
+        v.decode(b"XXXX" + data[4:])
+    assert e.value.reason == "bad_magic"
+    with pytest.raises(WireError) as e:
+        v.decode(data[:4] + b"\x02" + data[5:])
+    assert e.value.reason == "bad_version"
+    with pytest.raises(WireError) as e:
+        v.decode(data + b"\x00")
+    assert e.value.reason == "bad_length"
+    assert v.rejected == {"bad_mac": 4, "bad_magic": 1, "bad_version": 1, "bad_length": 1}
+    assert v.decode(data).wire_sequence == 5  # the genuine frame still passes
+
+
+def test_rejects_truncated(utah, key, make_frame):
+    v = FrameVerifier(key, utah.electrode_ids)
+    data = encode_frame(sample_frame(utah, make_frame), key, 5)
+    for cut in (0, 10, HEADER.size, HEADER.size + 100, len(data) - 1):
+        with pytest.raises(WireError) as e:
+            v.decode(data[:cut])
+        assert e.value.reason == "truncated"
+    assert v.rejected["truncated"] == 5 and v.accepted == 0
+
+
+def test_rejects_replay_and_old_sequence(utah, key, make_frame):
+    v = FrameVerifier(key, utah.electrode_ids)
+    enc = FrameEncoder(key)
+    f1, f2 = (
+        enc.encode(sample_frame(utah, make_frame, 1)),
+        enc.encode(sample_frame(utah, make_frame, 2)),
+    )
+    v.decode(f1)
+    v.decode(f2)
+    for old in (f1, f2):
+        with pytest.raises(WireError) as e:
+            v.decode(old)
+        assert e.value.reason == "replay"
+    # A restarted sender starts above every earlier sequence (wall-clock µs base).
+    assert (
+        FrameVerifier(key, utah.electrode_ids).decode(
+            FrameEncoder(key).encode(sample_frame(utah, make_frame))
+        )
+        is not None
+    )
+    v.decode(FrameEncoder(key).encode(sample_frame(utah, make_frame, 3)))
+
+
+def test_rejects_foreign_array_and_unbalanced_waveform(utah, orion, key, make_frame):
+    v = FrameVerifier(key, utah.electrode_ids)
+    with pytest.raises(WireError) as e:
+        v.decode(encode_frame(sample_frame(orion, make_frame), key, 9))
+    assert e.value.reason == "array_mismatch"
+    data = bytearray(encode_frame(sample_frame(utah, make_frame), key, 10))
+    data[5] = 2  # some other waveform (e.g. monophasic), re-authenticated by a key holder
+    import hashlib
+    import hmac
+
+    body = bytes(data[:-MAC_BYTES])
+    forged = body + hmac.new(key, body, hashlib.sha256).digest()
+    with pytest.raises(WireError) as e:
+        v.decode(forged)
+    assert e.value.reason == "bad_waveform"
+
+
+def test_ack_round_trip_and_forgery(key):
+    ack = decode_ack(key, encode_ack(key, 42, False, "replay"))
+    assert (ack.wire_sequence, ack.accepted, ack.reason) == (42, False, "replay")
+    with pytest.raises(WireError):
+        decode_ack(key, encode_ack(b"y" * 32, 42, True, None))
+
+
+def test_stream_decoder_resyncs_after_garbage_and_truncation(utah, key, make_frame):
+    v = FrameVerifier(key, utah.electrode_ids)
+    enc = FrameEncoder(key)
+    frames = [sample_frame(utah, make_frame, s) for s in (1, 2, 3)]
+    wire = [enc.encode(f) for f in frames]
+    stream = b"noise" + wire[0] + wire[1][:100] + wire[2] + b"NPSF" + wire[2][4:30]
+    dec = StreamDecoder(v)
+    out = []
+    for i in range(0, len(stream), 37):  # arbitrary chunking, as a serial port delivers
+        out += dec.feed(stream[i : i + 37])
+    out += dec.finish()
+    good = [o for o in out if not isinstance(o, WireError)]
+    assert [g.frame.sequence for g in good] == [1, 3]
+    assert_same(good[1].frame, frames[2])
+    assert any(isinstance(o, WireError) for o in out)
+    assert v.rejected["truncated"] == 1
+
+
+def test_udp_link_sends_authenticated_frames(utah, key, make_frame):
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(2.0)
+    link = open_link(f"udp://127.0.0.1:{rx.getsockname()[1]}", key)
+    v = FrameVerifier(key, utah.electrode_ids)
+    try:
+        for s in (1, 2, 3):
+            link.send(sample_frame(utah, make_frame, s))
+        got = [v.decode(rx.recv(65535)).frame.sequence for _ in range(3)]
+    finally:
+        link.close()
+        rx.close()
+    assert got == [1, 2, 3] and link.stats.sent == 3
+
+
+def test_serial_link_loop_url(utah, key, make_frame):
+    link = open_link("serial://loop://", key)
+    frame = sample_frame(utah, make_frame)
+    link.send(frame)
+    data = link.port.read(4096)  # loop:// echoes what was written
+    link.close()
+    out = StreamDecoder(FrameVerifier(key, utah.electrode_ids)).feed(data)
+    assert len(out) == 1 and not isinstance(out[0], WireError)
+    assert_same(out[0].frame, frame)
+
+
+def test_serial_link_over_pty_pair(utah, key, make_frame):
+    import termios
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    termios.tcsetattr(slave, termios.TCSANOW, termios.tcgetattr(slave))
+    link = open_link(f"serial://{os.ttyname(slave)}?baud=3000000", key)
+    frames = [sample_frame(utah, make_frame, s) for s in (4, 5)]
+    dec = StreamDecoder(FrameVerifier(key, utah.electrode_ids))
+    out = []
+    try:
+        for f in frames:
+            link.send(f)
+        while len(out) < 2:
+            out += dec.feed(os.read(master, 4096))
+    finally:
+        link.close()
+        os.close(master)
+        os.close(slave)
+    assert [o.frame.sequence for o in out] == [4, 5]
+
+
+def test_file_sink_and_bad_specs(utah, key, make_frame, tmp_path):
+    path = tmp_path / "frames.bin"
+    link = open_link(f"file://{path}", key)
+    for s in (1, 2):
+        link.send(sample_frame(utah, make_frame, s))
+    link.close()
+    out = StreamDecoder(FrameVerifier(key, utah.electrode_ids)).feed(path.read_bytes())
+    assert [o.frame.sequence for o in out] == [1, 2]
+    for spec in ("tcp://x:1", "udp://nohost", "serial://", "file://"):
+        with pytest.raises(LinkError):
+            open_link(spec, key)
+    with pytest.raises(LinkError, match="cannot open serial port"):
+        open_link("serial:///dev/does-not-exist", key)
+    with pytest.raises(LinkError, match="too short"):
+        open_link(f"file://{path}", b"short")
+    assert struct.calcsize(">H") == 2
