@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,8 @@ import typer
 from rich.console import Console
 
 app = typer.Typer(no_args_is_help=True)
-console = Console(stderr=True)
+# Logs and CI are not terminals: give tables room instead of rich's 80-column default.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 
 def _fail(msg: str, code: int = 2) -> typer.Exit:
@@ -68,8 +70,6 @@ def _realtime_interpreter() -> None:
     default) simulated-stimulator threads; with the default interval any of them can hold the
     loop up for 5 ms — half a bin — whenever they contend for the GIL.
     """
-    import sys
-
     sys.setswitchinterval(0.0005)
 
 
