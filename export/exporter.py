@@ -265,6 +265,7 @@ def export_bundle(
         and not options.overwrite
     ):
         raise ExportError(f"{out_dir}: exists and is not empty (use --overwrite to replace it)")
+    _preflight(source, options)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -279,6 +280,20 @@ def export_bundle(
     say("verifying the written bundle (hashes, signatures, metadata)")
     load_bundle(out_dir)
     return manifest
+
+
+def _preflight(source: ExportSource, options: ExportOptions) -> None:
+    """Refuse missing inputs before any work, so a doomed export fails fast and writes nothing."""
+    if options.data is not None and not Path(options.data).is_file():
+        raise ExportError(f"{options.data}: no such data file (--data)")
+    if options.step_frames < parity.MIN_STEP_FRAMES:
+        raise ExportError(
+            f"step_frames must be ≥ {parity.MIN_STEP_FRAMES}, got {options.step_frames}"
+        )
+    if options.int8_calibration is not None:
+        from export.quantize import test_recording
+
+        test_recording(source, Path(options.int8_calibration), options.data)
 
 
 def _export_into(

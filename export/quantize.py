@@ -94,22 +94,31 @@ def _latency_ms(sess: Any, form: ModelForm, window: NDArray[np.float32], n: int 
     return 1000.0 * statistics.median(times)
 
 
-def _test_data(source: ExportSource, calibration: Path, options: Any) -> StimulusData:
-    candidates = [calibration, options.data, source.data_path]
-    for path in candidates:
+def test_recording(source: ExportSource, calibration: Path, data: Path | None) -> Path:
+    """The recording whose test split scores INT8 accuracy: calibration, --data or training data.
+
+    Raises ExportError (before anything is exported) when none of them is a recording file.
+    """
+    if not Path(calibration).is_file():
+        raise ExportError(f"{calibration}: no such calibration data file")
+    for path in (calibration, data, source.data_path):
         if path is not None and Path(path).suffix == ".h5" and Path(path).is_file():
-            return load_stimulus(
-                Path(path),
-                source.window_frames,
-                source.frame_shape,
-                source.frame_rate_hz,
-                split="test",
-                n_windows=N_TEST,
-                clip_frames=0,
-            )
+            return Path(path)
     raise ExportError(
         "--int8 needs a recording (.h5) with a test split to measure the accuracy change: "
         "pass it as --calibration-data or --data (the checkpoint's training data was not found)"
+    )
+
+
+def _test_data(source: ExportSource, calibration: Path, options: Any) -> StimulusData:
+    return load_stimulus(
+        test_recording(source, calibration, options.data),
+        source.window_frames,
+        source.frame_shape,
+        source.frame_rate_hz,
+        split="test",
+        n_windows=N_TEST,
+        clip_frames=0,
     )
 
 
