@@ -15,16 +15,17 @@ import cv2
 import numpy as np
 import pytest
 
+from runtime.bundle import default_bundle_path
 from runtime.clock import VirtualClock
 from runtime.inference import OrtEngine
 from runtime.loop import BinView, StreamingRuntime
 from runtime.preprocess import Preprocessor
 from runtime.sources import VideoFileSource
-from runtime.spec import ModelSpec
+from runtime.spec import ModelSpec, load_model_spec
 
 from .conftest import RecordingAudit, RecordingLink
 
-N_FRAMES = 40
+N_FRAMES = 40  # > the default bundle's 25-frame window
 
 
 def _write_clip(path: Path) -> None:
@@ -57,15 +58,8 @@ def _offline_rates(spec: ModelSpec, clip: Path) -> np.ndarray:
     return np.stack([eng.run(np.ascontiguousarray(x[k : k + T])).copy() for k in range(N_FRAMES)])
 
 
-@pytest.mark.parametrize("form_kind", ["step", "window"])
-def test_streaming_rates_equal_offline_window_model(
-    toy_spec: ModelSpec, tmp_path: Path, form_kind: str, utah_pipeline: object
-) -> None:
-    clip = tmp_path / "clip.avi"
-    _write_clip(clip)
-    want = _offline_rates(toy_spec, clip)
-
-    form = toy_spec.find_form(form_kind)  # type: ignore[arg-type]
+def _stream(spec: ModelSpec, clip: Path, form_kind: str, pipeline: object) -> np.ndarray:
+    form = spec.find_form(form_kind)  # type: ignore[arg-type]
     assert form is not None
     got: list[np.ndarray] = []
 
@@ -74,11 +68,11 @@ def test_streaming_rates_equal_offline_window_model(
         got.append(v.rates.copy())
 
     rt = StreamingRuntime(
-        toy_spec,
+        spec,
         OrtEngine(form),
         VideoFileSource(clip),
-        Preprocessor(toy_spec, camera_fov_deg=30.0),
-        utah_pipeline,  # type: ignore[arg-type]
+        Preprocessor(spec, camera_fov_deg=30.0),
+        pipeline,  # type: ignore[arg-type]
         RecordingLink(),
         RecordingAudit(),
         clock=VirtualClock(),
@@ -88,5 +82,35 @@ def test_streaming_rates_equal_offline_window_model(
     assert summary.stop_reason == "source ended"
     assert summary.counters["bins_dropped"] == 0
     assert len(got) == N_FRAMES
-    np.testing.assert_allclose(np.stack(got), want, rtol=1e-5, atol=1e-4)
+    return np.stack(got)
+
+
+@pytest.mark.parametrize("form_kind", ["step", "window"])
+def test_streaming_rates_equal_offline_window_model(
+    toy_spec: ModelSpec, tmp_path: Path, form_kind: str, utah_pipeline: object
+) -> None:
+    clip = tmp_path / "clip.avi"
+    _write_clip(clip)
+    want = _offline_rates(toy_spec, clip)
+    got = _stream(toy_spec, clip, form_kind, utah_pipeline)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
     assert np.ptp(want) > 1.0  # the clip really drives the model
+
+
+def test_shipped_bundle_streams_like_its_window_form(tmp_path: Path, utah_pipeline: object) -> None:
+    """The default bundle's step form in the live loop = its window form offline, from the
+    first full window on (before it, a window form sees zero-contrast padding frames while the
+    step form starts from its zero state: the model contract only promises t ≥ T-1)."""
+    path = default_bundle_path()
+    if not (path / "manifest.json").is_file():
+        pytest.skip("no default bundle shipped")
+    spec = load_model_spec(path)
+    if spec.find_form("step") is None:
+        pytest.skip("the default bundle has no step form")
+    clip = tmp_path / "clip.avi"
+    _write_clip(clip)
+    want = _offline_rates(spec, clip)
+    got = _stream(spec, clip, "step", utah_pipeline)
+    T = spec.window_frames
+    scale = float(np.abs(want[T - 1 :]).max())
+    np.testing.assert_allclose(got[T - 1 :], want[T - 1 :], rtol=1e-4, atol=1e-4 * scale)
