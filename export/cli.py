@@ -15,6 +15,12 @@ from rich.console import Console
 app = typer.Typer(no_args_is_help=True)
 
 
+def _console(stderr: bool = False) -> Console:
+    """A console; 160 columns when not on a terminal, so piped tables stay readable."""
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=160)
+
+
 def _fail(console: Console, message: str, code: int = 1) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code=code)
@@ -49,7 +55,7 @@ def export_command(
     ),
 ) -> None:
     """Export a trained model to a verified ONNX bundle (model.onnx + manifest.json)."""
-    console = Console(stderr=True)
+    console = _console(stderr=True)
     if int8 and calibration_data is None:
         raise _fail(
             console, "--int8 needs --calibration-data FILE (.npz windows or a recording .h5)", 2
@@ -80,7 +86,7 @@ def export_command(
     from export.inspect_view import manifest_tables
     from runtime.bundle import load_bundle
 
-    Console().print(manifest_tables(load_bundle(out)))
+    _console().print(manifest_tables(load_bundle(out)))
     q = manifest.parity.int8
     if q is not None and q.file is None:
         console.print(
@@ -98,11 +104,11 @@ def inspect_command(
     """Verify a bundle (every hash, model signatures, metadata) and show its manifest."""
     from runtime.bundle import BundleError, load_bundle
 
-    console = Console()
+    console = _console()
     try:
         bundle = load_bundle(bundle_dir, verify=True)
     except BundleError as exc:
-        raise _fail(Console(stderr=True), f"bundle refused: {exc}") from None
+        raise _fail(_console(stderr=True), f"bundle refused: {exc}") from None
     if as_json:
         payload = {
             "verified": True,
