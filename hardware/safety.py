@@ -81,7 +81,9 @@ class SafetyLimits(BaseModel):
     thresholds ~67 µA, brightness saturating near 90 µA): 100 µA × 170 µs = 17 nC passes,
     and on a 2,000 µm² iridium-oxide tip that is 850 µC/cm² at k ≈ 1.16. The charge-density
     default (1,000 µC/cm²) is an npe choice that admits that clinical operating range; a
-    clinic may set McCreery's stricter figures (e.g. 200 µC/cm²) instead.
+    clinic may set McCreery's stricter figures (e.g. 200 µC/cm²) instead. The total-current
+    default (1,600 µA = 16 channels × 100 µA) only says what the other defaults imply; set it
+    stricter per patient (simultaneous stimulation lowers thresholds, REFERENCES.md).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -96,7 +98,7 @@ class SafetyLimits(BaseModel):
     max_pulse_rate_hz: float = Field(default=500.0, gt=0.0, allow_inf_nan=False)
     max_pulses_per_frame: int = Field(default=50, ge=1)
     max_active_electrodes: int = Field(default=16, ge=0)
-    max_total_current_ua: float = Field(default=1000.0, ge=0.0, allow_inf_nan=False)
+    max_total_current_ua: float = Field(default=1600.0, ge=0.0, allow_inf_nan=False)
     disabled_electrodes: frozenset[str] = frozenset()
 
     @model_validator(mode="after")
