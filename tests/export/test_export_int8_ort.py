@@ -106,3 +106,44 @@ def test_int8_needs_a_recording_to_score_accuracy(
     with pytest.raises(ExportError, match=r"--int8 needs a recording"):
         export_bundle(src, tmp_path / "b", ExportOptions(int8_calibration=cal))
     assert not (tmp_path / "b").exists()
+
+
+def test_int8_quantises_convolutions_and_keeps_the_recurrent_part_float(
+    tmp_path: Path, kit: Any
+) -> None:
+    import onnx
+
+    from export.onnx_io import export_module
+    from export.quantize import _quantize
+    from export.wrappers import WindowRates
+    from runtime.bundle import ModelForm, TensorSpec
+
+    model = kit.tiny_model("cnn-lstm")
+    src = tmp_path / "lstm.onnx"
+    example = torch.zeros(1, kit.WINDOW, *kit.FRAME_SHAPE)
+    export_module(WindowRates(model, kit.RATE_HZ, False), (example,), ["window"], ["rates"], src)
+    form = ModelForm(
+        file="lstm.onnx",
+        form="window",
+        inputs=(TensorSpec(name="window", shape=tuple(example.shape)),),
+        outputs=(TensorSpec(name="rates", shape=(1, kit.N_CELLS)),),
+    )
+    windows = np.random.default_rng(0).uniform(-1, 1, (8, *example.shape[1:])).astype(np.float32)
+    _quantize(src, tmp_path / "lstm.int8.onnx", form, windows)
+    graph = onnx.load(str(tmp_path / "lstm.int8.onnx")).graph
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    init = {t.name for t in graph.initializer}
+
+    def quantised_inputs(op: str) -> list[bool]:
+        return [
+            producer.get(i) == "DequantizeLinear"
+            for n in graph.node
+            if n.op_type == op
+            for i in n.input[:2]
+            if i and i not in init
+        ]
+
+    convs = quantised_inputs("Conv")
+    assert convs and all(convs)  # every convolution runs on QDQ tensors
+    gemms = quantised_inputs("MatMul") + quantised_inputs("Gemm")
+    assert gemms and not any(gemms)  # LSTM gates and readout stay fp32
