@@ -98,6 +98,85 @@ def threshold_metrics(out: Any, patient: SimulatedPatient) -> dict[str, Any]:
     }
 
 
+def render(results: dict[str, Any], console: Console, cv_repeats: int) -> None:
+    """Rich tables of a results dict (also used by --render-only on a saved JSON)."""
+    pp = results["per_patient"]
+
+    def mean(path: list[str]) -> float:
+        vals = []
+        for r in pp:
+            v: Any = r
+            for k in path:
+                v = v[k]
+            vals.append(float(v))
+        return float(np.mean(vals))
+
+    tab = Table(
+        title=f"thresholds: {results['patients']} simulated patients × {results['electrodes_per_patient']} electrodes ({results['array']})"
+    )
+    for col in (
+        "method",
+        "trials/electrode",
+        "|error| µA",
+        "RMSE µA",
+        "95% CI coverage",
+        "CI width µA",
+        "s/electrode",
+    ):
+        tab.add_column(col)
+    for method in ("quest", "staircase"):
+        tab.add_row(
+            "QUEST+" if method == "quest" else "staircase 2-down-1-up",
+            f"{mean([method, 'trials_mean']):.1f}",
+            f"{mean([method, 'abs_error_mean_ua']):.2f}",
+            f"{mean([method, 'rmse_ua']):.2f}",
+            f"{mean([method, 'ci_coverage']):.1%}",
+            f"{mean([method, 'ci_width_mean_ua']):.1f}",
+            f"{mean([method, 'seconds']) / results['electrodes_per_patient']:.2f}",
+        )
+    console.print(tab)
+    tab = Table(title="brightness curves and phosphene map")
+    tab.add_column("measure")
+    tab.add_column("value")
+    tab.add_row(
+        "brightness trials / electrode", f"{mean(['brightness', 'trials_per_electrode']):.0f}"
+    )
+    tab.add_row(
+        "brightness curve RMS error (0..~1 scale)", f"{mean(['brightness', 'curve_rmse_mean']):.3f}"
+    )
+    tab.add_row(
+        "position error: own mean report (2 reports)",
+        f"{mean(['map', 'raw_report_error_mean_deg']):.2f}°",
+    )
+    tab.add_row(
+        "position error: model, tested electrodes",
+        f"{mean(['map', 'model_error_tested_mean_deg']):.2f}°",
+    )
+    tab.add_row(
+        "position error: model, untested electrodes",
+        f"{mean(['map', 'model_error_untested_mean_deg']):.2f}°",
+    )
+    tab.add_row("outliers flagged / patient", f"{mean(['map', 'outliers_flagged']):.1f}")
+    console.print(tab)
+    tab = Table(title=f"threshold prediction ({cv_repeats} × 10-fold CV, RMSE µA mean ± sd)")
+    for col in ("model", "CV RMSE", "CV MAE"):
+        tab.add_column(col)
+    for m_ in MODEL_NAMES:
+        tab.add_row(
+            m_,
+            f"{mean(['prediction', 'cv', m_, 'rmse_mean_ua']):.2f} ± {mean(['prediction', 'cv', m_, 'rmse_sd_ua']):.2f}",
+            f"{mean(['prediction', 'cv', m_, 'mae_mean_ua']):.2f}",
+        )
+    tab.add_row("half tested → predicted", f"{mean(['prediction', 'predicted_rmse_ua']):.2f}", "")
+    tab.add_row(
+        "testing every electrode",
+        f"{mean(['prediction', 'measured_rmse_same_electrodes_ua']):.2f}",
+        "",
+    )
+    tab.add_row("spread of true thresholds (sd)", f"{mean(['prediction', 'truth_sd_ua']):.2f}", "")
+    console.print(tab)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patients", type=int, default=2)
@@ -105,8 +184,13 @@ def main() -> None:
     ap.add_argument("--array", default="utah96")
     ap.add_argument("--cv-repeats", type=int, default=100)
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
+    ap.add_argument("--render-only", action="store_true", help="Print the tables of --out.")
     args = ap.parse_args()
     console = Console(width=130)
+    if args.render_only:
+        saved = json.loads(args.out.read_text())
+        render(saved, console, saved.get("cv_repeats", args.cv_repeats))
+        return
     array = load_array(args.array)
     ids = array.electrode_ids[: args.electrodes]
     results: dict[str, Any] = {
@@ -114,6 +198,7 @@ def main() -> None:
         "array": array.name,
         "patients": args.patients,
         "electrodes_per_patient": len(ids),
+        "cv_repeats": args.cv_repeats,
         "per_patient": [],
     }
     with tempfile.TemporaryDirectory() as td:
@@ -203,81 +288,7 @@ def main() -> None:
             }
             results["per_patient"].append(rec)
 
-    pp = results["per_patient"]
-
-    def mean(path: list[str]) -> float:
-        vals = []
-        for r in pp:
-            v: Any = r
-            for k in path:
-                v = v[k]
-            vals.append(float(v))
-        return float(np.mean(vals))
-
-    tab = Table(
-        title=f"thresholds: {args.patients} simulated patients × {len(ids)} electrodes ({array.name})"
-    )
-    for col in (
-        "method",
-        "trials/electrode",
-        "|error| µA",
-        "RMSE µA",
-        "95% CI coverage",
-        "CI width µA",
-        "s/electrode",
-    ):
-        tab.add_column(col)
-    for method in ("quest", "staircase"):
-        tab.add_row(
-            "QUEST+" if method == "quest" else "staircase 2-down-1-up",
-            f"{mean([method, 'trials_mean']):.1f}",
-            f"{mean([method, 'abs_error_mean_ua']):.2f}",
-            f"{mean([method, 'rmse_ua']):.2f}",
-            f"{mean([method, 'ci_coverage']):.1%}",
-            f"{mean([method, 'ci_width_mean_ua']):.1f}",
-            f"{mean([method, 'seconds']) / len(ids):.2f}",
-        )
-    console.print(tab)
-    tab = Table(title="brightness curves and phosphene map")
-    tab.add_column("measure")
-    tab.add_column("value")
-    tab.add_row(
-        "brightness trials / electrode", f"{mean(['brightness', 'trials_per_electrode']):.0f}"
-    )
-    tab.add_row(
-        "brightness curve RMS error (0..~1 scale)", f"{mean(['brightness', 'curve_rmse_mean']):.3f}"
-    )
-    tab.add_row(
-        "position error: own mean report (2 reports)",
-        f"{mean(['map', 'raw_report_error_mean_deg']):.2f}°",
-    )
-    tab.add_row(
-        "position error: model, tested electrodes",
-        f"{mean(['map', 'model_error_tested_mean_deg']):.2f}°",
-    )
-    tab.add_row(
-        "position error: model, untested electrodes",
-        f"{mean(['map', 'model_error_untested_mean_deg']):.2f}°",
-    )
-    tab.add_row("outliers flagged / patient", f"{mean(['map', 'outliers_flagged']):.1f}")
-    console.print(tab)
-    tab = Table(title=f"threshold prediction ({args.cv_repeats} × 10-fold CV, RMSE µA mean ± sd)")
-    for col in ("model", "CV RMSE", "CV MAE"):
-        tab.add_column(col)
-    for m_ in MODEL_NAMES:
-        tab.add_row(
-            m_,
-            f"{mean(['prediction', 'cv', m_, 'rmse_mean_ua']):.2f} ± {mean(['prediction', 'cv', m_, 'rmse_sd_ua']):.2f}",
-            f"{mean(['prediction', 'cv', m_, 'mae_mean_ua']):.2f}",
-        )
-    tab.add_row("half tested → predicted", f"{mean(['prediction', 'predicted_rmse_ua']):.2f}", "")
-    tab.add_row(
-        "testing every electrode",
-        f"{mean(['prediction', 'measured_rmse_same_electrodes_ua']):.2f}",
-        "",
-    )
-    tab.add_row("spread of true thresholds (sd)", f"{mean(['prediction', 'truth_sd_ua']):.2f}", "")
-    console.print(tab)
+    render(results, console, args.cv_repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=str))
     console.print(f"JSON: {args.out}")
