@@ -1,6 +1,6 @@
 """DistributedDataParallel set-up for `npe train` under `torchrun` (gloo on CPU, nccl on GPU).
 
-`torchrun --nproc-per-node N -m encoder.train_entry ...` (or `torchrun $(which npe) train ...`)
+`torchrun --standalone --nproc-per-node N $(which npe) train --data ... --model ... --out ...`
 sets RANK/WORLD_SIZE/MASTER_ADDR; each rank trains on its share of the chunks and DDP
 averages gradients, so all ranks hold identical weights after every step. Only rank 0 writes
 files.

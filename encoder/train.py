@@ -362,6 +362,10 @@ def train(
         runner = DistributedDataParallel(runner)
 
     train_segs = segments(rec.splits["train"], window, config.chunk_frames)
+    full = [sg for sg in train_segs if sg.out_stop - sg.out_start == config.chunk_frames]
+    # Only full-length chunks: one tensor shape per batch, and (under DDP) the same number of
+    # optimiser steps on every rank, or the gradient all-reduce would wait forever.
+    train_segs = full or train_segs
     if not train_segs:
         raise TrainError(f"train split has no window of {window} frames")
     rng = np.random.default_rng(config.seed)
