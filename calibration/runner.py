@@ -3,7 +3,8 @@
 
 `start_session` writes a new session file; `calibrate(session_path, ...)` opens the hardware
 (array, safety limits, link — or an in-process simulated stimulator on UDP loopback when the
-patient is simulated and no link is given), replays and continues the session, and on
+patient is simulated and no link is given — and the `hardware.audit` log `SESSION.audit`,
+which records every frame sent and every safety intervention), replays and continues the session, and on
 completion writes the calibration file atomically (`save_calibration`) plus a results JSON.
 A pause (Ctrl-C, `p`) leaves the session file complete up to the last answer and the
 calibration file untouched.
@@ -85,11 +86,23 @@ def start_session(session_path: str | Path, **header: Any) -> SessionLog:
     return SessionLog.create(session_path, h)
 
 
+def audit_path(session_path: str | Path) -> Path:
+    """The hardware audit log of a session: every frame sent and every safety event."""
+    return Path(str(session_path) + ".audit")
+
+
 @contextmanager
 def _hardware(
-    array: ElectrodeArray, limits: SafetyLimits, link_spec: str, key: bytes | None
-) -> Iterator[tuple[Any, Any]]:
-    """Open the link (starting an in-process simulated stimulator if asked)."""
+    array: ElectrodeArray,
+    limits: SafetyLimits,
+    link_spec: str,
+    key: bytes | None,
+    audit_file: Path,
+    note: str,
+) -> Iterator[tuple[Any, Any, Any]]:
+    """Open the audit log and the link (starting an in-process simulated stimulator if
+    asked). The audit log continues across resumes (its sequence numbers carry on)."""
+    from hardware.audit import AuditLog
     from hardware.stimulator import SimulatedStimulator
 
     stim = None
@@ -103,11 +116,19 @@ def _hardware(
         from hardware.keys import load_or_create_device_key
 
         key = load_or_create_device_key()
-    link = open_link(link_spec, key)
+    audit = AuditLog(audit_file, array, limits, note=note)
     try:
-        yield link, stim
+        link = open_link(link_spec, key, audit)
+    except BaseException:
+        audit.close()
+        if stim is not None:
+            stim.stop()
+        raise
+    try:
+        yield link, stim, audit
     finally:
         link.close()
+        audit.close()
         if stim is not None:
             stim.stop()
 
@@ -158,8 +179,15 @@ def calibrate(
     first_seq = max((t.sequence for t in log.trials), default=0) + 1
     stats: dict[str, Any] | None = None
     try:
-        with _hardware(array, limits, h.link, key) as (link, stim):
-            ts = TrialStimulator(array, limits, link, wait=wait, first_sequence=first_seq)
+        note = f"npe calibrate {h.procedure} patient {h.patient_id} session {log.path.name}"
+        with _hardware(array, limits, h.link, key, audit_path(log.path), note) as (
+            link,
+            stim,
+            audit,
+        ):
+            ts = TrialStimulator(
+                array, limits, link, wait=wait, first_sequence=first_seq, audit=audit
+            )
             if keep_frames is not None:
                 ts.keep_frames = True
                 ts.sent_frames = keep_frames
@@ -167,9 +195,7 @@ def calibrate(
                 result = run_session(log, ts, responder, existing, on_trial, fit_only=fit_only)
             finally:
                 if stim is not None:
-                    import time
-
-                    time.sleep(0.05)  # let the last datagrams arrive before counting
+                    wait_until_received(stim, link.stats.sent)
                     stats = stim.stats.as_dict()
     finally:
         log.close()
@@ -186,6 +212,15 @@ def calibrate(
     data["stimulator"] = stats
     res_path.write_text(json.dumps(data, indent=2, default=str))
     return CalibrateOutcome(result, log.complete, written, res_path, len(log.trials), stats)
+
+
+def wait_until_received(stim: Any, sent: int, timeout_s: float = 3.0) -> None:
+    """Wait until the simulated stimulator has received every datagram sent (or timeout)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while stim.stats.received < sent and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def load_session_header(path: str | Path) -> SessionHeader:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.arrays import ElectrodeArray
+from hardware.audit import AuditLog
 from hardware.link import StimulatorLink
 from hardware.safety import SafetyEnforcer, SafetyLimits
 from hardware.types import StimulationFrame
@@ -67,6 +68,8 @@ class TrialStimulator:
             False for simulated patients, where nobody needs to perceive anything).
         first_sequence: frame sequence to start from (a resumed session continues above
             the trials it logged).
+        audit: if given, every safety intervention is written to it (the link, opened with
+            the same log, records every frame it sends).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class TrialStimulator:
         train: PulseTrain = PulseTrain(),
         wait: bool = True,
         first_sequence: int = 0,
+        audit: AuditLog | None = None,
     ) -> None:
         self.array = array
         self.limits = limits
@@ -84,6 +88,7 @@ class TrialStimulator:
         self.train = train
         self.wait = wait
         self.enforcer = SafetyEnforcer(limits, array)
+        self.audit = audit
         self.sequence = first_sequence
         self.sent_frames: list[StimulationFrame] = []
         self.keep_frames = False
@@ -128,6 +133,9 @@ class TrialStimulator:
         """Send one train on one electrode (made safe first), then a stop frame."""
         asked = self.frame_for(electrode_id, amplitude_ua)
         safe, events = self.enforcer.enforce(asked)
+        if self.audit is not None:
+            for ev in events:
+                self.audit.event(ev.kind, f"calibration trial {asked.sequence}: {ev.detail}")
         self.link.send(safe)
         if self.keep_frames:
             self.sent_frames.append(safe)

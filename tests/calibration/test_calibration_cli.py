@@ -15,7 +15,9 @@ import numpy as np
 import pexpect
 from typer.testing import CliRunner
 
+from calibration.runner import wait_until_received
 from hardware.arrays import ElectrodeArray
+from hardware.audit import inspect_log
 from hardware.calibration_file import load_calibration
 from hardware.safety import SafetyLimits
 from hardware.stimulator import SimulatedStimulator
@@ -92,13 +94,13 @@ def test_terminal_session_through_a_pty_pauses_resumes_and_writes(
         child.expect(pexpect.EOF)
         child.close()
         assert child.exitstatus == 0
-        import time
-
-        time.sleep(0.1)
+        wait_until_received(stim, 2 * (10 + 2))
         # every trial (and the two unanswered ones): its train and a stop frame, nothing clamped
         assert stim.stats.accepted == 2 * (10 + 2)
         assert dict(stim.stats.clamped) == {}
         assert stim.stats.breaches_after_enforcement == 0
+    report = inspect_log(str(session) + ".audit")  # one audit log across the three runs
+    assert report.ok and report.n_frames == 2 * (10 + 2) and report.limit_breaches == 0
     c = load_calibration(cal).by_id()["utah96-05"]
     assert len(c.trials) == 10
     assert c.threshold_ci_ua is not None and c.threshold_ci_ua[0] <= 47 <= c.threshold_ci_ua[1] + 4

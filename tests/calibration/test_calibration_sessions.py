@@ -11,10 +11,17 @@ import pytest
 from calibration.patient import SimulatedPatient, simulated_patient_for_array
 from calibration.procedures import run_session
 from calibration.responders import SessionPaused, SimulatedResponder
-from calibration.runner import INPROCESS_LINK, calibrate, start_session
+from calibration.runner import (
+    INPROCESS_LINK,
+    audit_path,
+    calibrate,
+    start_session,
+    wait_until_received,
+)
 from calibration.session import SessionLog, TrialRecord
 from calibration.stimulation import TrialStimulator
 from hardware.arrays import ElectrodeArray
+from hardware.audit import AuditLog, inspect_log
 from hardware.calibration_file import load_calibration
 from hardware.safety import SafetyLimits, check_frame
 from hardware.stimulator import SimulatedStimulator
@@ -58,9 +65,7 @@ def test_staircase_recovers_thresholds_within_cis_and_stays_safe(
     limits = SafetyLimits()
     assert all(check_frame(f, limits, utah) == [] for f in frames)
     assert all(int(f.active.sum()) == 1 for f in frames)
-    import time
-
-    time.sleep(0.1)
+    wait_until_received(stim, 2 * len(frames))
     # The stimulator received every trial frame and its stop frame, and had nothing to clamp.
     assert stim.stats.accepted == 2 * len(frames)
     assert stim.stats.breaches_after_enforcement == 0
@@ -83,11 +88,14 @@ def test_trials_never_exceed_strict_limits(
     500 µA is clamped by the enforcer before it reaches the link."""
     _, link = loopback
     limits = SafetyLimits(max_amplitude_ua=30.0, max_charge_per_phase_nc=4.0)
-    ts = TrialStimulator(utah, limits, link, wait=False)
+    audit = AuditLog(tmp_path / "a.audit", utah, limits)
+    ts = TrialStimulator(utah, limits, link, wait=False, audit=audit)
     ts.keep_frames = True
     rogue = ts.deliver(utah.electrode_ids[0], 500.0)
     assert rogue.delivered_ua <= 4.0 * 1000 / 170.0 <= 30.0
     assert "amplitude_cap" in rogue.events or "charge_cap" in rogue.events
+    audit.close()
+    assert inspect_log(tmp_path / "a.audit").n_events >= 1  # the clamp is on record
     patient = simulated_patient_for_array(utah, 3)
     log = start_session(
         tmp_path / "s.jsonl",
@@ -216,6 +224,9 @@ def test_full_calibration_chain_writes_a_valid_file(utah: ElectrodeArray, tmp_pa
         assert out.stimulator_stats is not None
         assert out.stimulator_stats["breaches_after_enforcement"] == 0
         assert out.stimulator_stats["accepted"] == 2 * out.n_trials
+        report = inspect_log(audit_path(tmp_path / f"{proc}.jsonl"))
+        assert report.ok and report.limit_breaches == 0
+        assert report.n_frames == 2 * out.n_trials and report.max_active_electrodes == 1
     c = load_calibration(cal)
     assert len(c.electrodes) == 96  # the map predicts every electrode
     assert [p.name for p in c.procedures] == ["threshold", "brightness", "map"]
