@@ -116,7 +116,9 @@ def serve_cmd(
     ),
     duration: float = typer.Option(0.0, help="Serve this many seconds (0: until Ctrl-C)."),
     stats_out: Path | None = typer.Option(None, help="Write the final statistics here (JSON)."),
-    audit_log: Path | None = typer.Option(None, help="Record accepted frames and events here."),
+    audit_log: Path | None = typer.Option(
+        None, help="Audit log of delivered frames, clamps, rejections and dead-man stops."
+    ),
 ) -> None:
     """Run the reference simulated stimulator: verify, re-enforce limits, ack, dead-man stop."""
     from rich.live import Live
@@ -133,10 +135,18 @@ def serve_cmd(
         key = load_or_create_device_key(key_file)
     except (ArrayError, SafetyConfigError, KeyError_) as exc:
         raise _fail(str(exc)) from exc
-    stim = SimulatedStimulator(host, port, key, limits, arr, deadman_ms=deadman_ms)
+    from hardware.audit import AuditError, AuditLog
+
+    try:
+        log = AuditLog(audit_log, arr, limits, note="npe stimulator serve") if audit_log else None
+    except AuditError as exc:
+        raise _fail(str(exc)) from exc
+    stim = SimulatedStimulator(host, port, key, limits, arr, deadman_ms=deadman_ms, audit=log)
     try:
         stim.start()
     except OSError as exc:
+        if log is not None:
+            log.close()
         raise _fail(f"cannot listen on udp://{host}:{port}: {exc}") from exc
 
     def table() -> Table:
@@ -165,15 +175,13 @@ def serve_cmd(
         pass
     finally:
         stim.stop()
+        if log is not None:
+            log.event("stimulator_summary", json.dumps(stim.stats.as_dict()))
+            log.close()
     stats = stim.stats.as_dict() | {"port": stim.port, "array": arr.name, "deadman_ms": deadman_ms}
     if stats_out is not None:
         _write_json(stats_out, stats)
     console.print_json(json.dumps(stats))
-    if audit_log is not None:
-        from hardware.audit import AuditLog
-
-        with AuditLog(audit_log, arr, limits, note="npe stimulator serve summary") as log:
-            log.event("stimulator_summary", json.dumps(stats))
 
 
 @log_app.command("inspect")

@@ -17,11 +17,19 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hardware.arrays import ElectrodeArray
 from hardware.safety import SafetyEnforcer, SafetyLimits, check_frame
 from hardware.types import StimulationFrame
 from hardware.wire import FrameVerifier, WireError, encode_ack
+
+if TYPE_CHECKING:
+    from hardware.audit import AuditLog
+
+#: Rejections logged individually per reason before only the counters keep going (a flood of
+#: forged datagrams must not fill the disk); the totals are logged when the stimulator stops.
+MAX_LOGGED_REJECTIONS = 100
 
 
 @dataclass
@@ -65,6 +73,9 @@ class SimulatedStimulator:
         limits: its own safety limits (checked again on every frame).
         array: the array it drives (frames for another array are refused).
         deadman_ms: stop all stimulation after this long without a valid frame.
+        audit: optional audit log of what it delivered (accepted frames after its own
+            enforcement), its clamps, rejections and dead-man stops. Written from the
+            receive thread only.
     """
 
     def __init__(
@@ -75,6 +86,8 @@ class SimulatedStimulator:
         limits: SafetyLimits,
         array: ElectrodeArray,
         deadman_ms: float = 100.0,
+        *,
+        audit: AuditLog | None = None,
     ) -> None:
         if not deadman_ms > 0:
             raise ValueError(f"dead-man interval must be > 0 ms, got {deadman_ms}")
@@ -93,6 +106,14 @@ class SimulatedStimulator:
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
         self._last_valid = time.monotonic()
+        self.audit = audit
+
+    def _log(self, kind: str, detail: str) -> None:
+        if self.audit is not None:
+            try:
+                self.audit.event(kind, detail)
+            except OSError:
+                self.stats.clamped["audit_write_failed"] += 1
 
     def start(self) -> None:
         """Bind and start the receive thread (returns once listening)."""
@@ -113,6 +134,8 @@ class SimulatedStimulator:
         if self._sock is not None:
             self._sock.close()
         self._halt()
+        if self.stats.rejected:
+            self._log("rejections_total", str(dict(self.stats.rejected)))
 
     def __enter__(self) -> SimulatedStimulator:
         self.start()
@@ -141,6 +164,10 @@ class SimulatedStimulator:
             if self.stats.stimulating and time.monotonic() - self._last_valid > self.deadman_s:
                 self._halt()
                 self.stats.deadman_stops += 1
+                self._log(
+                    "deadman_stop",
+                    f"no valid frame for {self.deadman_s * 1000:.0f} ms: all stimulation stopped",
+                )
 
     def handle(self, data: bytes, addr: tuple[str, int] | None, sock: socket.socket | None) -> bool:
         """Process one datagram; returns True if it was accepted."""
@@ -149,6 +176,8 @@ class SimulatedStimulator:
             decoded = self.verifier.decode(data)
         except WireError as exc:
             self.stats.rejected[exc.reason] += 1
+            if self.stats.rejected[exc.reason] <= MAX_LOGGED_REJECTIONS:
+                self._log("frame_rejected", str(exc))
             if sock is not None and addr is not None and exc.reason != "bad_mac":
                 # A sender without our key gets no acknowledgement at all.
                 self._ack(sock, addr, -1, False, exc.reason)
@@ -156,10 +185,12 @@ class SimulatedStimulator:
         safe, events = self.enforcer.enforce(decoded.frame)
         for ev in events:
             self.stats.clamped[ev.kind] += 1
+            self._log(ev.kind, "stimulator side: " + ev.describe())
         if check_frame(safe, self.limits, self.array):
             # Cannot happen unless the enforcer is broken: refuse to stimulate at all.
             self.stats.breaches_after_enforcement += 1
             self._halt()
+            self._log("breach_after_enforcement", "frame refused, stimulation stopped")
             return False
         with self._lock:
             self.output = safe
@@ -171,6 +202,11 @@ class SimulatedStimulator:
                 self.stats.max_amplitude_ua, float(safe.amplitude_ua.max(initial=0.0))
             )
         self._last_valid = time.monotonic()
+        if self.audit is not None:
+            try:
+                self.audit.frame(safe)
+            except OSError:
+                self.stats.clamped["audit_write_failed"] += 1
         if sock is not None and addr is not None:
             self._ack(sock, addr, decoded.wire_sequence, True, None)
         return True

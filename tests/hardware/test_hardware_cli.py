@@ -145,6 +145,8 @@ def test_stimulator_serve_subprocess(utah, tmp_path):
             "1.5",
             "--stats-out",
             str(stats),
+            "--audit-log",
+            str(tmp_path / "stim.npelog"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -168,3 +170,8 @@ def test_stimulator_serve_subprocess(utah, tmp_path):
     result = json.loads(stats.read_text())
     assert result["accepted"] == 5 and result["rejected"] == {"bad_mac": 5}
     assert result["deadman_stops"] >= 1 and result["stimulating"] is False
+    from hardware.audit import inspect_log
+
+    rep = inspect_log(tmp_path / "stim.npelog")  # what the stimulator delivered, verified
+    assert rep.ok and rep.n_frames == 5 and rep.limit_breaches == 0
+    assert rep.events_by_kind["frame_rejected"] == 5 and rep.events_by_kind["deadman_stop"] >= 1
