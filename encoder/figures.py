@@ -130,7 +130,7 @@ def filters_figure(filters: NDArray[np.floating], path: Path, title: str) -> Pat
 
 
 def model_white_noise_sta(
-    model: Any, frame_shape: tuple[int, int], n_frames: int = 3000, seed: int = 0
+    model: Any, frame_shape: tuple[int, int], n_frames: int = 8000, seed: int = 0
 ) -> NDArray[np.float32]:
     """Model RFs: STA of the model's predicted rates to binary white noise, [n_cells, T, H, W]."""
     import torch
