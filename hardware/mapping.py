@@ -169,30 +169,28 @@ class RateSampler:
         weights = []
         for group in (polarity != POLARITY_OFF, polarity == POLARITY_OFF):
             idx = np.nonzero(group)[0]
-            rows: list[int] = []
-            cols: list[int] = []
-            vals: list[float] = []
+            rows = np.zeros(0, dtype=np.int64)
+            cols = np.zeros(0, dtype=np.int64)
+            vals = np.zeros(0)
             if len(idx) > 0:
                 tree = cKDTree(positions[idx])
                 near_d, near_j = tree.query(self.phosphene_deg, k=1)
-                balls = (
-                    tree.query_ball_point(self.phosphene_deg, r=3.0 * cfg.sigma_deg)
-                    if cfg.sampling == "gaussian"
-                    else [[] for _ in range(n_el)]
-                )
-                for e in range(n_el):
-                    ball = balls[e]
-                    if ball:
-                        d2 = np.sum((positions[idx[ball]] - self.phosphene_deg[e]) ** 2, axis=1)
+                has_ball = np.zeros(n_el, dtype=bool)
+                if cfg.sampling == "gaussian":
+                    balls = tree.query_ball_point(self.phosphene_deg, r=3.0 * cfg.sigma_deg)
+                    lens = np.fromiter((len(b) for b in balls), dtype=np.int64, count=n_el)
+                    has_ball = lens > 0
+                    if has_ball.any():
+                        rows = np.repeat(np.arange(n_el), lens)
+                        cols = idx[np.concatenate([b for b in balls if b]).astype(np.int64)]
+                        d2 = np.sum((positions[cols] - self.phosphene_deg[rows]) ** 2, axis=1)
                         w = np.exp(-d2 / (2.0 * cfg.sigma_deg**2))
-                        w /= w.sum()
-                        rows += [e] * len(ball)
-                        cols += idx[ball].tolist()
-                        vals += w.tolist()
-                    elif near_d[e] <= cfg.max_distance_deg:
-                        rows.append(e)
-                        cols.append(int(idx[near_j[e]]))
-                        vals.append(1.0)
+                        vals = w / np.bincount(rows, weights=w, minlength=n_el)[rows]
+                # No entry within 3σ (or nearest sampling): the nearest one, if close enough.
+                fallback = ~has_ball & (near_d <= cfg.max_distance_deg)
+                rows = np.r_[rows, np.nonzero(fallback)[0]]
+                cols = np.r_[cols, idx[near_j[fallback]]]
+                vals = np.r_[vals, np.ones(int(fallback.sum()))]
             weights.append(sparse.csr_matrix((vals, (rows, cols)), shape=(n_el, n)))
         self._weights = weights
 

@@ -92,6 +92,7 @@ class StimulationPipeline:
         self.enforcer = SafetyEnforcer(limits, array, disabled=disabled)
         pw = np.full(array.n, cfg.phase_width_us)
         self.ceiling_ua: NDArray[np.float64] = limits.charge_ceiling_ua(pw, array.area_um2)
+        self._ids_arr = np.array(array.electrode_ids, dtype=object)
         self.events: Counter[str] = Counter()
         self.last_events: list[SafetyEvent] = []
         self.sequence = 0
@@ -155,8 +156,7 @@ class StimulationPipeline:
         bad = np.isnan(cur)
         bad_events: list[list[SafetyEvent]] = [[] for _ in range(cur.shape[0])]
         for b in np.nonzero(bad.any(axis=1))[0].tolist():
-            es = np.nonzero(bad[b])[0]
-            names = tuple(self.array.electrode_ids[int(e)] for e in es)
+            names = tuple(self._ids_arr[bad[b]].tolist())
             bad_events[b].append(
                 SafetyEvent(
                     "bad_rate",

@@ -36,6 +36,7 @@ when re-checked exactly (`check_frame`, an independent re-implementation of the 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -544,7 +545,7 @@ def check_frame(
         r = float(frame.pulse_rate_hz[i])
         n = int(frame.n_pulses[i])
         vals = (a, t, g, r)
-        if not all(np.isfinite(x) for x in vals):
+        if not all(math.isfinite(x) for x in vals):
             v.append(f"{eid}: non-finite parameter")
             continue
         if min(vals) < 0:
@@ -576,8 +577,10 @@ def check_frame(
         d = q_uc / area_cm2
         if d > limits.max_charge_density_uc_cm2:
             v.append(f"{eid}: charge density {d:.2f} > {limits.max_charge_density_uc_cm2} µC/cm²")
-        if np.log10(d) + np.log10(q_uc) > limits.shannon_k:
-            v.append(f"{eid}: Shannon k {np.log10(d) + np.log10(q_uc):.4f} > {limits.shannon_k}")
+        if math.log10(d) + math.log10(q_uc) > limits.shannon_k:
+            v.append(
+                f"{eid}: Shannon k {math.log10(d) + math.log10(q_uc):.4f} > {limits.shannon_k}"
+            )
     if active > limits.max_active_electrodes:
         v.append(f"{active} electrodes active > {limits.max_active_electrodes}")
     if total > limits.max_total_current_ua:
