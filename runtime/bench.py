@@ -227,8 +227,9 @@ def bench_end_to_end(
         )
         import gc
 
-        gc.collect()
-        gc.freeze()  # as `npe run` does: setup objects out of the collector's reach
+        from runtime.realtime import freeze_heap
+
+        freeze_heap()  # as `npe run` does: setup objects out of the collector's reach
         try:
             summary = rt.run(max_bins=n_bins)
         finally:
@@ -326,6 +327,7 @@ def run_benchmark(
     camera_fov_deg: float = 60.0,
     stimulator: StimulatorMode = "process",
     peak_size: int = 1024,
+    scheduling: str = "normal scheduling",
     progress: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
     """Run every part, write bench.json and latency_hist.png into out_dir, return the report."""
@@ -340,6 +342,8 @@ def run_benchmark(
         "window_frames": spec.window_frames,
         "machine": machine_info(),
         "session": settings.as_dict(),
+        "scheduling": scheduling,
+        "switch_interval_s": sys.getswitchinterval(),
         "runs": runs,
         "warmup": warmup,
     }

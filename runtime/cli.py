@@ -42,6 +42,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from runtime.bundle import BundleError
     from runtime.inference import InferenceError
     from runtime.preprocess import PreprocessError
+    from runtime.realtime import RealtimeError
     from runtime.sources import SourceError
     from runtime.spec import SpecError
 
@@ -53,6 +54,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         LinkError,
         PipelineConfigError,
         SafetyConfigError,
+        RealtimeError,
         BenchError,
         BundleError,
         InferenceError,
@@ -61,28 +63,6 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         SpecError,
         FileNotFoundError,
     )
-
-
-def _realtime_interpreter() -> None:
-    """Shorten the GIL switch interval (default 5 ms) to 0.5 ms.
-
-    Why: the loop shares the interpreter with the camera reader, status, preview and (by
-    default) simulated-stimulator threads; with the default interval any of them can hold the
-    loop up for 5 ms — half a bin — whenever they contend for the GIL.
-    """
-    sys.setswitchinterval(0.0005)
-
-
-def _freeze_heap() -> None:
-    """Collect once, then move every object made during setup out of the GC's reach.
-
-    Why: later full collections then only scan what the loop itself creates, which keeps
-    the collector's pauses out of the per-bin latency tail.
-    """
-    import gc
-
-    gc.collect()
-    gc.freeze()
 
 
 def default_run_dir() -> Path:
@@ -135,6 +115,9 @@ def run_command(
     stimulator: str = typer.Option(
         "thread", help="Simulated stimulator (no --link): thread (in-process) | process."
     ),
+    rt_priority: int = typer.Option(
+        0, help="SCHED_FIFO priority 1-99 for the loop thread (0: off; needs CAP_SYS_NICE)."
+    ),
 ) -> None:
     """Stream frames through the model to the stimulator, live (Ctrl-C stops safely)."""
     from rich.live import Live
@@ -143,13 +126,14 @@ def run_command(
     from runtime.inference import OrtEngine, SessionSettings
     from runtime.loop import StreamingRuntime
     from runtime.preprocess import Preprocessor
+    from runtime.realtime import freeze_heap, set_rt_priority, tune_interpreter
     from runtime.sources import CameraSource, SourceError, camera_opens, open_source
     from runtime.spec import load_model_spec
     from runtime.status import StatusLine, print_summary
     from runtime.stimulation import build_chain
 
     expected = _expected_errors()
-    _realtime_interpreter()
+    tune_interpreter()
     if stimulator not in ("thread", "process"):
         raise _fail(f"--stimulator must be thread or process, got {stimulator!r}")
     if device not in ("cpu", "cuda"):
@@ -172,6 +156,7 @@ def run_command(
             if as_fast_as_possible:
                 raise SourceError("--as-fast-as-possible needs a file, images or synthetic source")
         pre = Preprocessor(spec, camera_fov_deg)
+        rt_note = set_rt_priority(rt_priority) if rt_priority else "normal scheduling"
         chain = build_chain(
             array,
             calibration,
@@ -217,7 +202,7 @@ def run_command(
     try:
         if prev is not None:
             prev.start()
-        _freeze_heap()
+        freeze_heap()
         with Live(StatusLine(rt), console=console, refresh_per_second=4, transient=False):
             summary = rt.run(duration_s=duration)
     except expected as exc:
@@ -243,6 +228,7 @@ def run_command(
         "audit_log": str(log_path),
         "session": engine.settings.as_dict(),
         "clock": "virtual (as fast as possible)" if as_fast_as_possible else "real time",
+        "scheduling": rt_note,
         "camera_fov_deg": camera_fov_deg,
         "pipeline_events": pipe_events,
         "link_stats": link_stats,
@@ -295,12 +281,16 @@ def bench_command(
     stimulator: str = typer.Option(
         "process", help="Simulated stimulator for the end-to-end run: process | thread."
     ),
+    rt_priority: int = typer.Option(
+        0, help="SCHED_FIFO priority 1-99 for the benchmark thread (0: off)."
+    ),
 ) -> None:
     """Latency benchmark: inference alone, end to end, FLOPs vs matmul peak; table, JSON, PNG."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from runtime.bench import run_benchmark
     from runtime.inference import SessionSettings
+    from runtime.realtime import set_rt_priority
     from runtime.spec import load_model_spec
 
     expected = _expected_errors()
@@ -309,6 +299,7 @@ def bench_command(
     )
     try:
         spec = load_model_spec(bundle)
+        scheduling = set_rt_priority(rt_priority) if rt_priority else "normal scheduling"
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
         ) as bar:
@@ -327,6 +318,7 @@ def bench_command(
                 array=array,
                 camera_fov_deg=camera_fov_deg,
                 stimulator=stimulator,  # type: ignore[arg-type]
+                scheduling=scheduling,
                 progress=lambda s: bar.update(task, description=s),
             )
     except expected as exc:
@@ -343,7 +335,7 @@ def print_bench(report: dict[str, Any]) -> None:
     console.print(
         f"[bold]{report['model']}[/bold] sha256 {report['model_sha256'][:12]} · {m['cpu_model']} · "
         f"{m['cores_available']} cores · flags {' '.join(m['flags'])} · ORT {m['versions']['onnxruntime']} · "
-        f"{report['session']}"
+        f"{report['session']} · {report.get('scheduling', '')} · load avg {m.get('load_avg_1m') or 0:.1f}"
     )
     tab = Table(title="inference alone (batch 1, ms per call)")
     for col in (

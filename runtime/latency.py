@@ -11,8 +11,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 #: Stages of one bin, in order: read/decode the frame, preprocess it, bin it into the ring,
-#: run the model, map rates → stimulation (hardware pipeline incl. safety), send + audit.
-STAGES: tuple[str, ...] = ("capture", "preprocess", "bin", "infer", "map", "send", "total")
+#: run the model, map rates → stimulation (hardware pipeline incl. safety), send + audit;
+#: "total" is their wall-clock sum (capture → stimulation frame written). "cpu" is the loop
+#: thread's CPU time for the bin (time.thread_time_ns): the work itself, without the time the
+#: thread waited for a core or the GIL — on a shared, loaded machine it separates "too much
+#: work" from "not scheduled".
+STAGES: tuple[str, ...] = ("capture", "preprocess", "bin", "infer", "map", "send", "total", "cpu")
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
 
 

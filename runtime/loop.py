@@ -221,6 +221,7 @@ class StreamingRuntime:
         k = 0
         stop_reason = "stopped"
         mono = time.monotonic_ns
+        cpu = time.thread_time_ns
         try:
             while True:
                 if self._stop.is_set():
@@ -233,6 +234,7 @@ class StreamingRuntime:
                 clock.sleep_until(deadline)
                 row = self.latency.row()
                 t_a = mono()
+                cpu_a = cpu()
                 now = clock.now_ns()
                 # Overload: bins that already ended beyond this one are skipped, not queued.
                 behind = (now - t0) // P - (k + 1)
@@ -303,6 +305,7 @@ class StreamingRuntime:
                 t_g = mono()
                 row[1], row[2], row[3] = t_c - t_b, t_d - t_c, t_e - t_d
                 row[4], row[5], row[6] = t_f - t_e, t_g - t_f, row[0] + t_g - t_b
+                row[7] = cpu() - cpu_a
                 self.latency.commit()
                 if t_g - t_a > P:
                     self.bins_over_period += 1

@@ -120,3 +120,10 @@ def test_wrong_input_shape_is_refused(toy_spec: ModelSpec) -> None:
     assert form is not None
     with pytest.raises(InferenceError, match="expects"):
         OrtEngine(form).run(np.zeros((3, 24, 24), np.float32))
+
+
+def test_rt_priority_out_of_range_is_refused() -> None:
+    from runtime.realtime import RealtimeError, set_rt_priority
+
+    with pytest.raises(RealtimeError, match=r"1\.\.99"):
+        set_rt_priority(120)
