@@ -66,6 +66,32 @@ def test_round_trip_frames_and_events(utah, make_frame, tmp_path):
     assert mono == sorted(mono)
 
 
+def test_sparse_frame_records_are_lossless(utah, make_frame, tmp_path):
+    from hardware.safety import SafetyEnforcer
+
+    rng = np.random.default_rng(3)
+    enforcer = SafetyEnforcer(SafetyLimits(), utah)
+    amp = np.where(rng.random(utah.n) < 0.1, rng.uniform(10, 80, utah.n), 0.0)
+    safe, _ = enforcer.enforce(make_frame(utah, amp=amp))  # inactive electrodes all-zero
+    odd = make_frame(utah, amp=0.0, pw=np.where(np.arange(utah.n) == 5, np.nan, 170.0))
+    path = tmp_path / "sparse.npelog"
+    with AuditLog(path, utah) as log:
+        log.frame(safe)
+        log.frame(odd)
+    sizes = [len(r.body) for r in iter_records(path)]
+    assert sizes[1] < 24 + 20 * (safe.active.sum() + 1)  # only the non-zero electrodes stored
+    _, back = read_frames(path)
+    for orig, got in zip((safe, odd), back, strict=True):
+        for k in (
+            "amplitude_ua",
+            "phase_width_us",
+            "interphase_gap_us",
+            "pulse_rate_hz",
+            "n_pulses",
+        ):
+            np.testing.assert_array_equal(getattr(got, k), getattr(orig, k))
+
+
 def test_survives_sigkilled_writer(tmp_path):
     path = tmp_path / "killed.npelog"
     proc = subprocess.Popen(
