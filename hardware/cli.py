@@ -181,6 +181,7 @@ def serve_cmd(
     stats = stim.stats.as_dict() | {"port": stim.port, "array": arr.name, "deadman_ms": deadman_ms}
     if stats_out is not None:
         _write_json(stats_out, stats)
+    console.print()
     console.print_json(json.dumps(stats))
 
 
