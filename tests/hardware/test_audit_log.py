@@ -100,7 +100,9 @@ def test_survives_sigkilled_writer(tmp_path):
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         size = path.stat().st_size
+        deadline = time.monotonic() + 30
         while path.stat().st_size < size + 200_000:  # let it write in full flow
+            assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.005)
     finally:
         proc.send_signal(signal.SIGKILL)

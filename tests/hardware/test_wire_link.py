@@ -187,7 +187,11 @@ def test_serial_link_over_pty_pair(utah, key, make_frame):
     try:
         for f in frames:
             link.send(f)
+        import select
+
         while len(out) < 2:
+            ready, _, _ = select.select([master], [], [], 10.0)
+            assert ready, "nothing arrived on the pty"
             out += dec.feed(os.read(master, 4096))
     finally:
         link.close()
