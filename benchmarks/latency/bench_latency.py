@@ -3,7 +3,8 @@
     python benchmarks/latency/bench_latency.py [npe bench options...]
 
 Defaults: the shipped default bundle (or, while none is shipped, the toy rate-map model of
-`runtime.toymodel` written as a bundle), 1000 timed inference runs per form after 100 of
+`runtime.toymodel` written as a bundle) with PyTorch eager timings of the shipped checkpoint
+it was exported from (export/default_checkpoint), 1000 timed inference runs per form after 100 of
 warm-up, the thread/spinning sweep, and 10 000 end-to-end bins from a synthetic noise scene
 through the utah96 pipeline and the UDP link to a simulated stimulator. Results go to
 benchmarks/latency/results/ (bench.json, latency_hist.png) and are printed as rich tables
@@ -21,6 +22,7 @@ from runtime.bundle import default_bundle_path
 from runtime.cli import app
 
 HERE = Path(__file__).resolve().parent
+DEFAULT_CHECKPOINT = HERE.parents[1] / "export" / "default_checkpoint"
 
 
 def main(argv: list[str]) -> None:
@@ -35,6 +37,9 @@ def main(argv: list[str]) -> None:
 
             print("no default bundle shipped yet: benchmarking the toy rate-map model")
             args += ["--bundle", str(write_toy_bundle(Path(tmp) / "toy"))]
+        elif "--bundle" not in args and "--checkpoint" not in args and DEFAULT_CHECKPOINT.is_dir():
+            # The shipped checkpoint the default bundle was exported from: PyTorch eager timing.
+            args += ["--checkpoint", str(DEFAULT_CHECKPOINT)]
         app(["bench", *args], standalone_mode=True)
 
 
