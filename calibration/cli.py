@@ -120,6 +120,11 @@ def _session_command(
         header = SessionLog.open(session_path).header
         interactive = header.simulated_patient is None
         if interactive:
+            import signal
+
+            # Ctrl-C must pause an operator's session even when the parent process ignores
+            # SIGINT (as background jobs of non-interactive shells do).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             console.print(
                 f"[bold]{procedure}[/] session for patient [cyan]{header.patient_id}[/], "
                 f"{len(header.electrodes)} electrodes. Type the patient's answer after each "
