@@ -124,24 +124,34 @@ class _PausingResponder(SimulatedResponder):
         super().__init__(patient)
         self.stop_at = stop_at
 
-    def detect(self, electrode_id: str, current_ua: float, index: int) -> bool:
+    def _check(self, index: int) -> None:
         if index == self.stop_at:
             raise SessionPaused("paused by the operator")
+
+    def detect(self, electrode_id: str, current_ua: float, index: int) -> bool:
+        self._check(index)
         return super().detect(electrode_id, current_ua, index)
 
+    def locate(
+        self, electrode_id: str, current_ua: float, index: int
+    ) -> tuple[float, float] | None:
+        self._check(index)
+        return super().locate(electrode_id, current_ua, index)
 
-@pytest.mark.parametrize("procedure", ["threshold"])
+
+@pytest.mark.parametrize(("procedure", "stop_at"), [("threshold", 23), ("map", 7)])
 def test_interrupted_session_resumes_without_losing_trials(
-    utah: ElectrodeArray, tmp_path: Path, procedure: str
+    utah: ElectrodeArray, tmp_path: Path, procedure: str, stop_at: int
 ) -> None:
     common = dict(
         procedure=procedure,
         patient_id="P1",
         array="utah96",
-        electrodes=utah.electrode_ids[:3],
+        electrodes=utah.electrode_ids[:6],
         link=INPROCESS_LINK,
         method="staircase",
-        budget=20,
+        budget=8,
+        reports=3,
         simulated_patient=8,
     )
     # Reference: the same session without interruption.
@@ -153,17 +163,18 @@ def test_interrupted_session_resumes_without_losing_trials(
     start_session(tmp_path / "s.jsonl", calibration_path=str(cal), **common)
     patient = simulated_patient_for_array(utah, 8)
     with pytest.raises(SessionPaused):
-        calibrate(tmp_path / "s.jsonl", responder=_PausingResponder(patient, stop_at=23))
+        calibrate(tmp_path / "s.jsonl", responder=_PausingResponder(patient, stop_at=stop_at))
     paused = SessionLog.open(tmp_path / "s.jsonl")
-    assert len(paused.trials) == 23 and not paused.complete
+    assert len(paused.trials) == stop_at and not paused.complete
+    assert paused.unanswered == 1  # the train delivered at the pause is on record
     assert not cal.exists()  # nothing written before completion or explicit save
     # A crash mid-write leaves a torn line: it is dropped, the 23 answered trials are kept.
     with open(tmp_path / "s.jsonl", "a") as fh:
-        fh.write('{"kind": "trial", "index": 23, "elec')
+        fh.write('{"kind": "trial", "index": 99, "elec')
     out = calibrate(tmp_path / "s.jsonl")
     assert out.complete and out.calibration_path == cal
     resumed = SessionLog.open(tmp_path / "s.jsonl")
-    strip = lambda ts: [(t.electrode, t.delivered_ua, t.response) for t in ts]  # noqa: E731
+    strip = lambda ts: [(t.electrode, t.delivered_ua, t.response, t.reported_deg) for t in ts]  # noqa: E731
     assert strip(resumed.trials) == strip(ref_log.trials)
     assert [t.index for t in resumed.trials] == list(range(len(resumed.trials)))
     seqs = [t.sequence for t in resumed.trials]
@@ -172,6 +183,7 @@ def test_interrupted_session_resumes_without_losing_trials(
     want = load_calibration(tmp_path / "ref.json").by_id()
     for e in common["electrodes"]:  # type: ignore[union-attr]
         assert got[e].threshold_ua == want[e].threshold_ua
+        assert got[e].phosphene_deg == pytest.approx(want[e].phosphene_deg)
         assert len(got[e].trials) == len(want[e].trials) > 0
     assert ref.n_trials == out.n_trials
 
