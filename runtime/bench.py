@@ -300,11 +300,19 @@ def evaluate_targets(report: dict[str, Any]) -> dict[str, Any]:
     e2e = report.get("end_to_end")
     if e2e:
         p99 = e2e["latency_ms"]["total"]["p99"]
-        dropped = e2e["counters"]["bins_dropped"] + e2e["bins_over_period"]
+        # Paced in real time, dropped bins are counted directly. As fast as possible nothing
+        # can drop, so a bin whose own work exceeded the period stands in for a drop.
+        realtime = e2e.get("clock") == "real time"
+        dropped = e2e["counters"]["bins_dropped"] + (0 if realtime else e2e["bins_over_period"])
         out["e2e"] = {
             "p99_ms": p99,
             "bins": e2e["bins_total"],
-            "dropped_or_over_period": dropped,
+            "clock": e2e.get("clock", ""),
+            "dropped": dropped,
+            "dropped_counted_as": "dropped bins"
+            if realtime
+            else "bins whose work exceeded the period",
+            "bins_over_period": e2e["bins_over_period"],
             "target_p99_ms": TARGET_E2E_P99_MS,
             "met": p99 <= TARGET_E2E_P99_MS and dropped == 0 and e2e["bins_total"] >= 10_000,
         }

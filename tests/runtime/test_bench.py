@@ -75,10 +75,15 @@ def test_targets_are_judged_from_the_numbers() -> None:
             "counters": {"bins_dropped": 0},
             "bins_over_period": 0,
             "bins_total": 10_000,
+            "clock": "as fast as possible",
         },
     }
     t = evaluate_targets(rep)
     assert t["step_vs_window"]["met"] and t["e2e"]["met"]
+    rep["end_to_end"]["bins_over_period"] = 2  # type: ignore[index]
+    assert not evaluate_targets(rep)["e2e"]["met"]  # as fast as possible: over-period = drop
+    rep["end_to_end"]["clock"] = "real time"  # type: ignore[index]
+    assert evaluate_targets(rep)["e2e"]["met"]  # paced: only real drops count (none here)
     assert not t["ort_vs_torch"]["met"] and t["ort_vs_torch"]["ratio_p50"] == pytest.approx(1.5)
 
 
