@@ -34,6 +34,17 @@ def table(result_dir: Path) -> str:
                 else "- | - |"
             )
         )
+    if r.get("sweep"):
+        lines += [
+            "",
+            "| live form, threads × spinning | p50 ms | p99 ms | p99.9 ms |",
+            "|---|---:|---:|---:|",
+        ]
+        for w in r["sweep"]:
+            lines.append(
+                f"| {w['intra_op_threads']} thread(s), spinning {'on' if w['allow_spinning'] else 'off'} "
+                f"| {w['p50']:.3f} | {w['p99']:.3f} | {w['p99.9']:.3f} |"
+            )
     peak = r["matmul_peak_gflops"]
     lines += [
         "",
