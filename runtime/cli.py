@@ -219,6 +219,7 @@ def run_command(
         chain.close()
         stim_stats = chain.stimulator_stats()
     if error is not None or summary is None:
+        console.line()  # end the status line
         raise _fail(f"run stopped: {error}", code=1)
     summary.extra = {
         "bundle": spec.extra.get("bundle", ""),

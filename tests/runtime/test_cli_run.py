@@ -70,7 +70,9 @@ def test_npe_run_with_defaults_runs_headless_and_writes_a_log(
     summary = json.loads((runs[0] / "summary.json").read_text())
     assert summary["source"] == "synthetic:bar" and summary["stop_reason"] == "duration reached"
     assert summary["counters"]["bins_done"] > 50
-    assert summary["extra"]["stimulator"]["accepted"] > 50  # frames reached the simulated stimulator
+    assert (
+        summary["extra"]["stimulator"]["accepted"] > 50
+    )  # frames reached the simulated stimulator
 
 
 def test_sigterm_during_run_leaves_a_complete_audit_log(tmp_path: Path, toy_bundle: Path) -> None:
@@ -160,3 +162,28 @@ def test_blocker_really_blocks_torch() -> None:
         timeout=30,
     )
     assert proc.returncode != 0 and "blocked import of torch" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--source", "synthetic:plaid"], "unknown synthetic scene"),
+        (
+            ["--camera-fov-deg", "2", "--source", "synthetic:bar", "--duration", "1"],
+            "check --camera-fov-deg",
+        ),
+    ],
+)
+def test_npe_run_bad_input_is_one_red_line_and_nonzero(
+    tmp_path: Path, toy_bundle: Path, args: list[str], message: str
+) -> None:
+    proc = subprocess.run(
+        _npe("run", "--bundle", str(toy_bundle), *args),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr
