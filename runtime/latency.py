@@ -15,8 +15,20 @@ from numpy.typing import NDArray
 #: "total" is their wall-clock sum (capture → stimulation frame written). "cpu" is the loop
 #: thread's CPU time for the bin (time.thread_time_ns): the work itself, without the time the
 #: thread waited for a core or the GIL — on a shared, loaded machine it separates "too much
-#: work" from "not scheduled".
-STAGES: tuple[str, ...] = ("capture", "preprocess", "bin", "infer", "map", "send", "total", "cpu")
+#: work" from "not scheduled". "frame_age" (real clock only, else 0) runs from the capture
+#: timestamp of the frame the bin used to the stimulation frame written: it adds the
+#: sample-and-hold wait (up to one camera frame interval) to "total".
+STAGES: tuple[str, ...] = (
+    "capture",
+    "preprocess",
+    "bin",
+    "infer",
+    "map",
+    "send",
+    "total",
+    "cpu",
+    "frame_age",
+)
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
 
 

@@ -145,6 +145,8 @@ class StreamingRuntime:
         self.config = config or LoopConfig()
         self.observer = observer
         self.window_form = engine.form.form == "window"
+        # Capture timestamps share the monotonic time base only with the real clock.
+        self._real_clock = isinstance(self.clock, RealClock)
         self.ring = RingWindow(spec.window_frames, spec.height, spec.width)
         self.period_ns = spec.bin_period_ns
         self.latency = LatencyRecorder(STAGES, self.config.latency_capacity)
@@ -306,6 +308,8 @@ class StreamingRuntime:
                 row[1], row[2], row[3] = t_c - t_b, t_d - t_c, t_e - t_d
                 row[4], row[5], row[6] = t_f - t_e, t_g - t_f, row[0] + t_g - t_b
                 row[7] = cpu() - cpu_a
+                if self._real_clock and binner.held_t_ns is not None:
+                    row[8] = t_g - binner.held_t_ns  # photon (capture) → stimulation written
                 self.latency.commit()
                 if t_g - t_a > P:
                     self.bins_over_period += 1
@@ -334,7 +338,11 @@ class StreamingRuntime:
             bins_total=c.bins_done + c.bins_zero + c.bins_dropped,
             counters=asdict(c),
             source_stats=asdict(self.source.stats),
-            latency_ms=self.latency.summary_ms(),
+            latency_ms={
+                k: v
+                for k, v in self.latency.summary_ms().items()
+                if k != "frame_age" or self._real_clock  # no capture time base otherwise
+            },
             bins_over_period=self.bins_over_period,
             mean_active_electrodes=c.active_sum / max(1, c.bins_done + c.bins_zero),
         )
