@@ -93,6 +93,7 @@ def apply_prediction(
                 "enabled": True,
                 "threshold_ua": thr,
                 "threshold_ci_ua": (float(min(lo, thr)), float(max(hi, thr))),
+                "threshold_source": "predicted",
             }
         )
         written.append(eid)

@@ -4,8 +4,8 @@ Only values the session measured change; everything else in an existing file is 
 Electrodes that a session adds to a new file but whose threshold has not been measured get
 `enabled = False` (the mapper must not drive an electrode with a guessed threshold). The
 schema's validator runs on every entry, so an out-of-range value is refused here, before
-anything is written. Values the schema has no field for (slope and brightness intervals,
-map outlier flags) go into the results JSON beside the session file.
+anything is written. The results JSON beside the session file carries the full fits
+(nuisance rates, stop reasons, the fitted map placement) for the clinic's records.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def _blank(eid: str, array: ElectrodeArray, max_ua: float) -> ElectrodeCalibrati
         electrode_id=eid,
         enabled=False,
         threshold_ua=max_ua,
+        threshold_source="default",
         max_comfortable_ua=max_ua,
         phosphene_deg=(float(nominal[0]), float(nominal[1])),
     )
@@ -86,13 +87,16 @@ def apply_session(
                     np.clip(f.threshold_ua if f.found else top, MIN_THRESHOLD_UA, top)
                 ),
                 threshold_ci_ua=(max(f.threshold_ci_ua[0], 0.0), f.threshold_ci_ua[1]),
+                threshold_source="measured",
                 slope=f.slope,
+                slope_ci=(float(f.slope_ci[0]), float(f.slope_ci[1])),
                 max_comfortable_ua=top,
             )
         if eid in result.brightness:
             b = result.brightness[eid].fit
             upd["brightness"] = BrightnessCurve(
                 scale_ua=float(np.clip(b.scale_ua, 1e-3, MAX_CALIBRATED_CURRENT_UA)),
+                scale_ci_ua=(float(b.scale_ci_ua[0]), float(b.scale_ci_ua[1])),
                 max_brightness=float(np.clip(b.max_brightness, 1e-3, 10.0)),
             )
         if result.map_fit is not None:
@@ -107,6 +111,7 @@ def apply_session(
             upd.update(
                 phosphene_deg=(float(pos[0]), float(pos[1])),
                 phosphene_ci_deg=float(m.ci_deg[i]),
+                phosphene_outlier=bool(m.outlier[i]),
                 phosphene_size_deg=float(np.clip(size[0], 0.01, 45.0)),
             )
         if eid in h.electrodes:

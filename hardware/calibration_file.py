@@ -53,6 +53,8 @@ class BrightnessCurve(_Strict):
     """
 
     scale_ua: float = Field(gt=0.0, le=MAX_CALIBRATED_CURRENT_UA)
+    scale_ci_ua: tuple[float, float] | None = None
+    """95 % interval of `scale_ua` from the magnitude-estimation fit."""
     max_brightness: float = Field(default=1.0, gt=0.0, le=10.0)
 
 
@@ -63,12 +65,18 @@ class ElectrodeCalibration(_Strict):
     enabled: bool = True
     threshold_ua: float = Field(gt=0.0, le=MAX_CALIBRATED_CURRENT_UA)
     threshold_ci_ua: tuple[float, float] | None = None
+    threshold_source: Literal["measured", "predicted", "default"] = "measured"
+    """Measured by a threshold session, predicted from other electrodes, or a placeholder."""
     slope: float | None = Field(default=None, gt=0.0)
+    """1/sd of the cumulative-normal psychometric function, µA⁻¹."""
+    slope_ci: tuple[float, float] | None = None
     max_comfortable_ua: float = Field(gt=0.0, le=MAX_CALIBRATED_CURRENT_UA)
     brightness: BrightnessCurve = BrightnessCurve(scale_ua=30.0)
     phosphene_deg: tuple[float, float]
     phosphene_ci_deg: float | None = Field(default=None, ge=0.0)
     phosphene_size_deg: float = Field(default=1.0, gt=0.0, le=45.0)
+    phosphene_outlier: bool = False
+    """The patient's location reports disagree with the fitted retinotopic model."""
     trials: tuple[Trial, ...] = ()
 
     @model_validator(mode="after")
@@ -84,8 +92,10 @@ class ElectrodeCalibration(_Strict):
                 f"electrode {self.electrode_id}: phosphene position ({x}, {y})° lies outside "
                 f"the visual field (±{VISUAL_FIELD_LIMIT_DEG}°)"
             )
-        if self.threshold_ci_ua is not None and self.threshold_ci_ua[0] > self.threshold_ci_ua[1]:
-            raise ValueError(f"electrode {self.electrode_id}: threshold CI is reversed")
+        for name in ("threshold_ci_ua", "slope_ci"):
+            ci = getattr(self, name)
+            if ci is not None and ci[0] > ci[1]:
+                raise ValueError(f"electrode {self.electrode_id}: {name} is reversed")
         return self
 
 

@@ -125,6 +125,15 @@ def test_simulated_cli_chain_and_prediction(tmp_path: Path) -> None:
     c = load_calibration(cal)
     assert sum(e.enabled for e in c.electrodes) >= 90  # predicted electrodes are usable
     assert c.procedures[-1].name == "prediction"
+    # provenance and uncertainty of every value survive into the file
+    measured_ids = {e for e, v in res["thresholds"].items() if v["found"]}
+    for e in c.electrodes:
+        if e.electrode_id in measured_ids:
+            assert e.threshold_source == "measured"
+            assert e.slope_ci is not None and e.slope_ci[0] <= e.slope <= e.slope_ci[1]  # type: ignore[operator]
+        elif e.enabled:
+            assert e.threshold_source == "predicted"
+    assert any(e.phosphene_ci_deg is not None for e in c.electrodes)
     r = runner.invoke(app, ["calibrate", "threshold", "--resume", str(tmp_path / "nope.jsonl")])
     assert r.exit_code == 2 and "no such session file" in r.output
 
