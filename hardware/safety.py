@@ -69,6 +69,10 @@ HARDWARE_LIMITS = HardwareLimits()
 
 #: Relative margin applied to every cap so float32 rounding never lands above a limit.
 _MARGIN = 1.0 - 1e-6
+#: Currents below this (µA) are not deliverable by any stimulator and become zero. Without a
+#: floor, a tiny configured cap scales currents into float32 denormals, whose rounding error is
+#: absolute rather than relative, so _MARGIN no longer keeps their sum under the cap.
+_MIN_DELIVERABLE_UA = 1e-3
 
 
 class SafetyConfigError(ValueError):
@@ -492,7 +496,7 @@ class SafetyEnforcer:
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.where(over, lim.max_total_current_ua * _MARGIN**2 / total, 1.0)
         f.amp = f.amp * scale[:, None]
-        live &= f.amp > 0
+        live &= f.amp >= _MIN_DELIVERABLE_UA
 
         z = np.float64(0.0)
         pw = _f32_le(np.where(live, f.pw, z), lim.max_phase_width_us)

@@ -143,6 +143,17 @@ def test_total_current_cap_scales(utah, make_frame):
     np.testing.assert_allclose(out.amplitude_ua[:10], 20.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cap", [4.43e-42, 1e-30, 1e-6, 5e-3])
+def test_tiny_total_current_cap_never_rounds_above_it(utah, make_frame, cap):
+    """A near-zero cap scales currents below what float32 resolves; they must become zero,
+    not denormals whose rounding pushes the sum over the cap (found by the property test)."""
+    amp = np.zeros(utah.n)
+    amp[:2] = 100.0
+    out, events = enforce(SafetyLimits(max_total_current_ua=cap), utah, make_frame(utah, amp=amp))
+    assert "total_current_cap" in kinds(events)
+    assert out.amplitude_ua.astype(np.float64).sum() <= cap
+
+
 def test_disabled_electrodes_never_stimulate(utah, make_frame):
     lim = SafetyLimits(disabled_electrodes=frozenset({utah.electrode_ids[3]}))
     amp = np.full(utah.n, 0.0)
