@@ -215,9 +215,13 @@ class RateSampler:
         bad = ~np.isfinite(r) | (r < 0)
         clean = np.where(bad, 0.0, np.minimum(r, self.config.rate_max_hz))
         out = np.zeros((r.shape[0], self.phosphene_deg.shape[0]))
-        bad_hits = np.zeros_like(out)
         for w in self._weights:
             out = np.maximum(out, (w @ clean.T).T / self.config.rate_max_hz)
-            bad_hits += (abs(w) @ bad.T.astype(np.float64)).T
         out = np.clip(out, 0.0, 1.0)
+        if not bad.any():  # the live path's usual case: skip the fault bookkeeping
+            return out
+        # Weights are positive wherever an entry is sampled, so w @ bad > 0 exactly when an
+        # electrode samples a bad entry.
+        bad_f = bad.T.astype(np.float64)
+        bad_hits = sum(((w @ bad_f).T for w in self._weights), np.zeros_like(out))
         return np.where(bad_hits > 0, np.nan, out)
