@@ -12,18 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from encoder.models.base import polarity_of
 from export.source import ExportError, ExportSource
 from runtime.bundle import OutputSpec, RateMapGrid
-
-
-def polarity_from_label(label: str) -> int:
-    """+1 for ON types, -1 for OFF types, 0 when the label names neither."""
-    words = label.upper().replace("-", " ").split()
-    if "OFF" in words:
-        return -1
-    if "ON" in words:
-        return 1
-    return 0
 
 
 def px_to_deg(
@@ -54,7 +45,7 @@ def cells_output(source: ExportSource, n_out: int) -> OutputSpec:
         n=n_out,
         ids=source.cell_ids,
         types=source.cell_types,
-        polarity=tuple(polarity_from_label(t) for t in source.cell_types),
+        polarity=tuple(polarity_of(t) for t in source.cell_types),
         positions_deg=tuple(
             (_finite_or_none(x), _finite_or_none(y)) for x, y in np.asarray(source.cell_centers_deg)
         ),
