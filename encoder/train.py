@@ -191,6 +191,25 @@ def _init_selector_from_sta(
         model.selector.init_types(np.asarray([distinct.index(t) for t in types], dtype=np.int64))
 
 
+def _init_output_from_mean(
+    model: RetinaModel, recording: Recording, cells: NDArray[np.int64]
+) -> None:
+    """Start the output at each cell's mean training count, for models that offer it.
+
+    Models with an `init_output_bias(mean_counts [n_cells])` method (the CNN-LSTM) set their
+    readout bias from it: starting far from the mean rate gave the CNN-LSTM a large, same-sign
+    gradient that saturated its LSTM gates before it learned anything.
+    """
+    init = getattr(model, "init_output_bias", None)
+    if not callable(init):
+        return
+    ranges = recording.splits["train"].reshape(-1, 2).tolist()
+    total = sum(recording.responses[a:b][:, cells].astype(np.float64).sum(0) for a, b in ranges)
+    n = sum(b - a for a, b in ranges)
+    if n > 0:
+        init(np.asarray(total, dtype=np.float64) / n)
+
+
 def _evaluate_split(
     model: RetinaModel,
     recording: Recording,
@@ -353,6 +372,7 @@ def train(
 
     if config.init_from is None and not config.resume:
         _init_selector_from_sta(model, rec, cells)
+        _init_output_from_mean(model, rec, cells)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
     runner: nn.Module = _ChunkRunner(model)

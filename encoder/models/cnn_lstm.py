@@ -11,6 +11,21 @@ explicit matrix products so that (a) the input projection of each frame is compu
 shared by all overlapping windows in training (`forward_chunk`) and (b) it exports to plain
 MatMul/Sigmoid/Tanh ONNX ops.
 
+Training dynamics (why `lstm_input` is scaled and the readout bias is set from the data):
+the LSTM input is a flattened map of ~2.4k non-negative (ReLU) features. Adam moves every
+weight by about `lr` per step whatever its gradient's size, so when all gradients share a sign
+— as they do at the start, when the readout's mean rate is wrong — a plain `nn.Linear` with
+its 1/√fan_in-sized weights moves every gate pre-activation by lr·Σ|a| ≈ 0.15 per step. Within
+~100 steps the gates saturated (|pre-activation| ≫ 10), the LSTM state froze at ±1, gradients
+through the sigmoid/tanh vanished, and only the readout bias kept learning: a constant
+predictor (validation PCC 0.00 on white noise). Fixes, neither changing the architecture:
+* the features enter the projection multiplied by 1/√fan_in and its weights are stored at unit
+  scale (an "equalised learning rate", Karras et al. 2018): same function at init, but each
+  Adam step moves the gates √fan_in times less;
+* `init_output_bias(mean_counts)` (called by `encoder.train` before training) starts the
+  softplus readout at each cell's mean count, so there is no large same-sign gradient to begin
+  with (before: softplus(−2) = 0.13 spikes/bin for every cell).
+
 Semantics: `forward(window)` runs the LSTM from zero state over the T frames of the window
 (the original's stateless LSTM). `step`/`forward_sequence` run it continuously from zero
 state, so they equal `forward` only for the first T frames; the deployment model with exact
@@ -19,10 +34,13 @@ window semantics in step form is `streaming`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from encoder.models.base import ModelConfig, ModelConfigError, RetinaModel, gaussian_noise
@@ -61,12 +79,36 @@ class CNNLSTM(RetinaModel):
         self.conv1 = nn.Conv2d(1, c.filters1, c.kernel1)
         self.conv2 = nn.Conv2d(c.filters1, c.filters2, c.kernel2)
         self.drop = nn.Dropout(c.dropout)
-        self.input_proj = nn.Linear(c.filters2 * h2 * w2, 4 * c.hidden)
+        n_features = c.filters2 * h2 * w2
+        # Equalised learning rate for the wide LSTM input projection (see module docstring):
+        # weights at unit scale, features scaled by 1/√fan_in in `_frame_gates`. Same
+        # initial function as nn.Linear's default (effective weights U(±1/√fan_in)).
+        self.feature_scale = 1.0 / math.sqrt(n_features)
+        self.lstm_input = nn.Linear(n_features, 4 * c.hidden)
         self.recurrent = nn.Linear(c.hidden, 4 * c.hidden, bias=False)
         self.readout = nn.Linear(c.hidden, n_cells)
+        nn.init.uniform_(self.lstm_input.weight, -1.0, 1.0)
+        nn.init.zeros_(self.lstm_input.bias)
         with torch.no_grad():  # forget-gate bias 1: remember by default
-            self.input_proj.bias[c.hidden : 2 * c.hidden] += 1.0
+            self.lstm_input.bias[c.hidden : 2 * c.hidden] = 1.0
         nn.init.constant_(self.readout.bias, -2.0)
+
+    def init_output_bias(self, mean_counts: NDArray[np.floating]) -> None:
+        """Start each cell's output at its mean count per bin: mean_counts [n_cells] ≥ 0.
+
+        Sets the readout bias to softplus⁻¹(mean) so that training starts near the best
+        constant predictor instead of pushing every LSTM gate the same way (module docstring).
+        """
+        mu = np.asarray(mean_counts, dtype=np.float64).reshape(-1)
+        if mu.shape != (self.n_cells,) or not np.all(np.isfinite(mu)) or np.any(mu < 0):
+            raise ValueError(
+                f"init_output_bias: need {self.n_cells} finite non-negative mean counts, "
+                f"got shape {list(mu.shape)}"
+            )
+        mu = np.clip(mu, 1e-3, None)
+        bias = mu + np.log(-np.expm1(-mu))  # softplus⁻¹, stable for small and large mu
+        with torch.no_grad():
+            self.readout.bias.copy_(torch.as_tensor(bias, dtype=self.readout.bias.dtype))
 
     # ------------------------------------------------------------------ stages
     def _frame_gates(self, x: Tensor) -> Tensor:
@@ -78,7 +120,8 @@ class CNNLSTM(RetinaModel):
         a2 = torch.relu(gaussian_noise(self.conv2(a1), c.noise_sigma, self.training))
         if self.training:
             self._penalty = c.l2_activity * (a1.pow(2).mean() + a2.pow(2).mean())
-        return self.input_proj(self.drop(a2.flatten(1))).reshape(b, n, -1)
+        features = self.drop(a2.flatten(1)) * self.feature_scale
+        return self.lstm_input(features).reshape(b, n, -1)
 
     def _cell(self, gates_in: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         """One LSTM update: gates_in [B, 4H], h, c [B, H] → (h', c')."""

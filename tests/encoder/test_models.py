@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from encoder.models import MODEL_REGISTRY, ModelConfigError, RetinaModel, build_model
@@ -16,6 +17,7 @@ from encoder.models import MODEL_REGISTRY, ModelConfigError, RetinaModel, build_
 FRAME = (16, 16)
 WINDOW = 8
 N_CELLS = 3
+WINDOW_TINY_DATA = 5  # window of test_models_data's 20 Hz recordings
 
 #: Tiny configs so every model runs on 16×16 frames in milliseconds.
 TINY: dict[str, dict[str, Any]] = {
@@ -206,3 +208,54 @@ def test_npe_models_lists_every_model_with_parameter_count(tmp_path: Path) -> No
         assert name in result.output
     # the population CNN-LSTM has the original's ~1.5M parameters at the default input
     assert 1.3e6 < rows["cnn-lstm"]["parameters"] < 1.7e6
+
+
+def test_cnn_lstm_output_bias_starts_at_the_mean_count() -> None:
+    model = tiny_model("cnn-lstm")
+    mean = np.array([0.05, 0.3, 2.0])
+    model.init_output_bias(mean)  # type: ignore[operator]
+    assert np.allclose(F.softplus(model.readout.bias).detach().numpy(), mean, rtol=1e-4)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="3 finite non-negative"):
+        model.init_output_bias(np.array([0.1, -1.0, 0.2]))  # type: ignore[operator]
+
+
+def test_cnn_lstm_learns_white_noise_with_a_large_learning_step(tmp_path: Path) -> None:
+    """Regression: the LSTM gates saturated before the model learned anything.
+
+    Adam moves each weight by ~lr per step, so with a plain nn.Linear over many non-negative
+    ReLU features a same-sign gradient moved every gate by lr·Σ|a| per step; the gates
+    saturated, the LSTM state froze and the model stayed a constant predictor (PCC 0.00 on the
+    benchmark's white noise). At this tiny scale (432 features, lr 1e-2) the old
+    parametrisation reproduced it: validation PCC 0.00 after every epoch.
+    """
+    import importlib.util
+
+    from encoder.train import TrainConfig, train
+
+    spec = importlib.util.spec_from_file_location(
+        "npe_models_testdata_lstm", Path(__file__).with_name("test_models_data.py")
+    )
+    assert spec is not None and spec.loader is not None
+    data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(data)
+    path = data.write_tiny(tmp_path / "white_noise.h5")  # 12×12 binary white noise, 3 cells
+    config = TrainConfig(
+        model="cnn-lstm",
+        model_config=TINY["cnn-lstm"],
+        lr=1e-2,
+        batch_size=4,
+        chunk_frames=16,
+        max_epochs=4,  # ~500 Adam steps
+        patience=10,
+        threads=1,
+    )
+    result = train(path, tmp_path / "run", config)
+    # a constant predictor has PCC 0 (NaN); the generator's structure allows ~0.6
+    assert max(e.val_pcc for e in result.epochs) > 0.3
+    rec = data.make_recording()
+    a, b = rec.splits["train"][0]
+    c, d = rec.splits["val"][0]
+    val = rec.responses[c + WINDOW_TINY_DATA - 1 : d].astype(np.float64)
+    mean = rec.responses[a:b].astype(np.float64).mean(0)
+    constant = float(np.mean(mean - val * np.log(mean)))  # Poisson loss of the mean rate
+    assert result.best_val_loss < constant - 0.02
