@@ -37,6 +37,25 @@ class ModelConfig:
         return asdict(self)
 
 
+def two_conv_output_shape(
+    model_name: str, frame_shape: tuple[int, int], kernel1: int, kernel2: int
+) -> tuple[int, int]:
+    """(height, width) left after two unpadded convolutions, or a clear refusal.
+
+    The seed models' dense readouts are sized from this, so a frame smaller than the two
+    layers' receptive field must fail at construction with the sizes named, not later as a
+    shape error deep inside torch.
+    """
+    h = frame_shape[0] - kernel1 - kernel2 + 2
+    w = frame_shape[1] - kernel1 - kernel2 + 2
+    if h < 1 or w < 1:
+        raise ModelConfigError(
+            f"{model_name}: frames of {list(frame_shape)} px are smaller than the "
+            f"{kernel1 + kernel2 - 1} px receptive field of the two conv layers"
+        )
+    return h, w
+
+
 def gaussian_noise(x: Tensor, sigma: float, training: bool) -> Tensor:
     """Additive Gaussian noise on activations during training (YADLRetina, Deep Retina σ 0.1)."""
     if training and sigma > 0:

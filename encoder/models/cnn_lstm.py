@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from encoder.models.base import ModelConfig, ModelConfigError, RetinaModel, gaussian_noise
+from encoder.models.base import ModelConfig, RetinaModel, gaussian_noise, two_conv_output_shape
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,7 @@ class CNNLSTM(RetinaModel):
     ) -> None:
         super().__init__(config, n_cells, frame_shape, window_frames)
         c = config
-        h2 = frame_shape[0] - c.kernel1 - c.kernel2 + 2
-        w2 = frame_shape[1] - c.kernel1 - c.kernel2 + 2
-        if h2 < 1 or w2 < 1:
-            raise ModelConfigError(
-                f"cnn-lstm: frames of {list(frame_shape)} px are smaller than the "
-                f"{c.kernel1 + c.kernel2 - 1} px receptive field of the two conv layers"
-            )
+        h2, w2 = two_conv_output_shape("cnn-lstm", frame_shape, c.kernel1, c.kernel2)
         self.conv1 = nn.Conv2d(1, c.filters1, c.kernel1)
         self.conv2 = nn.Conv2d(c.filters1, c.filters2, c.kernel2)
         self.drop = nn.Dropout(c.dropout)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from encoder.models.base import ModelConfig, ModelConfigError, RetinaModel
+from encoder.models.base import ModelConfig, RetinaModel, two_conv_output_shape
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,7 @@ class SingleCNN(RetinaModel):
     ) -> None:
         super().__init__(config, n_cells, frame_shape, window_frames)
         c = config
-        h2 = frame_shape[0] - c.kernel1 - c.kernel2 + 2
-        w2 = frame_shape[1] - c.kernel1 - c.kernel2 + 2
-        if h2 < 1 or w2 < 1:
-            raise ModelConfigError(
-                f"single-cnn: frames of {list(frame_shape)} px are smaller than the "
-                f"{c.kernel1 + c.kernel2 - 1} px receptive field of the two conv layers"
-            )
+        h2, w2 = two_conv_output_shape("single-cnn", frame_shape, c.kernel1, c.kernel2)
         self.conv1 = nn.Conv2d(window_frames, c.filters1, c.kernel1)
         self.conv2 = nn.Conv2d(c.filters1, c.filters2, c.kernel2)
         self.dense = nn.Linear(c.filters2 * h2 * w2, n_cells)

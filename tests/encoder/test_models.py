@@ -259,3 +259,11 @@ def test_cnn_lstm_learns_white_noise_with_a_large_learning_step(tmp_path: Path) 
     mean = rec.responses[a:b].astype(np.float64).mean(0)
     constant = float(np.mean(mean - val * np.log(mean)))  # Poisson loss of the mean rate
     assert result.best_val_loss < constant - 0.02
+
+
+@pytest.mark.parametrize("name", ["single-cnn", "cnn-lstm", "deep-retina"])
+def test_frames_smaller_than_the_receptive_field_are_refused_by_name(name: str) -> None:
+    with pytest.raises(
+        ModelConfigError, match=rf"{name}: frames of \[12, 40\] px .* receptive field"
+    ):
+        build_model(name, None, n_cells=3, frame_shape=(12, 40), window_frames=25)
