@@ -200,6 +200,7 @@ def bench_end_to_end(
     realtime: bool = False,
     form: str | None = None,
     stimulator: StimulatorMode = "process",
+    spin_us: float = 0.0,
 ) -> tuple[dict[str, Any], NDArray[np.int64]]:
     """Run the live loop for n_bins (as fast as possible unless realtime); per-stage stats."""
     from runtime.clock import BinClock, RealClock, VirtualClock
@@ -213,7 +214,7 @@ def bench_end_to_end(
     src = open_source(source)
     with tempfile.TemporaryDirectory(prefix="npe-bench-") as tmp:
         chain = build_chain(array, log_path=Path(tmp) / "audit.log", stimulator=stimulator)
-        clock: BinClock = RealClock() if realtime else VirtualClock()
+        clock: BinClock = RealClock(int(spin_us * 1e3)) if realtime else VirtualClock()
         rt = StreamingRuntime(
             spec,
             engine,
@@ -244,6 +245,7 @@ def bench_end_to_end(
     out["form"] = f"{fspec.form}/{fspec.precision}"
     out["clock"] = "real time" if realtime else "as fast as possible"
     out["stimulator_mode"] = stimulator
+    out["spin_us"] = spin_us if realtime else None
     return out, total
 
 
@@ -336,6 +338,7 @@ def run_benchmark(
     stimulator: StimulatorMode = "process",
     peak_size: int = 1024,
     scheduling: str = "normal scheduling",
+    spin_us: float = 0.0,
     progress: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
     """Run every part, write bench.json and latency_hist.png into out_dir, return the report."""
@@ -391,7 +394,15 @@ def run_benchmark(
     if bins > 0:
         progress(f"end to end: {bins} bins from {source}")
         report["end_to_end"], e2e_total = bench_end_to_end(
-            spec, settings, source, bins, array, camera_fov_deg, realtime, stimulator=stimulator
+            spec,
+            settings,
+            source,
+            bins,
+            array,
+            camera_fov_deg,
+            realtime,
+            stimulator=stimulator,
+            spin_us=spin_us,
         )
     report["targets"] = evaluate_targets(report)
     histogram_png(out_dir / "latency_hist.png", e2e_total, results)

@@ -118,6 +118,12 @@ def run_command(
     rt_priority: int = typer.Option(
         0, help="SCHED_FIFO priority 1-99 for the loop thread (0: off; needs CAP_SYS_NICE)."
     ),
+    spin_us: float = typer.Option(
+        0.0,
+        min=0.0,
+        help="Busy-wait the last N µs before each bin instead of sleeping (keeps the core "
+        "awake; costs that share of one core; see README, latency).",
+    ),
 ) -> None:
     """Stream frames through the model to the stimulator, live (Ctrl-C stops safely)."""
     from rich.live import Live
@@ -169,7 +175,7 @@ def run_command(
     except expected as exc:
         raise _fail(str(exc)) from None
 
-    clock: BinClock = VirtualClock() if as_fast_as_possible else RealClock()
+    clock: BinClock = VirtualClock() if as_fast_as_possible else RealClock(int(spin_us * 1e3))
     prev = None
     if preview:
         from runtime.preview import PreviewThread, has_display
@@ -285,6 +291,9 @@ def bench_command(
     rt_priority: int = typer.Option(
         0, help="SCHED_FIFO priority 1-99 for the benchmark thread (0: off)."
     ),
+    spin_us: float = typer.Option(
+        0.0, min=0.0, help="With --realtime: busy-wait the last N µs before each bin."
+    ),
 ) -> None:
     """Latency benchmark: inference alone, end to end, FLOPs vs matmul peak; table, JSON, PNG."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -320,6 +329,7 @@ def bench_command(
                 camera_fov_deg=camera_fov_deg,
                 stimulator=stimulator,  # type: ignore[arg-type]
                 scheduling=scheduling,
+                spin_us=spin_us,
                 progress=lambda s: bar.update(task, description=s),
             )
     except expected as exc:
