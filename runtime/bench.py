@@ -190,6 +190,21 @@ def sweep_settings(spec: ModelSpec, runs: int, warmup: int) -> list[dict[str, An
     return rows
 
 
+def host_steal_s() -> float | None:
+    """CPU time (s, all cores) the hypervisor gave to other guests since boot; None off Linux.
+
+    Why: on a virtual machine a bin can stall for tens of ms with the loop thread runnable
+    but no physical core under it. The steal counter of /proc/stat is the evidence that
+    separates such stalls from the runtime's own work (recorded around the end-to-end run).
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = fh.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def bench_end_to_end(
     spec: ModelSpec,
     settings: SessionSettings,
@@ -231,9 +246,11 @@ def bench_end_to_end(
         from runtime.realtime import freeze_heap
 
         freeze_heap()  # as `npe run` does: setup objects out of the collector's reach
+        steal0 = host_steal_s()
         try:
             summary = rt.run(max_bins=n_bins)
         finally:
+            steal1 = host_steal_s()
             gc.unfreeze()
             src.close()
             time.sleep(0.05)
@@ -246,6 +263,7 @@ def bench_end_to_end(
     out["clock"] = "real time" if realtime else "as fast as possible"
     out["stimulator_mode"] = stimulator
     out["spin_us"] = spin_us if realtime else None
+    out["host_steal_s"] = None if steal0 is None or steal1 is None else steal1 - steal0
     return out, total
 
 

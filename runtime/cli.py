@@ -397,6 +397,11 @@ def print_bench(report: dict[str, Any]) -> None:
             f"dropped bins {e2e['counters']['bins_dropped']}, bins over the "
             f"{1000 / report['frame_rate_hz']:.0f} ms period {e2e['bins_over_period']}, "
             f"stimulator accepted {e2e['stimulator'].get('accepted', '-')}"
+            + (
+                f", host steal time {e2e['host_steal_s']:.2f} s"
+                if e2e.get("host_steal_s") is not None
+                else ""
+            )
         )
     for name, t in report["targets"].items():
         colour = "green" if t["met"] else "red"

@@ -17,7 +17,9 @@ from numpy.typing import NDArray
 #: thread waited for a core or the GIL — on a shared, loaded machine it separates "too much
 #: work" from "not scheduled". "frame_age" (real clock only, else 0) runs from the capture
 #: timestamp of the frame the bin used to the stimulation frame written: it adds the
-#: sample-and-hold wait (up to one camera frame interval) to "total".
+#: sample-and-hold wait (up to one camera frame interval) to "total". "late" (real clock only)
+#: is how long after its deadline the bin's work began: near zero normally; a bin is dropped
+#: only after a stall of about a whole period, and this is where such stalls show.
 STAGES: tuple[str, ...] = (
     "capture",
     "preprocess",
@@ -28,6 +30,7 @@ STAGES: tuple[str, ...] = (
     "total",
     "cpu",
     "frame_age",
+    "late",
 )
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
 

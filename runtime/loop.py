@@ -238,6 +238,7 @@ class StreamingRuntime:
                 t_a = mono()
                 cpu_a = cpu()
                 now = clock.now_ns()
+                late_ns = t_a - deadline  # how late this bin's work starts (before any skip)
                 # Overload: bins that already ended beyond this one are skipped, not queued.
                 behind = (now - t0) // P - (k + 1)
                 if behind > 0:
@@ -308,8 +309,10 @@ class StreamingRuntime:
                 row[1], row[2], row[3] = t_c - t_b, t_d - t_c, t_e - t_d
                 row[4], row[5], row[6] = t_f - t_e, t_g - t_f, row[0] + t_g - t_b
                 row[7] = cpu() - cpu_a
-                if self._real_clock and binner.held_t_ns is not None:
-                    row[8] = t_g - binner.held_t_ns  # photon (capture) → stimulation written
+                if self._real_clock:
+                    row[9] = late_ns
+                    if binner.held_t_ns is not None:
+                        row[8] = t_g - binner.held_t_ns  # photon (capture) → stimulation written
                 self.latency.commit()
                 if t_g - t_a > P:
                     self.bins_over_period += 1
@@ -341,7 +344,7 @@ class StreamingRuntime:
             latency_ms={
                 k: v
                 for k, v in self.latency.summary_ms().items()
-                if k != "frame_age" or self._real_clock  # no capture time base otherwise
+                if k not in ("frame_age", "late") or self._real_clock  # real time only
             },
             bins_over_period=self.bins_over_period,
             mean_active_electrodes=c.active_sum / max(1, c.bins_done + c.bins_zero),

@@ -66,7 +66,13 @@ def table(result_dir: Path) -> str:
             "",
             f"dropped bins {e['counters']['bins_dropped']}, bins whose work exceeded the 10 ms "
             f"period {e['bins_over_period']}, frames accepted by the simulated stimulator "
-            f"{e['stimulator'].get('accepted', '-')}",
+            f"{e['stimulator'].get('accepted', '-')}"
+            + (
+                f", host steal time during the run {e['host_steal_s']:.2f} s"
+                if e.get("host_steal_s") is not None
+                else ""
+            )
+            + (f", spin {e['spin_us']:g} µs" if e.get("spin_us") else ""),
         ]
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     for name, t in r["targets"].items():

@@ -1,21 +1,23 @@
 """Source faults → zero stimulation within one bin and a reconnect; overload → dropped bins,
 bounded latency and memory. Runs the real loop, ORT model and hardware pipeline on a
-virtual bin clock (deterministic); only the camera fault itself is scripted.
+virtual bin clock (deterministic); only the camera fault itself is scripted. One test paces
+on the real clock, with a real stall.
 """
 
 from __future__ import annotations
 
+import time
 import tracemalloc
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 
-from runtime.clock import VirtualClock
+from runtime.clock import RealClock, VirtualClock
 from runtime.inference import OrtEngine
 from runtime.loop import BinView, LoopConfig, StreamingRuntime
 from runtime.preprocess import Preprocessor
-from runtime.sources import FrameGrab, SourceHealth, SourceStats, Watchdog
+from runtime.sources import FrameGrab, SourceHealth, SourceStats, Watchdog, open_source
 from runtime.spec import ModelSpec
 
 from .conftest import RecordingAudit, RecordingLink, is_zero
@@ -230,3 +232,39 @@ def test_overload_memory_does_not_grow_with_run_length(
     # 5x more bins must not hold 5x more memory (a backlog queue or per-bin list would).
     assert long[0] < short[0] + 128 * 1024, (short, long)
     assert long[1] < short[1] + 128 * 1024, (short, long)
+
+
+class StallOnceEngine:
+    """The real ORT engine, with one real 35 ms stall at call `at` (a descheduled thread)."""
+
+    def __init__(self, inner: OrtEngine, at: int) -> None:
+        self.inner, self.at, self.calls = inner, at, 0
+        self.form = inner.form
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls == self.at:
+            time.sleep(0.035)
+        return self.inner.run(x)
+
+    def reset_state(self) -> None:
+        self.inner.reset_state()
+
+
+def test_real_clock_stall_shows_as_lateness_and_drops_bins(
+    toy_spec: ModelSpec, utah_pipeline: object
+) -> None:
+    """Paced on the real clock, a 35 ms stall drops the bins it swallowed (about 2-3 at 10 ms),
+    and the "late" stage shows how late the next bin began; the other bins start on time."""
+    form = toy_spec.find_form("step")
+    assert form is not None
+    eng = StallOnceEngine(OrtEngine(form), at=20)
+    rt, _, _, _ = _runtime(
+        toy_spec, open_source("synthetic:noise"), RealClock(), utah_pipeline, engine=eng
+    )
+    summary = rt.run(max_bins=60)
+    assert 2 <= summary.counters["bins_dropped"] <= 4
+    late = summary.latency_ms["late"]
+    assert late["max"] >= 20.0  # the bin after the stall began ~25 ms after its deadline
+    assert late["p50"] < 5.0  # the others began on time
+    assert summary.bins_total == 60
