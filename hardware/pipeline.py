@@ -127,17 +127,18 @@ class StimulationPipeline:
         (weakest dropped).
         """
         drive = self.sampler.drive(rates_hz, field.positions_deg, field.polarity)
-        cur = self.model.current_for(np.nan_to_num(drive, nan=0.0))
+        nan = np.isnan(drive)
+        cur = self.model.current_for(np.where(nan, 0.0, drive))
         on = (drive >= self.mapping.min_drive) & self.model.enabled[None, :]
         cur = np.where(on, np.minimum(cur, self.ceiling_ua[None, :]), 0.0)
         keep = self.limits.max_active_electrodes
         order = np.argsort(-np.where(on, drive, -np.inf), axis=1, kind="stable")
-        ranked = np.take_along_axis(cur, order, axis=1)
+        rows = np.arange(cur.shape[0])[:, None]
+        ranked = cur[rows, order]  # strongest drive first
         ranked[:, keep:] = 0.0
         ranked[np.cumsum(ranked, axis=1) > self.limits.max_total_current_ua] = 0.0
-        cur = np.empty_like(cur)
-        np.put_along_axis(cur, order, ranked, axis=1)
-        return np.where(np.isnan(drive), np.nan, cur)
+        cur[rows, order] = ranked
+        return np.where(nan, np.nan, cur)
 
     def process_batch(
         self, field: RateField, rates_hz: NDArray[np.floating]
