@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -219,29 +219,44 @@ def _session_command(
 
 _ELECTRODES_HELP = "'all', 'first:N' or a comma list of electrode ids."
 
+# Options every session command shares (threshold, brightness, map), declared once.
+PatientOpt = Annotated[str | None, typer.Option("--patient", help="Patient id.")]
+ArrayOpt = Annotated[str, typer.Option("--array", help="Array name or file.")]
+ElectrodesOpt = Annotated[str, typer.Option("--electrodes", help=_ELECTRODES_HELP)]
+MaxCurrentOpt = Annotated[
+    float, typer.Option("--max-current", help="Highest current to test (µA).")
+]
+SessionOpt = Annotated[Path | None, typer.Option("--session", help="Session file to create.")]
+ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="Resume this session file.")]
+SimulatedPatientOpt = Annotated[
+    int | None,
+    typer.Option("--simulated-patient", help="Answer automatically with simulated patient SEED."),
+]
+LinkOpt = Annotated[
+    str | None, typer.Option("--link", help="Stimulator link (udp://, serial://, file://).")
+]
+LimitsOpt = Annotated[Path | None, typer.Option("--limits", help="Safety limits JSON.")]
+OperatorOpt = Annotated[str, typer.Option("--operator", help="Who runs the session.")]
+
 
 @calibrate_app.command("threshold")
 def threshold_cmd(
-    patient: str | None = typer.Option(None, "--patient", help="Patient id."),
-    array: str = typer.Option("utah96", "--array", help="Array name or file."),
+    patient: PatientOpt = None,
+    array: ArrayOpt = "utah96",
     calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file."),
-    electrodes: str = typer.Option("all", "--electrodes", help=_ELECTRODES_HELP),
+    electrodes: ElectrodesOpt = "all",
     method: str = typer.Option("quest", "--method", help="quest (QUEST+) or staircase."),
     budget: int = typer.Option(60, "--budget", help="Maximum trials per electrode."),
     ci_target: float = typer.Option(
         12.0, "--ci-target", help="Stop when the 95% interval is this narrow (µA)."
     ),
-    max_current: float = typer.Option(100.0, "--max-current", help="Highest current to test (µA)."),
-    session: Path | None = typer.Option(None, "--session", help="Session file to create."),
-    resume: Path | None = typer.Option(None, "--resume", help="Resume this session file."),
-    simulated_patient: int | None = typer.Option(
-        None, "--simulated-patient", help="Answer automatically with simulated patient SEED."
-    ),
-    link: str | None = typer.Option(
-        None, "--link", help="Stimulator link (udp://, serial://, file://)."
-    ),
-    limits_file: Path | None = typer.Option(None, "--limits", help="Safety limits JSON."),
-    operator: str = typer.Option("unknown", "--operator", help="Who runs the session."),
+    max_current: MaxCurrentOpt = 100.0,
+    session: SessionOpt = None,
+    resume: ResumeOpt = None,
+    simulated_patient: SimulatedPatientOpt = None,
+    link: LinkOpt = None,
+    limits_file: LimitsOpt = None,
+    operator: OperatorOpt = "unknown",
 ) -> None:
     """Detection thresholds per electrode (QUEST+ or staircase; ML fit with CIs)."""
     if method not in ("quest", "staircase"):
@@ -255,23 +270,21 @@ def threshold_cmd(
 
 @calibrate_app.command("brightness")
 def brightness_cmd(
-    patient: str | None = typer.Option(None, "--patient", help="Patient id."),
-    array: str = typer.Option("utah96", "--array", help="Array name or file."),
+    patient: PatientOpt = None,
+    array: ArrayOpt = "utah96",
     calibration: Path | None = typer.Option(
         None, "--calibration", help="Calibration file (needs thresholds)."
     ),
-    electrodes: str = typer.Option("all", "--electrodes", help=_ELECTRODES_HELP),
+    electrodes: ElectrodesOpt = "all",
     levels: int = typer.Option(5, "--levels", help="Currents between threshold and maximum."),
     repeats: int = typer.Option(3, "--repeats", help="Ratings per current."),
-    max_current: float = typer.Option(100.0, "--max-current", help="Highest current (µA)."),
-    session: Path | None = typer.Option(None, "--session", help="Session file to create."),
-    resume: Path | None = typer.Option(None, "--resume", help="Resume this session file."),
-    simulated_patient: int | None = typer.Option(
-        None, "--simulated-patient", help="Answer automatically with simulated patient SEED."
-    ),
-    link: str | None = typer.Option(None, "--link", help="Stimulator link."),
-    limits_file: Path | None = typer.Option(None, "--limits", help="Safety limits JSON."),
-    operator: str = typer.Option("unknown", "--operator", help="Who runs the session."),
+    max_current: MaxCurrentOpt = 100.0,
+    session: SessionOpt = None,
+    resume: ResumeOpt = None,
+    simulated_patient: SimulatedPatientOpt = None,
+    link: LinkOpt = None,
+    limits_file: LimitsOpt = None,
+    operator: OperatorOpt = "unknown",
 ) -> None:
     """Brightness magnitude estimation and saturating-curve fits."""
     _session_command(
@@ -283,20 +296,18 @@ def brightness_cmd(
 
 @calibrate_app.command("map")
 def map_cmd(
-    patient: str | None = typer.Option(None, "--patient", help="Patient id."),
-    array: str = typer.Option("utah96", "--array", help="Array name or file."),
+    patient: PatientOpt = None,
+    array: ArrayOpt = "utah96",
     calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file."),
-    electrodes: str = typer.Option("all", "--electrodes", help=_ELECTRODES_HELP),
+    electrodes: ElectrodesOpt = "all",
     reports: int = typer.Option(2, "--reports", help="Location reports per electrode."),
-    max_current: float = typer.Option(100.0, "--max-current", help="Highest current (µA)."),
-    session: Path | None = typer.Option(None, "--session", help="Session file to create."),
-    resume: Path | None = typer.Option(None, "--resume", help="Resume this session file."),
-    simulated_patient: int | None = typer.Option(
-        None, "--simulated-patient", help="Answer automatically with simulated patient SEED."
-    ),
-    link: str | None = typer.Option(None, "--link", help="Stimulator link."),
-    limits_file: Path | None = typer.Option(None, "--limits", help="Safety limits JSON."),
-    operator: str = typer.Option("unknown", "--operator", help="Who runs the session."),
+    max_current: MaxCurrentOpt = 100.0,
+    session: SessionOpt = None,
+    resume: ResumeOpt = None,
+    simulated_patient: SimulatedPatientOpt = None,
+    link: LinkOpt = None,
+    limits_file: LimitsOpt = None,
+    operator: OperatorOpt = "unknown",
 ) -> None:
     """Phosphene location reports; one retinotopic model fitted to the whole array."""
     _session_command(
@@ -326,7 +337,7 @@ def predict_cmd(
     calibration: Path = typer.Option(
         ..., "--calibration", help="Calibration file with measured thresholds."
     ),
-    array: str = typer.Option("utah96", "--array", help="Array name or file."),
+    array: ArrayOpt = "utah96",
     features: Path | None = typer.Option(
         None, "--features", help="JSON {electrode: {depth_mm, impedance_kohm}}."
     ),
