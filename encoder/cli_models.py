@@ -99,6 +99,14 @@ def train_command(
         None, "--epoch-frames", help="Training frames per epoch (random subset; default all)."
     ),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    lr_decay: float = typer.Option(
+        1.0,
+        "--lr-decay",
+        help="Multiply the learning rate by this when validation loss stalls (1 = constant).",
+    ),
+    lr_decay_patience: int = typer.Option(
+        2, "--lr-decay-patience", help="Epochs without improvement before a decay."
+    ),
     max_minutes: float | None = typer.Option(
         None, "--max-minutes", help="Stop after this much wall time."
     ),
@@ -136,6 +144,8 @@ def train_command(
         model_config=model_config,
         loss=loss,
         lr=lr,
+        lr_decay=lr_decay,
+        lr_decay_patience=lr_decay_patience,
         batch_size=batch_size,
         chunk_frames=chunk_frames,
         max_epochs=max_epochs,

@@ -88,6 +88,26 @@ def test_same_seed_same_weights_and_resume_continues(tiny_path: Path, tmp_path: 
     assert full.weights_sha256 == resumed.weights_sha256  # resuming = never having stopped
 
 
+def test_lr_decays_when_validation_stalls_and_resume_keeps_it(
+    tiny_path: Path, tmp_path: Path
+) -> None:
+    """With a rate too small to improve anything, every epoch after the first stalls, so the
+    plateau rule halves the rate after each; the decayed rate survives --resume."""
+    cfg = _cfg(lr=1e-6, lr_decay=0.5, lr_decay_patience=0, max_epochs=3, seed=1)
+    result = train(tiny_path, tmp_path / "a", cfg)
+    lrs = [e.lr for e in result.epochs]
+    assert lrs[0] == 1e-6 and lrs[1] == 1e-6  # epoch 1 improves on inf; epoch 2 stalls
+    assert lrs[2] == pytest.approx(0.5e-6)
+    resumed = train(
+        tiny_path, tmp_path / "a", _cfg(**{**cfg.__dict__, "max_epochs": 4, "resume": True})
+    )
+    assert resumed.epochs[3].lr == pytest.approx(0.25e-6)
+    constant = train(tiny_path, tmp_path / "b", _cfg(lr=1e-6, max_epochs=3, seed=1))
+    assert {e.lr for e in constant.epochs} == {1e-6}  # the default keeps the rate
+    with pytest.raises(TrainError, match="lr-decay"):
+        train(tiny_path, tmp_path / "c", _cfg(lr_decay=1.5))
+
+
 def test_init_from_with_frozen_core_keeps_conv_layers(tiny_path: Path, tmp_path: Path) -> None:
     cfg = _cfg(model="single-cnn", model_config=TINY_SINGLE, max_epochs=1)
     train(tiny_path, tmp_path / "base", cfg)
