@@ -167,8 +167,9 @@ class RateSampler:
         self.phosphene_deg = phosphene_deg
         self.config = config
         self._key: tuple[bytes, bytes] | None = None
-        self._weights: list[sparse.csr_matrix] = []
-        self._stacked: sparse.csr_matrix | None = None
+        # [2·n_electrodes, n_entries]: the ON group's weights stacked over the OFF group's,
+        # so one sparse product per bin serves both.
+        self._weights: sparse.csr_matrix | None = None
 
     def _build(self, positions: NDArray[np.float64], polarity: NDArray[np.int8]) -> None:
         cfg = self.config
@@ -200,9 +201,7 @@ class RateSampler:
                 cols = np.r_[cols, idx[near_j[fallback]]]
                 vals = np.r_[vals, np.ones(int(fallback.sum()))]
             weights.append(sparse.csr_matrix((vals, (rows, cols)), shape=(n_el, n)))
-        self._weights = weights
-        # One product per bin instead of one per group (each scipy call has fixed overhead).
-        self._stacked = sparse.vstack(weights, format="csr")
+        self._weights = sparse.vstack(weights, format="csr")
 
     def drive(
         self,
@@ -225,9 +224,9 @@ class RateSampler:
         bad = ~np.isfinite(r) | (r < 0)
         clean = np.where(bad, 0.0, np.minimum(r, self.config.rate_max_hz))
         n_el = self.phosphene_deg.shape[0]
-        stacked = self._stacked
-        assert stacked is not None  # built by _build above
-        both = (stacked @ clean.T).T  # [B, 2·n_el]: ON group's drive, then OFF's
+        w = self._weights
+        assert w is not None  # built by _build above
+        both = (w @ clean.T).T  # [B, 2·n_el]: ON group's drive, then OFF's
         out = np.maximum(both[:, :n_el], both[:, n_el:]) / self.config.rate_max_hz
         out = np.minimum(np.maximum(out, 0.0), 1.0)
         if not bad.any():  # the live path's usual case: skip the fault bookkeeping
@@ -235,5 +234,6 @@ class RateSampler:
         # Weights are positive wherever an entry is sampled, so w @ bad > 0 exactly when an
         # electrode samples a bad entry.
         bad_f = bad.T.astype(np.float64)
-        bad_hits = sum(((w @ bad_f).T for w in self._weights), np.zeros_like(out))
+        hits = (w @ bad_f).T
+        bad_hits = hits[:, :n_el] + hits[:, n_el:]
         return np.where(bad_hits > 0, np.nan, out)

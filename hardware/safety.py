@@ -314,45 +314,6 @@ class SafetyEnforcer:
         pw_safe = np.where(pw > 0, pw, 1.0)
         return np.minimum(self.limits.max_amplitude_ua, self._charge_min / pw_safe) * _MARGIN
 
-    def _within_limits(self, f: _Fields) -> NDArray[np.bool_] | None:
-        """The electrodes asked to stimulate [B, n] when the batch is already within every
-        limit (no step of the enforcer would clamp, zero or report anything); else None.
-
-        Why: the mapper already respects the limits it knows of, so this is the usual case in
-        a live stream, and checking it takes a fraction of the ~70 array operations that the
-        full path spends. Any doubt (a NaN anywhere, a value at a limit's edge) → None, and
-        the full path decides.
-        """
-        lim = self.limits
-        stack = np.stack([f.amp, f.pw, f.gap, f.rate, f.pulses])
-        if not (np.isfinite(stack).all() and stack.min() >= 0):
-            return None
-        asked = (f.amp != 0) & (f.pulses != 0)
-        if not asked.any():
-            return asked
-        if (asked & self.disabled_mask[None, :]).any():
-            return None
-        amp, pw, gap, rate, pulses = stack[:, asked]
-        if not (
-            pw.min() > 0
-            and pw.max() <= lim.max_phase_width_us
-            and gap.max() <= lim.max_interphase_gap_us
-            and rate.min() > 0
-            and rate.min() >= lim.min_pulse_rate_hz
-            and rate.max() <= lim.max_pulse_rate_hz
-            and pulses.max() <= lim.max_pulses_per_frame
-            and amp.min() >= _MIN_DELIVERABLE_UA
-            and asked.sum(axis=1).max() <= lim.max_active_electrodes
-        ):
-            return None
-        if (rate > 1e6 / (2.0 * pw + gap) * _MARGIN).any():
-            return None
-        if (amp > self._ceiling(f.pw)[asked]).any():
-            return None
-        if np.where(asked, f.amp, 0.0).sum(axis=1).max() > lim.max_total_current_ua * _MARGIN:
-            return None
-        return asked
-
     def enforce(self, frame: StimulationFrame) -> tuple[StimulationFrame, list[SafetyEvent]]:
         """Return the frame made safe, and every intervention (empty list: untouched)."""
         ids = self.array.electrode_ids
@@ -390,8 +351,6 @@ class SafetyEnforcer:
         interphase_gap_us: NDArray[np.generic],
         pulse_rate_hz: NDArray[np.generic],
         n_pulses: NDArray[np.generic],
-        *,
-        _full: bool = False,
     ) -> tuple[
         tuple[
             NDArray[np.float32],
@@ -407,8 +366,6 @@ class SafetyEnforcer:
         Args: each [B, n] (n = array electrodes), any numeric dtype, any values.
         Returns: ((amplitude_ua, phase_width_us, interphase_gap_us, pulse_rate_hz) [B, n]
         float32, n_pulses [B, n] uint16) and, per batch row, the list of events.
-        `_full=True` skips the already-within-limits fast path (for the test that proves the
-        two paths equal).
         """
         lim = self.limits
         ids_arr = self._ids_arr
@@ -456,122 +413,112 @@ class SafetyEnforcer:
                     )
                 )
 
-        live = None if _full else self._within_limits(f)
-        if live is not None:
-            # Fast path: nothing would be clamped or reported, so the steps below reduce to
-            # these normalisations (proven equal by a property test against `_full=True`).
-            f.pulses = np.floor(f.pulses)
-            f.amp = np.where(live, f.amp, 0.0)
-            ceiling = self._ceiling(f.pw)
-        else:
-            # Which electrodes are asked to stimulate at all (amplitude and pulses non-zero,
-            # counting NaN as "asked": a NaN is never silently treated as zero without a report).
-            asked = (f.amp != 0) & (f.pulses != 0)
-            stack = np.stack([f.amp, f.pw, f.gap, f.rate, f.pulses])
-            nonfinite = asked & ~np.all(np.isfinite(stack), axis=0)
-            report("nonfinite", nonfinite, "NaN or infinite parameter: electrode zeroed")
-            negative = asked & ~nonfinite & np.any(stack < 0, axis=0)
-            report("negative", negative, "negative parameter: electrode zeroed")
-            live = asked & ~nonfinite & ~negative
-            dis = live & self.disabled_mask[None, :]
-            report("disabled", dis, "disabled electrode asked to stimulate: zeroed", f.amp)
-            live &= ~dis
+        # Which electrodes are asked to stimulate at all (amplitude and pulses non-zero,
+        # counting NaN as "asked": a NaN is never silently treated as zero without a report).
+        asked = (f.amp != 0) & (f.pulses != 0)
+        stack = np.stack([f.amp, f.pw, f.gap, f.rate, f.pulses])
+        nonfinite = asked & ~np.all(np.isfinite(stack), axis=0)
+        report("nonfinite", nonfinite, "NaN or infinite parameter: electrode zeroed")
+        negative = asked & ~nonfinite & np.any(stack < 0, axis=0)
+        report("negative", negative, "negative parameter: electrode zeroed")
+        live = asked & ~nonfinite & ~negative
+        dis = live & self.disabled_mask[None, :]
+        report("disabled", dis, "disabled electrode asked to stimulate: zeroed", f.amp)
+        live &= ~dis
 
-            bad_pw = live & (f.pw <= 0)
-            report("phase_width_invalid", bad_pw, "phase width 0: electrode zeroed", f.pw)
-            live &= ~bad_pw
-            m = live & (f.pw > lim.max_phase_width_us)
-            report("phase_width_cap", m, "phase width clamped", f.pw, lim.max_phase_width_us)
-            f.pw = np.where(m, lim.max_phase_width_us * _MARGIN, f.pw)
-            m = live & (f.gap > lim.max_interphase_gap_us)
-            report("gap_cap", m, "interphase gap clamped", f.gap, lim.max_interphase_gap_us)
-            f.gap = np.where(m, lim.max_interphase_gap_us * _MARGIN, f.gap)
+        bad_pw = live & (f.pw <= 0)
+        report("phase_width_invalid", bad_pw, "phase width 0: electrode zeroed", f.pw)
+        live &= ~bad_pw
+        m = live & (f.pw > lim.max_phase_width_us)
+        report("phase_width_cap", m, "phase width clamped", f.pw, lim.max_phase_width_us)
+        f.pw = np.where(m, lim.max_phase_width_us * _MARGIN, f.pw)
+        m = live & (f.gap > lim.max_interphase_gap_us)
+        report("gap_cap", m, "interphase gap clamped", f.gap, lim.max_interphase_gap_us)
+        f.gap = np.where(m, lim.max_interphase_gap_us * _MARGIN, f.gap)
 
-            bad_rate = live & (f.rate <= 0)
-            report("pulse_rate_invalid", bad_rate, "pulse rate 0: electrode zeroed", f.rate)
-            live &= ~bad_rate
-            m = live & (f.rate < lim.min_pulse_rate_hz)
-            report(
-                "pulse_rate_low", m, "pulse rate raised to minimum", f.rate, lim.min_pulse_rate_hz
-            )
-            f.rate = np.where(m, lim.min_pulse_rate_hz, f.rate)
-            m = live & (f.rate > lim.max_pulse_rate_hz)
-            report("pulse_rate_high", m, "pulse rate clamped", f.rate, lim.max_pulse_rate_hz)
-            f.rate = np.where(m, lim.max_pulse_rate_hz * _MARGIN, f.rate)
-            # Charge balance: cathodic phase, gap and anodic phase must fit in one period.
-            with np.errstate(divide="ignore", invalid="ignore"):
-                fit_rate = np.where(live, 1e6 / (2.0 * f.pw + f.gap), np.inf) * _MARGIN
-            m = live & (f.rate > fit_rate)
-            unfit = m & (fit_rate < lim.min_pulse_rate_hz)
-            report(
-                "charge_balance_period",
-                m,
-                "both phases and gap exceed the pulse period: rate lowered (or electrode zeroed)",
-                f.rate,
-                fit_rate,
-            )
-            f.rate = np.where(m, fit_rate, f.rate)
-            live &= ~unfit
-            m = live & (f.pulses > lim.max_pulses_per_frame)
-            report("pulses_cap", m, "pulses per frame clamped", f.pulses, lim.max_pulses_per_frame)
-            f.pulses = np.where(m, lim.max_pulses_per_frame, np.floor(f.pulses))
+        bad_rate = live & (f.rate <= 0)
+        report("pulse_rate_invalid", bad_rate, "pulse rate 0: electrode zeroed", f.rate)
+        live &= ~bad_rate
+        m = live & (f.rate < lim.min_pulse_rate_hz)
+        report("pulse_rate_low", m, "pulse rate raised to minimum", f.rate, lim.min_pulse_rate_hz)
+        f.rate = np.where(m, lim.min_pulse_rate_hz, f.rate)
+        m = live & (f.rate > lim.max_pulse_rate_hz)
+        report("pulse_rate_high", m, "pulse rate clamped", f.rate, lim.max_pulse_rate_hz)
+        f.rate = np.where(m, lim.max_pulse_rate_hz * _MARGIN, f.rate)
+        # Charge balance: cathodic phase, gap and anodic phase must fit in one period.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fit_rate = np.where(live, 1e6 / (2.0 * f.pw + f.gap), np.inf) * _MARGIN
+        m = live & (f.rate > fit_rate)
+        unfit = m & (fit_rate < lim.min_pulse_rate_hz)
+        report(
+            "charge_balance_period",
+            m,
+            "both phases and gap exceed the pulse period: rate lowered (or electrode zeroed)",
+            f.rate,
+            fit_rate,
+        )
+        f.rate = np.where(m, fit_rate, f.rate)
+        live &= ~unfit
+        m = live & (f.pulses > lim.max_pulses_per_frame)
+        report("pulses_cap", m, "pulses per frame clamped", f.pulses, lim.max_pulses_per_frame)
+        f.pulses = np.where(m, lim.max_pulses_per_frame, np.floor(f.pulses))
 
-            # Amplitude caps, each reported under its own name (the strictest one binds).
-            ceiling = self._ceiling(f.pw)
-            if (live & (f.amp > ceiling)).any():  # usually not: skip the per-kind reports
-                pw_safe = np.where(f.pw > 0, f.pw, 1.0)  # live electrodes all have pw > 0
-                caps = {
-                    "amplitude_cap": np.full_like(f.amp, lim.max_amplitude_ua),
-                    **{kind: q / pw_safe for kind, q in self._charge_caps.items()},
-                }
-                for kind, cap in caps.items():
-                    m = live & (f.amp > cap * _MARGIN)
-                    report(
-                        kind,
-                        m,
-                        f"amplitude clamped ({kind.removesuffix('_cap')} limit)",
-                        f.amp,
-                        cap,
-                    )
-            f.amp = np.where(live, np.minimum(f.amp, ceiling), 0.0)
-            live &= f.amp > 0
-
-            # Per frame: simultaneous electrodes (keep the strongest), then total current.
-            n_active = live.sum(axis=1)
-            over_rows = np.nonzero(n_active > lim.max_active_electrodes)[0]
-            for b in over_rows.tolist():
-                order = np.argsort(-f.amp[b], kind="stable")
-                drop = order[lim.max_active_electrodes :]
-                live[b, drop] = False
-                self.counts["active_cap"] += 1
-                events[b].append(
-                    SafetyEvent(
-                        "active_cap",
-                        f"{int(n_active[b])} electrodes active, the {lim.max_active_electrodes} "
-                        "strongest kept",
-                        None,
-                        float(n_active[b]),
-                        float(lim.max_active_electrodes),
-                    )
+        # Amplitude caps, each reported under its own name (the strictest one binds).
+        ceiling = self._ceiling(f.pw)
+        if (live & (f.amp > ceiling)).any():  # usually not: skip the per-kind reports
+            pw_safe = np.where(f.pw > 0, f.pw, 1.0)  # live electrodes all have pw > 0
+            caps = {
+                "amplitude_cap": np.full_like(f.amp, lim.max_amplitude_ua),
+                **{kind: q / pw_safe for kind, q in self._charge_caps.items()},
+            }
+            for kind, cap in caps.items():
+                m = live & (f.amp > cap * _MARGIN)
+                report(
+                    kind,
+                    m,
+                    f"amplitude clamped ({kind.removesuffix('_cap')} limit)",
+                    f.amp,
+                    cap,
                 )
-            f.amp = np.where(live, f.amp, 0.0)
-            total = f.amp.sum(axis=1)
-            over = total > lim.max_total_current_ua * _MARGIN
-            for b in np.nonzero(over)[0].tolist():
-                self.counts["total_current_cap"] += 1
-                events[b].append(
-                    SafetyEvent(
-                        "total_current_cap",
-                        "total current scaled down proportionally",
-                        None,
-                        float(total[b]),
-                        lim.max_total_current_ua,
-                    )
+        f.amp = np.where(live, np.minimum(f.amp, ceiling), 0.0)
+        live &= f.amp > 0
+
+        # Per frame: simultaneous electrodes (keep the strongest), then total current.
+        n_active = live.sum(axis=1)
+        over_rows = np.nonzero(n_active > lim.max_active_electrodes)[0]
+        for b in over_rows.tolist():
+            order = np.argsort(-f.amp[b], kind="stable")
+            drop = order[lim.max_active_electrodes :]
+            live[b, drop] = False
+            self.counts["active_cap"] += 1
+            events[b].append(
+                SafetyEvent(
+                    "active_cap",
+                    f"{int(n_active[b])} electrodes active, the {lim.max_active_electrodes} "
+                    "strongest kept",
+                    None,
+                    float(n_active[b]),
+                    float(lim.max_active_electrodes),
                 )
-            with np.errstate(divide="ignore", invalid="ignore"):
-                scale = np.where(over, lim.max_total_current_ua * _MARGIN**2 / total, 1.0)
-            f.amp = f.amp * scale[:, None]
-            live &= f.amp >= _MIN_DELIVERABLE_UA
+            )
+        f.amp = np.where(live, f.amp, 0.0)
+        total = f.amp.sum(axis=1)
+        over = total > lim.max_total_current_ua * _MARGIN
+        for b in np.nonzero(over)[0].tolist():
+            self.counts["total_current_cap"] += 1
+            events[b].append(
+                SafetyEvent(
+                    "total_current_cap",
+                    "total current scaled down proportionally",
+                    None,
+                    float(total[b]),
+                    lim.max_total_current_ua,
+                )
+            )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(over, lim.max_total_current_ua * _MARGIN**2 / total, 1.0)
+        f.amp = f.amp * scale[:, None]
+        live &= f.amp >= _MIN_DELIVERABLE_UA
 
         z = np.float64(0.0)
         pw = _f32_le(np.where(live, f.pw, z), lim.max_phase_width_us)
