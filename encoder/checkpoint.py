@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -191,6 +192,25 @@ def read_meta(run_dir: str | Path) -> CheckpointMeta:
         raise CheckpointError(f"{path}: invalid field {where!r}: {first['msg']}") from exc
 
 
+#: Config fields added after checkpoints of a model were already being written, with the
+#: value that rebuilds the layout such an older checkpoint was trained with. Why: the saved
+#: config holds every field (`config_dict`), so a missing one means an older checkpoint, and
+#: the new field's default would describe a different network than its weights.
+LEGACY_CONFIG: dict[str, dict[str, Callable[[CheckpointMeta], Any]]] = {
+    # before layer 1's temporal stage: purely spatial layer 1 = LSTM over the whole window
+    "cnn-lstm": {"lstm_steps": lambda meta: meta.window_frames},
+}
+
+
+def _saved_config(meta: CheckpointMeta) -> dict[str, Any]:
+    """The checkpoint's model config, with LEGACY_CONFIG filling fields it predates."""
+    config = meta.model_config_dict
+    for field, value in LEGACY_CONFIG.get(meta.model_name, {}).items():
+        if field not in config:
+            config[field] = value(meta)
+    return config
+
+
 def load_checkpoint(run_dir: str | Path) -> LoadedCheckpoint:
     """Rebuild the model of `run_dir` from its meta and load its weights (eval mode, CPU)."""
     from safetensors import SafetensorError
@@ -206,7 +226,7 @@ def load_checkpoint(run_dir: str | Path) -> LoadedCheckpoint:
     try:
         model = build_model(
             meta.model_name,
-            meta.model_config_dict,
+            _saved_config(meta),
             meta.n_cells,
             (meta.frame_shape[0], meta.frame_shape[1]),
             meta.window_frames,

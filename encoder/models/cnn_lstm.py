@@ -5,8 +5,16 @@ activations, dropout and an L2 activity regulariser, then an LSTM over the frame
 window and a linear readout to all cells with softplus (REFERENCES: YADLRetina, ~1.5M
 parameters; the hidden size 150 gives ~1.5M at 32×32 input).
 
-The convolutions are per frame (purely spatial) so the model is causal and has a clean
-`step`: one frame through the convolutions, one LSTM update. The LSTM is written out with
+Layer 1 is space-time separable: a per-frame spatial convolution, then a causal temporal
+convolution over the last `temporal1` = T − `lstm_steps` + 1 frames of its responses, and
+only then the rectification. Why: retinal subunits (bipolar cells) filter in time *before*
+they rectify, and so does the synthetic retina; with purely spatial convolutions (this model's first
+layout, still what `lstm_steps` ≥ T gives) the ReLU discards the sign of a response before
+the LSTM can filter it in time. On the benchmark's natural movie that layout converged to
+0.859 mean PCC (87.8 % of the ceiling) in 9.6 min; with the temporal stage (16 taps, LSTM
+over the last 10 frames) to 0.886 (90.5 %) in 6.5 min (benchmarks/accuracy). The model stays
+causal and has a clean `step`: one frame through the convolutions (with a cache of the last
+temporal1 − 1 spatial responses), one LSTM update. The LSTM is written out with
 explicit matrix products so that (a) the input projection of each frame is computed once and
 shared by all overlapping windows in training (`forward_chunk`) and (b) it exports to plain
 MatMul/Sigmoid/Tanh ONNX ops.
@@ -24,12 +32,16 @@ predictor (validation PCC 0.00 on white noise). Fixes, neither changing the arch
   Adam step moves the gates √fan_in times less;
 * `init_output_bias(mean_counts)` (called by `encoder.train` before training) starts the
   softplus readout at each cell's mean count, so there is no large same-sign gradient to begin
-  with (before: softplus(−2) = 0.13 spikes/bin for every cell).
+  with (before: softplus(−2) = 0.13 spikes/bin for every cell);
+* layer 1's temporal filter starts as a pass-through of the newest frame (the purely spatial
+  layout) and learns its taps from there: from random taps the model never left "predict the
+  mean" on white noise (validation PCC ≤ 0.02 after 7 epochs at Adam 1e-3 and 3e-3), where
+  from the pass-through it learned from epoch 4.
 
-Semantics: `forward(window)` runs the LSTM from zero state over the T frames of the window
-(the original's stateless LSTM). `step`/`forward_sequence` run it continuously from zero
-state, so they equal `forward` only for the first T frames; the deployment model with exact
-window semantics in step form is `streaming`.
+Semantics: `forward(window)` runs the LSTM from zero state over the last T − temporal1 + 1
+frames of the window (the original's stateless LSTM). `step`/`forward_sequence` run it
+continuously from zero state (and a zero cache), so they do not equal `forward` on windows;
+the deployment model with exact window semantics in step form is `streaming`.
 """
 
 from __future__ import annotations
@@ -43,7 +55,13 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from encoder.models.base import ModelConfig, RetinaModel, gaussian_noise, two_conv_output_shape
+from encoder.models.base import (
+    ModelConfig,
+    ModelConfigError,
+    RetinaModel,
+    gaussian_noise,
+    two_conv_output_shape,
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +70,9 @@ class CNNLSTMConfig(ModelConfig):
     kernel1: int = 15
     filters2: int = 12
     kernel2: int = 5
+    # Frames the LSTM runs over; layer 1's temporal filter spans the rest of the window
+    # (temporal1 = window − lstm_steps + 1; lstm_steps ≥ window: purely spatial layer 1).
+    lstm_steps: int = 10
     hidden: int = 150
     noise_sigma: float = 0.1
     dropout: float = 0.2
@@ -70,7 +91,23 @@ class CNNLSTM(RetinaModel):
         super().__init__(config, n_cells, frame_shape, window_frames)
         c = config
         h2, w2 = two_conv_output_shape("cnn-lstm", frame_shape, c.kernel1, c.kernel2)
+        if c.lstm_steps < 1:
+            raise ModelConfigError(f"cnn-lstm: lstm_steps must be ≥ 1, got {c.lstm_steps}")
+        self.temporal1 = max(1, window_frames - c.lstm_steps + 1)
         self.conv1 = nn.Conv2d(1, c.filters1, c.kernel1)
+        # Layer 1's temporal stage: a causal (temporal1, 1) conv over per-frame responses,
+        # before the rectification (see module docstring). None when temporal1 == 1.
+        self.time1 = (
+            nn.Conv2d(c.filters1, c.filters1, (self.temporal1, 1)) if self.temporal1 > 1 else None
+        )
+        if self.time1 is not None:
+            # Start as the purely spatial layout: each channel passes its newest frame through
+            # (see module docstring, "Training dynamics").
+            nn.init.zeros_(self.time1.weight)
+            nn.init.zeros_(self.time1.bias)  # type: ignore[arg-type]
+            with torch.no_grad():
+                for i in range(c.filters1):
+                    self.time1.weight[i, i, -1, 0] = 1.0
         self.conv2 = nn.Conv2d(c.filters1, c.filters2, c.kernel2)
         self.drop = nn.Dropout(c.dropout)
         n_features = c.filters2 * h2 * w2
@@ -105,12 +142,42 @@ class CNNLSTM(RetinaModel):
             self.readout.bias.copy_(torch.as_tensor(bias, dtype=self.readout.bias.dtype))
 
     # ------------------------------------------------------------------ stages
-    def _frame_gates(self, x: Tensor) -> Tensor:
-        """x: [B, N, H, W] → input contributions to the LSTM gates [B, N, 4·hidden]."""
-        c = self.config
+    def _spatial1(self, x: Tensor) -> Tensor:
+        """x: [B, N, H, W] → layer-1 spatial responses [B, F1, N, H1, W1] (before time1)."""
         b, n, h, w = x.shape
-        f = x.reshape(b * n, 1, h, w)
-        a1 = torch.relu(gaussian_noise(self.conv1(f), c.noise_sigma, self.training))
+        s = self.conv1(x.reshape(b * n, 1, h, w))
+        return s.reshape(b, n, *s.shape[1:]).permute(0, 2, 1, 3, 4)
+
+    def _frame_gates(self, x: Tensor, history: Tensor | None = None) -> Tensor:
+        """x: [B, N, H, W] → input contributions to the LSTM gates [B, N', 4·hidden].
+
+        Without a temporal stage (temporal1 = 1) N' = N. With one, each output frame needs the
+        temporal1 − 1 frames before it: `history` [B, F1, temporal1 − 1, H1, W1] supplies the
+        spatial responses of the frames before x (the streaming cache, zeros from rest) and
+        N' = N; without it the stage is 'valid' and N' = N − temporal1 + 1, so that a window
+        model sees only its own frames.
+        """
+        if self.time1 is None:
+            b, n, h, w = x.shape
+            return self._gates(self.conv1(x.reshape(b * n, 1, h, w)), b, n)
+        s1 = self._spatial1(x)
+        if history is not None:
+            s1 = torch.cat([history, s1], dim=2)
+        return self._temporal_gates(s1)
+
+    def _temporal_gates(self, s1: Tensor) -> Tensor:
+        """s1: spatial responses [B, F1, M, H1, W1] → gates [B, M − temporal1 + 1, 4·hidden]."""
+        assert self.time1 is not None
+        b, ch, m, h1, w1 = s1.shape
+        t = self.time1(s1.reshape(b, ch, m, h1 * w1))  # [B, F1, N', H1·W1]
+        n = t.shape[2]
+        z = t.reshape(b, ch, n, h1, w1).permute(0, 2, 1, 3, 4).reshape(b * n, ch, h1, w1)
+        return self._gates(z, b, n)
+
+    def _gates(self, z: Tensor, b: int, n: int) -> Tensor:
+        """Layer-1 pre-activations z [B·N, F1, H1, W1] → LSTM input gates [B, N, 4·hidden]."""
+        c = self.config
+        a1 = torch.relu(gaussian_noise(z, c.noise_sigma, self.training))
         a2 = torch.relu(gaussian_noise(self.conv2(a1), c.noise_sigma, self.training))
         if self.training:
             self._penalty = c.l2_activity * (a1.pow(2).mean() + a2.pow(2).mean())
@@ -141,14 +208,18 @@ class CNNLSTM(RetinaModel):
 
     # ------------------------------------------------------------------ window API
     def forward(self, x: Tensor) -> Tensor:
-        """x: [B, T, H, W] contrast → [B, n_cells]: LSTM over the window from zero state."""
+        """x: [B, T, H, W] contrast → [B, n_cells]: LSTM over the window from zero state.
+
+        With a temporal stage the LSTM runs over the T − temporal1 + 1 frames whose temporal
+        filter lies inside the window.
+        """
         gates = self._frame_gates(x[:, -self.window_frames :])
         return self._out(self._run(gates)[:, -1])
 
     def forward_chunk(self, x: Tensor) -> Tensor:
         """x: [B, L, H, W] → [B, L − T + 1, n_cells]; convolutions computed once per frame."""
-        t = self.window_frames
-        gates = self._frame_gates(x)  # [B, L, 4H]
+        t = self.window_frames - self.temporal1 + 1  # LSTM steps per window
+        gates = self._frame_gates(x)  # [B, L − temporal1 + 1, 4H]
         windows = gates.unfold(1, t, 1)  # [B, n, 4H, T]
         b, n = windows.shape[:2]
         windows = windows.permute(0, 1, 3, 2).reshape(b * n, t, -1)
@@ -157,23 +228,44 @@ class CNNLSTM(RetinaModel):
 
     # ------------------------------------------------------------------ streaming API
     def init_state(self, batch: int) -> tuple[Tensor, ...]:
-        """(h [B, hidden], c [B, hidden]) zeros."""
+        """Zeros: (h [B, hidden], c [B, hidden]) and, with a temporal stage, the cache of the
+        last temporal1 − 1 frames' spatial responses [B, F1, temporal1 − 1, H1, W1]."""
         p = self.readout.weight
         z = torch.zeros(batch, self.config.hidden, dtype=p.dtype, device=p.device)
-        return (z, z.clone())
+        if self.time1 is None:
+            return (z, z.clone())
+        c = self.config
+        h1, w1 = (d - c.kernel1 + 1 for d in self.frame_shape)
+        cache = torch.zeros(
+            batch, c.filters1, self.temporal1 - 1, h1, w1, dtype=p.dtype, device=p.device
+        )
+        return (z, z.clone(), cache)
+
+    def state_names(self) -> tuple[str, ...]:
+        """Names of `init_state`'s tensors, in order (used by the exporter)."""
+        return ("lstm_h", "lstm_c") if self.time1 is None else ("lstm_h", "lstm_c", "cache1")
 
     def step(self, frame: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """frame: [B, H, W], state (h, c) → ([B, n_cells], (h', c'))."""
-        gates = self._frame_gates(frame.unsqueeze(1))[:, 0]
+        """frame: [B, H, W], state from `init_state` → ([B, n_cells], next state)."""
+        x = frame.unsqueeze(1)
+        if self.time1 is None:
+            gates = self._frame_gates(x)[:, 0]
+            h, c = self._cell(gates, state[0], state[1])
+            return self._out(h), (h, c)
+        s1 = torch.cat([state[2], self._spatial1(x)], dim=2)  # [B, F1, temporal1, H1, W1]
+        gates = self._temporal_gates(s1)[:, 0]
         h, c = self._cell(gates, state[0], state[1])
-        return self._out(h), (h, c)
+        return self._out(h), (h, c, s1[:, :, 1:])
 
     def forward_sequence(self, x: Tensor) -> Tensor:
         """x: [B, N, H, W] from zero state, LSTM never reset → [B, N, n_cells]."""
-        return self._out(self._run(self._frame_gates(x)))
+        history = None
+        if self.time1 is not None:
+            history = self.init_state(x.shape[0])[2]
+        return self._out(self._run(self._frame_gates(x, history=history)))
 
     def core_modules(self) -> list[nn.Module]:
-        return [self.conv1, self.conv2]
+        return [m for m in (self.conv1, self.time1, self.conv2) if m is not None]
 
     def first_layer_filters(self) -> Tensor:
         return self.conv1.weight.detach()[:, 0]

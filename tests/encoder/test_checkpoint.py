@@ -120,3 +120,31 @@ def test_load_refuses_missing_altered_or_mismatched_files(tmp_path: Path) -> Non
     with pytest.raises(CheckpointError, match=r"model\.safetensors: missing"):
         load_checkpoint(run)
     assert np.isfinite(raw["frame_rate_hz"])
+
+
+def test_cnn_lstm_checkpoint_from_before_the_temporal_stage_loads_as_trained(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint whose saved config predates `lstm_steps` holds a purely spatial layer 1;
+    it must rebuild that network (not the new default's) and give the same outputs."""
+    torch.manual_seed(0)
+    old = build_model(
+        "cnn-lstm", {"kernel1": 5, "kernel2": 3, "hidden": 8, "lstm_steps": 99}, 2, (16, 16), 8
+    ).eval()
+    assert old.time1 is None  # type: ignore[attr-defined]
+    save_checkpoint(tmp_path / "run", old, _meta(old))
+    meta_path = tmp_path / "run" / META_FILE
+    raw = json.loads(meta_path.read_text())
+    del raw["model_config_dict"]["lstm_steps"]  # as written before the field existed
+    meta_path.write_text(json.dumps(raw))
+    loaded = load_checkpoint(tmp_path / "run")
+    assert loaded.model.time1 is None  # type: ignore[attr-defined]
+    x = torch.randn(2, 8, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), old(x))
+    # a current checkpoint keeps its own value: the default layout has the temporal stage
+    new = build_model(
+        "cnn-lstm", {"kernel1": 5, "kernel2": 3, "hidden": 8, "lstm_steps": 4}, 2, (16, 16), 8
+    ).eval()
+    save_checkpoint(tmp_path / "new", new, _meta(new))
+    assert load_checkpoint(tmp_path / "new").model.time1 is not None  # type: ignore[attr-defined]

@@ -22,7 +22,8 @@ WINDOW_TINY_DATA = 5  # window of test_models_data's 20 Hz recordings
 #: Tiny configs so every model runs on 16×16 frames in milliseconds.
 TINY: dict[str, dict[str, Any]] = {
     "single-cnn": {"kernel1": 5, "kernel2": 3},
-    "cnn-lstm": {"kernel1": 5, "kernel2": 3, "hidden": 8, "dropout": 0.0},
+    # lstm_steps 4 of an 8-frame window: layer 1 filters over the other 5 frames in time
+    "cnn-lstm": {"kernel1": 5, "kernel2": 3, "hidden": 8, "dropout": 0.0, "lstm_steps": 4},
     "deep-retina": {"kernel1": 5, "kernel2": 3, "filters1": 4, "filters2": 4},
     "fullyconv": {"kernel1": 5, "kernel2": 3, "filters1": 4, "filters2": 4, "n_types": 3},
     "ln": {},
@@ -133,8 +134,11 @@ def test_streaming_step_maps_equal_forward_maps_on_other_frame_size() -> None:
         torch.testing.assert_close(maps, model.forward_maps(x[:, -WINDOW:]), atol=1e-5, rtol=1e-4)  # type: ignore[operator]
 
 
-def test_cnn_lstm_step_equals_forward_sequence() -> None:
-    model = tiny_model("cnn-lstm")
+@pytest.mark.parametrize("lstm_steps", [4, WINDOW])
+def test_cnn_lstm_step_equals_forward_sequence(lstm_steps: int) -> None:
+    torch.manual_seed(0)
+    config = {**TINY["cnn-lstm"], "lstm_steps": lstm_steps}
+    model = build_model("cnn-lstm", config, N_CELLS, FRAME, WINDOW).eval()
     x = torch.randn(2, WINDOW + 3, *FRAME)
     state = model.init_state(2)  # type: ignore[operator]
     outs = []
@@ -145,8 +149,56 @@ def test_cnn_lstm_step_equals_forward_sequence() -> None:
         torch.testing.assert_close(
             torch.stack(outs, 1), model.forward_sequence(x), atol=1e-5, rtol=1e-4
         )  # type: ignore[operator]
-        # within the first window the continuous LSTM equals the windowed forward
-        torch.testing.assert_close(outs[WINDOW - 1], model(x[:, :WINDOW]), atol=1e-5, rtol=1e-4)
+        if lstm_steps >= WINDOW:
+            # purely spatial layer 1: within the first window the continuous LSTM equals the
+            # windowed forward
+            torch.testing.assert_close(outs[WINDOW - 1], model(x[:, :WINDOW]), atol=1e-5, rtol=1e-4)
+    # the state is (h, c) plus, with a temporal stage, the cache of the last T − lstm_steps
+    # spatial responses; its size is fixed whatever the number of frames processed
+    shapes = [tuple(s.shape) for s in state]
+    assert shapes == [tuple(s.shape) for s in model.init_state(2)]  # type: ignore[operator]
+    h1 = FRAME[0] - TINY["cnn-lstm"]["kernel1"] + 1
+    expected = [(2, 8), (2, 8)]
+    if lstm_steps < WINDOW:
+        expected.append((2, 8, WINDOW - lstm_steps, h1, h1))  # 8 = default filters1
+    assert shapes == expected
+    assert list(model.state_names()) == ["lstm_h", "lstm_c", "cache1"][: len(expected)]  # type: ignore[operator]
+
+
+def test_cnn_lstm_lstm_steps_sets_the_temporal_stage() -> None:
+    """Layer 1's temporal filter spans T − lstm_steps + 1 frames; lstm_steps ≥ T gives the
+    purely spatial layout; lstm_steps < 1 is refused by name."""
+    torch.manual_seed(0)
+    model = build_model("cnn-lstm", TINY["cnn-lstm"], N_CELLS, FRAME, WINDOW).eval()
+    assert model.temporal1 == WINDOW - 4 + 1  # type: ignore[attr-defined]
+    assert model.time1 is not None  # type: ignore[attr-defined]
+    spatial = build_model(
+        "cnn-lstm", {**TINY["cnn-lstm"], "lstm_steps": 99}, N_CELLS, FRAME, WINDOW
+    )
+    assert spatial.time1 is None  # type: ignore[attr-defined]
+    with pytest.raises(ModelConfigError, match="lstm_steps"):
+        build_model("cnn-lstm", {**TINY["cnn-lstm"], "lstm_steps": 0}, N_CELLS, FRAME, WINDOW)
+
+
+def test_cnn_lstm_temporal_stage_starts_as_the_spatial_layout() -> None:
+    """Untrained, layer 1's temporal filter passes the newest frame through, so the model
+    computes what the purely spatial layout with the same other weights computes (from
+    random taps it did not learn white noise; cnn_lstm module docstring)."""
+    torch.manual_seed(0)
+    temporal = build_model("cnn-lstm", TINY["cnn-lstm"], N_CELLS, FRAME, WINDOW).eval()
+    spatial = build_model(
+        "cnn-lstm", {**TINY["cnn-lstm"], "lstm_steps": WINDOW}, N_CELLS, FRAME, WINDOW
+    ).eval()
+    shared = {k: v for k, v in temporal.state_dict().items() if not k.startswith("time1.")}
+    spatial.load_state_dict(shared)
+    x = torch.randn(2, WINDOW + 4, *FRAME)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            temporal.forward_sequence(x),  # type: ignore[operator]
+            spatial.forward_sequence(x),  # type: ignore[operator]
+            atol=1e-6,
+            rtol=1e-5,
+        )
 
 
 @pytest.mark.parametrize("name", ["fullyconv", "streaming"])

@@ -28,7 +28,15 @@ CELL_TYPES = ("ON transient", "OFF sustained", "unknown")
 
 TINY_CONFIGS: dict[str, dict[str, Any]] = {
     "single-cnn": {"filters1": 2, "kernel1": 5, "filters2": 2, "kernel2": 3},
-    "cnn-lstm": {"filters1": 2, "kernel1": 5, "filters2": 2, "kernel2": 3, "hidden": 8},
+    # lstm_steps 3 of 6 frames: layer 1's temporal stage (and its cache state) is exported
+    "cnn-lstm": {
+        "filters1": 2,
+        "kernel1": 5,
+        "filters2": 2,
+        "kernel2": 3,
+        "hidden": 8,
+        "lstm_steps": 3,
+    },
     "deep-retina": {"filters1": 2, "kernel1": 5, "filters2": 2, "kernel2": 3},
     "fullyconv": {
         "filters1": 2,
