@@ -243,14 +243,20 @@ def bench_end_to_end(
         )
         import gc
 
-        from runtime.realtime import freeze_heap
+        from runtime.realtime import freeze_heap, tune_interpreter
 
-        freeze_heap()  # as `npe run` does: setup objects out of the collector's reach
+        # As `npe run` does: setup objects out of the collector's reach, and a short GIL
+        # switch interval (the progress display's thread must not hold the loop up).
+        freeze_heap()
+        switch_interval = sys.getswitchinterval()
+        tune_interpreter()
         steal0 = host_steal_s()
         try:
             summary = rt.run(max_bins=n_bins)
         finally:
             steal1 = host_steal_s()
+            e2e_switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(switch_interval)
             gc.unfreeze()
             src.close()
             time.sleep(0.05)
@@ -264,6 +270,7 @@ def bench_end_to_end(
     out["stimulator_mode"] = stimulator
     out["spin_us"] = spin_us if realtime else None
     out["host_steal_s"] = None if steal0 is None or steal1 is None else steal1 - steal0
+    out["switch_interval_s"] = e2e_switch_interval
     return out, total
 
 

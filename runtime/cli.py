@@ -403,6 +403,14 @@ def print_bench(report: dict[str, Any]) -> None:
                 else ""
             )
         )
+        stalls = e2e.get("stalls") or []
+        if stalls:
+            worst = max(stalls, key=lambda st: st["late_ms"])
+            console.print(
+                f"{len(stalls)} bin(s) began more than half a period late; the worst "
+                f"{worst['late_ms']:.1f} ms late at {worst['t_s']:.2f} s (list in bench.json "
+                "'stalls'; benchmarks/latency/jitter.py tells the machine's share)"
+            )
     for name, t in report["targets"].items():
         colour = "green" if t["met"] else "red"
         console.print(f"target {name}: [{colour}]{'met' if t['met'] else 'NOT met'}[/{colour}] {t}")

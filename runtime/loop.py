@@ -42,6 +42,7 @@ class Pipeline(Protocol):
 
     def process(self, rate_field: RateField) -> StimulationFrame: ...
     def zero(self, reason: str) -> StimulationFrame: ...
+    def warm_up(self, rate_field: RateField) -> None: ...
 
 
 class Link(Protocol):
@@ -74,6 +75,27 @@ class BinView:
     zero_reason: str
 
 
+@dataclass(frozen=True)
+class Stall:
+    """A bin whose work began more than half a period after its deadline (real clock).
+
+    Why kept: a dropped bin is an event in time, and its cause is usually outside the loop
+    (the host, another process); the monotonic time lets it be matched against a witness
+    such as `benchmarks/latency/jitter.py` running beside the loop.
+    t_s: seconds since the run started; monotonic_s: time.monotonic() of the late start;
+    late_ms: how late the work began; dropped: bins skipped because of it.
+    """
+
+    t_s: float
+    monotonic_s: float
+    late_ms: float
+    dropped: int
+
+
+#: At most this many stalls are kept per run (the first ones): memory stays bounded.
+MAX_STALLS = 1000
+
+
 @dataclass
 class LoopCounters:
     """Live counters, read by the status line from another thread (ints only: atomic enough)."""
@@ -104,6 +126,7 @@ class RunSummary:
     latency_ms: dict[str, dict[str, float]]
     bins_over_period: int = 0  # bins whose own work took longer than one bin period
     mean_active_electrodes: float = 0.0
+    stalls: list[Stall] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,6 +182,7 @@ class StreamingRuntime:
         self._fault = ""
         self._last_reconnect_ns = 0
         self._last_overload_event_ns = -(10**18)
+        self.stalls: list[Stall] = []
 
     def stop(self) -> None:
         """Ask the loop to stop after the current bin (safe from signal handlers/threads)."""
@@ -200,6 +224,20 @@ class StreamingRuntime:
             except Exception as exc:  # a failing reconnect is retried next interval
                 self.audit.event("source_reconnect_failed", f"{type(exc).__name__}: {exc}")
 
+    def warm_up(self, calls: int = 3) -> None:
+        """Run the per-bin compute path `calls` times before the clock starts; send nothing.
+
+        Why: first calls are slow (ONNX Runtime's first runs allocate its arena, numpy and
+        the mapping fault in their buffers): unwarmed, the first bins of a paced run took
+        8–10 ms and could drop a bin before the stream was even under way. The model's state
+        is reset afterwards, so the run starts exactly as it would have.
+        """
+        x = self.ring.window() if self.window_form else self.ring.newest()
+        for _ in range(calls):
+            rates = self.engine.run(x)
+            self.pipeline.warm_up(RateField(rates, self._positions, self._polarity, 0))
+        self.engine.reset_state()
+
     # -- the loop -------------------------------------------------------------------------
     def run(
         self,
@@ -208,6 +246,14 @@ class StreamingRuntime:
     ) -> RunSummary:
         """Run until stop(), duration_s (bin clock), max_bins, or the source is exhausted."""
         clock, P = self.clock, self.period_ns
+        try:
+            self.warm_up()
+        except Exception as exc:  # nothing was sent yet; say why and leave zero stimulation
+            reason = f"warm-up failed: {type(exc).__name__}: {exc}"
+            self.audit.event("error", reason)
+            self._send(self.pipeline.zero(reason))
+            raise
+        self.stalls = []
         t_wall0 = time.monotonic_ns()
         t0 = clock.now_ns()
         self.source.start(t0)
@@ -241,9 +287,13 @@ class StreamingRuntime:
                 late_ns = t_a - deadline  # how late this bin's work starts (before any skip)
                 # Overload: bins that already ended beyond this one are skipped, not queued.
                 behind = (now - t0) // P - (k + 1)
+                if behind > 0 and end_bin is not None:
+                    behind = min(behind, end_bin - 1 - k)
+                if self._real_clock and 2 * late_ns > P and len(self.stalls) < MAX_STALLS:
+                    self.stalls.append(
+                        Stall((t_a - t_wall0) / 1e9, t_a / 1e9, late_ns / 1e6, max(0, behind))
+                    )
                 if behind > 0:
-                    if end_bin is not None:
-                        behind = min(behind, end_bin - 1 - k)
                     for _ in range(behind):
                         binner.close_bin(self.ring)  # keep the window's time axis right
                     self.counters.bins_dropped += behind
@@ -348,6 +398,7 @@ class StreamingRuntime:
             },
             bins_over_period=self.bins_over_period,
             mean_active_electrodes=c.active_sum / max(1, c.bins_done + c.bins_zero),
+            stalls=list(self.stalls),
         )
 
     def _observe(

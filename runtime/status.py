@@ -71,5 +71,11 @@ def print_summary(
         f"reconnects {c['reconnects']}; mean active electrodes {summary.mean_active_electrodes:.1f}; "
         f"{summary.duration_s:.1f} s"
     )
+    if summary.stalls:
+        worst = max(summary.stalls, key=lambda st: st.late_ms)
+        console.print(
+            f"late starts (> half a bin): {len(summary.stalls)}, the worst {worst.late_ms:.1f} ms "
+            f"at {worst.t_s:.2f} s (all listed in the summary JSON under 'stalls')"
+        )
     for k, v in (extra or {}).items():
         console.print(f"{k}: {v}")

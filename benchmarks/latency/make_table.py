@@ -74,6 +74,16 @@ def table(result_dir: Path) -> str:
             )
             + (f", spin {e['spin_us']:g} µs" if e.get("spin_us") else ""),
         ]
+        stalls = e.get("stalls")
+        if stalls:  # recorded since the stall list was added (paced runs only)
+            lines += [
+                "",
+                "bins that began more than half a period late (time into the run: ms late, "
+                "bins dropped): "
+                + ", ".join(
+                    f"{s['t_s']:.1f} s: {s['late_ms']:.1f} ({s['dropped']})" for s in stalls
+                ),
+            ]
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     for name, t in r["targets"].items():
         measured = (

@@ -203,3 +203,22 @@ def test_process_never_raises(utah):
     )
     frame = pipe.process(weird)
     assert not frame.active.any() and frame.n_electrodes == 96
+
+
+def test_warm_up_leaves_no_trace(utah, tmp_path):
+    """warm_up runs the arithmetic only: no sequence number, no event, no audit record, and
+    the frames that follow are the same as without it."""
+    path = tmp_path / "audit.npelog"
+    with AuditLog(path, utah, SafetyLimits()) as log:
+        warmed = StimulationPipeline(utah, None, SafetyLimits(), audit=log)
+        cold = StimulationPipeline(utah, None, SafetyLimits())
+        centre = warmed.model.phosphene_deg.mean(axis=0)
+        field = grid_field(centre, rates_on=lambda p: np.full(len(p), 100.0))
+        warmed.warm_up(field)
+        assert warmed.sequence == 0 and not warmed.events
+        a, b = warmed.process(field), cold.process(field)
+    assert a.sequence == b.sequence == 1
+    for name in ("amplitude_ua", "phase_width_us", "pulse_rate_hz", "n_pulses"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    rep = inspect_log(path)
+    assert rep.events_by_kind == {}

@@ -29,6 +29,7 @@ def test_flops_match_a_hand_count(tmp_path: Path) -> None:
 
 
 def test_benchmark_report_json_and_histogram(tmp_path: Path, toy_spec: ModelSpec) -> None:
+    switch_before = sys.getswitchinterval()
     report = run_benchmark(
         toy_spec,
         tmp_path / "out",
@@ -57,6 +58,9 @@ def test_benchmark_report_json_and_histogram(tmp_path: Path, toy_spec: ModelSpec
     assert e2e["stimulator"]["accepted"] >= 60  # every frame reached the simulated stimulator
     assert set(e2e["latency_ms"]) >= {"capture", "preprocess", "infer", "map", "send", "total"}
     assert "late" not in e2e["latency_ms"]  # start lateness exists only on the real clock
+    assert e2e["stalls"] == []  # so do stalls: the virtual clock is never late
+    assert e2e["switch_interval_s"] == 0.0005  # the loop ran with `npe run`'s GIL setting
+    assert sys.getswitchinterval() == switch_before  # ... and the process's own is back
     if sys.platform == "linux":  # host steal time around the run, from /proc/stat
         assert e2e["host_steal_s"] is not None and e2e["host_steal_s"] >= 0
     t = report["targets"]

@@ -40,11 +40,13 @@ class ScriptedCamera:
     stats: SourceStats = field(default_factory=SourceStats)
     exhausted: bool = False
     reconnect_calls: list[int] = field(default_factory=list)
+    t0_ns: int = 0
     watchdog: Watchdog = field(default_factory=lambda: Watchdog(50_000_000))
     _next_t: int = 0
     _img: np.ndarray = field(default_factory=lambda: np.full((48, 64), 200, np.uint8))
 
     def start(self, t0_ns: int) -> None:
+        self.t0_ns = t0_ns  # the loop's bin 0 starts here (after its warm-up)
         self.watchdog.arm(t0_ns)
         self._next_t = t0_ns
 
@@ -157,7 +159,9 @@ def _overloaded_run(
     assert form is not None
     eng = SlowEngine(OrtEngine(form), clock, cost_ns=int(2.5 * P))
     rt, _, audit, views = _runtime(spec, cam, clock, pipeline, engine=eng)
-    return rt.run(max_bins=n_bins), views, audit
+    summary = rt.run(max_bins=n_bins)
+    # bin k's deadline is t0 + (k + 1)·P: express each view's time relative to t0
+    return summary, [(k, t - cam.t0_ns, z, r) for k, t, z, r in views], audit
 
 
 def test_overload_drops_bins_without_backlog(toy_spec: ModelSpec, utah_pipeline: object) -> None:
@@ -268,3 +272,74 @@ def test_real_clock_stall_shows_as_lateness_and_drops_bins(
     assert late["max"] >= 20.0  # the bin after the stall began ~25 ms after its deadline
     assert late["p50"] < 5.0  # the others began on time
     assert summary.bins_total == 60
+    # The stall is recorded as an event in time: when, how late, how many bins it dropped
+    # (a busy CI machine may add small stalls of its own, so look for the one we caused).
+    big = [s for s in summary.stalls if s.late_ms >= 20.0]
+    assert len(big) == 1
+    assert 2 <= big[0].dropped <= summary.counters["bins_dropped"]
+    # 100 bins/s; call 20 of the engine is bin 16 (three warm-up calls come first)
+    assert 0.1 <= big[0].t_s <= 0.6
+    run_start = time.monotonic() - summary.duration_s  # ± the few ms after the run
+    assert abs(big[0].monotonic_s - run_start - big[0].t_s) < 0.1
+
+
+class BrokenEngine:
+    """An engine whose every call fails, as a model that ONNX Runtime cannot run would."""
+
+    def __init__(self, inner: OrtEngine) -> None:
+        self.form = inner.form
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        raise RuntimeError("ORT: Non-zero status code returned while running Conv node")
+
+    def reset_state(self) -> None:
+        pass
+
+
+def test_engine_that_fails_in_warm_up_leaves_zero_stimulation_and_says_why(
+    toy_spec: ModelSpec, utah_pipeline: object
+) -> None:
+    form = toy_spec.find_form("step")
+    assert form is not None
+    clock = VirtualClock()
+    rt, link, audit, views = _runtime(
+        toy_spec,
+        open_source("synthetic:noise"),
+        clock,
+        utah_pipeline,
+        engine=BrokenEngine(OrtEngine(form)),
+    )
+    with pytest.raises(RuntimeError, match="Conv node"):
+        rt.run(max_bins=10)
+    assert views == []  # no bin ran
+    assert len(link.frames) == 1 and is_zero(link.frames[0])
+    assert any("warm-up failed" in detail and "Conv node" in detail for _, detail in audit.events)
+
+
+def test_run_summary_names_late_starts(toy_spec: ModelSpec, utah_pipeline: object) -> None:
+    """The printed summary says how many bins began late and the worst one; the JSON keeps
+    every one (a clinician must be able to see when the stream hiccuped, not only a count)."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from runtime.status import print_summary
+
+    form = toy_spec.find_form("step")
+    assert form is not None
+    rt, _, _, _ = _runtime(
+        toy_spec,
+        open_source("synthetic:noise"),
+        RealClock(),
+        utah_pipeline,
+        engine=StallOnceEngine(OrtEngine(form), at=10),
+    )
+    summary = rt.run(max_bins=30)
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200), summary)
+    worst = max(s.late_ms for s in summary.stalls)
+    assert worst >= 20.0
+    assert f"the worst {worst:.1f} ms" in out.getvalue()
+    on_disk = json.loads(json.dumps(summary.to_dict()))
+    assert [s["late_ms"] for s in on_disk["stalls"]] == [s.late_ms for s in summary.stalls]
