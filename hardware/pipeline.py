@@ -23,7 +23,7 @@ from hardware.arrays import ElectrodeArray
 from hardware.calibration_file import PatientCalibration
 from hardware.mapping import MappingConfig, RateSampler, electrode_model
 from hardware.retinotopy import DEFAULT_MAP, WedgeDipoleMap
-from hardware.safety import SafetyEnforcer, SafetyEvent, SafetyLimits
+from hardware.safety import EnforcedBatch, SafetyEnforcer, SafetyEvent, SafetyLimits
 from hardware.types import RateField, StimulationFrame
 
 if TYPE_CHECKING:
@@ -151,8 +151,20 @@ class StimulationPipeline:
             return [self.zero(f"internal error in mapping: {exc!r}") for _ in range(len(rates_hz))]
         return self._finish(cur, field.timestamp_ns)
 
-    def _finish(self, cur: NDArray[np.float64], timestamp_ns: int) -> list[StimulationFrame]:
+    def _enforce(self, amp: NDArray[np.float64]) -> EnforcedBatch:
+        """Mapped currents [B, n] (µA, finite) → the enforcer's safe fields and events, with
+        the mapping's pulse parameters on every electrode that has a current."""
         cfg = self.mapping
+        on = amp > 0
+        return self.enforcer.enforce_arrays(
+            amp,
+            np.where(on, cfg.phase_width_us, 0.0),
+            np.where(on, cfg.interphase_gap_us, 0.0),
+            np.where(on, cfg.pulse_rate_hz, 0.0),
+            np.where(on, cfg.n_pulses, 0).reshape(amp.shape),
+        )
+
+    def _finish(self, cur: NDArray[np.float64], timestamp_ns: int) -> list[StimulationFrame]:
         self.last_events = []
         bad = np.isnan(cur)
         bad_events: list[list[SafetyEvent]] = [[] for _ in range(cur.shape[0])]
@@ -169,14 +181,7 @@ class StimulationPipeline:
             )
         amp = np.where(bad, 0.0, cur)
         shape = amp.shape
-        on = amp > 0
-        (a, pw, gap, rate, pulses), events = self.enforcer.enforce_arrays(
-            amp,
-            np.where(on, cfg.phase_width_us, 0.0),
-            np.where(on, cfg.interphase_gap_us, 0.0),
-            np.where(on, cfg.pulse_rate_hz, 0.0),
-            np.where(on, cfg.n_pulses, 0).reshape(shape),
-        )
+        (a, pw, gap, rate, pulses), events = self._enforce(amp)
         frames = []
         ts = timestamp_ns or time.monotonic_ns()
         for b in range(shape[0]):
@@ -205,9 +210,7 @@ class StimulationPipeline:
         sequence counter, events and audit log are untouched.
         """
         zeros = np.zeros((1, rate_field.n), dtype=np.float64)
-        amp = np.nan_to_num(self.currents(zeros, rate_field))
-        on = amp > 0
-        self.enforcer.enforce_arrays(amp, on * 1.0, on * 1.0, on * 1.0, on.astype(np.int64))
+        self._enforce(np.nan_to_num(self.currents(zeros, rate_field)))
 
     def process(self, rate_field: RateField) -> StimulationFrame:
         """One bin: rates → safe stimulation frame. Never raises on bad values."""

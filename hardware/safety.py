@@ -275,6 +275,20 @@ class _Fields:
     pulses: NDArray[np.float64]
 
 
+#: `SafetyEnforcer.enforce_arrays`'s result: ((amplitude_ua, phase_width_us, interphase_gap_us,
+#: pulse_rate_hz) [B, n] float32, n_pulses [B, n] uint16) and each batch row's events.
+EnforcedBatch = tuple[
+    tuple[
+        NDArray[np.float32],
+        NDArray[np.float32],
+        NDArray[np.float32],
+        NDArray[np.float32],
+        NDArray[np.uint16],
+    ],
+    list[list[SafetyEvent]],
+]
+
+
 class SafetyEnforcer:
     """Clamps stimulation to `SafetyLimits` for one array; counts what it did.
 
@@ -351,16 +365,7 @@ class SafetyEnforcer:
         interphase_gap_us: NDArray[np.generic],
         pulse_rate_hz: NDArray[np.generic],
         n_pulses: NDArray[np.generic],
-    ) -> tuple[
-        tuple[
-            NDArray[np.float32],
-            NDArray[np.float32],
-            NDArray[np.float32],
-            NDArray[np.float32],
-            NDArray[np.uint16],
-        ],
-        list[list[SafetyEvent]],
-    ]:
+    ) -> EnforcedBatch:
         """Enforce every limit on a batch.
 
         Args: each [B, n] (n = array electrodes), any numeric dtype, any values.
