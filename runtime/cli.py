@@ -84,7 +84,7 @@ def run_command(
     link: str | None = typer.Option(
         None,
         help="Stimulator link udp://HOST:PORT | serial://PORT | file:///PATH "
-        "(default: an in-process simulated stimulator on UDP loopback).",
+        "(default: a simulated stimulator on UDP loopback, see --stimulator).",
     ),
     key_file: Path | None = typer.Option(None, help="Device key file for --link."),
     log: Path | None = typer.Option(
@@ -113,7 +113,9 @@ def run_command(
         None, help="Frame rate of images/synthetic sources (default 30/60)."
     ),
     stimulator: str = typer.Option(
-        "thread", help="Simulated stimulator (no --link): thread (in-process) | process."
+        "process",
+        help="Simulated stimulator (no --link): process (its own, niced: what `npe bench` "
+        "measures) | thread (in this process, competes for the GIL).",
     ),
     rt_priority: int = typer.Option(
         0, help="SCHED_FIFO priority 1-99 for the loop thread (0: off; needs CAP_SYS_NICE)."

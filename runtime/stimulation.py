@@ -1,10 +1,11 @@
 """Wiring the hardware side of a live run: array, limits, pipeline, link, audit log.
 
-Why here: `npe run` with no arguments must work on any machine, so by default an in-process
-`hardware.stimulator.SimulatedStimulator` listens on UDP loopback and the runtime sends to it
+Why here: `npe run` with no arguments must work on any machine, so by default a
+`hardware.stimulator.SimulatedStimulator` in a child process (`StimulatorProcess`; or on a
+thread in this process, `stimulator="thread"`) listens on UDP loopback and the runtime sends to it
 through the real `hardware.link` (real sockets, real authentication, the stimulator's own
-safety check and dead-man stop). With the in-process simulator the key is an ephemeral
-random one (both ends live in this process); a real stimulator (`--link`) uses the device key
+safety check and dead-man stop). With the simulator the key is an ephemeral
+random one (this run made both ends); a real stimulator (`--link`) uses the device key
 file (`hardware.keys.load_or_create_device_key`).
 
 The audit log is written by the loop (`AuditLog.frame` for every frame sent, events for
@@ -16,6 +17,7 @@ from __future__ import annotations
 import gc
 import multiprocessing as mp
 import os
+import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -41,7 +43,13 @@ STIMULATOR_NICE = 10
 
 
 def _serve(conn: Connection, key: bytes, array: str, limits_json: str) -> None:
-    """Child-process body: run a SimulatedStimulator until told to stop; report its stats."""
+    """Child-process body: run a SimulatedStimulator until told to stop; report its stats.
+
+    SIGINT is ignored here: Ctrl-C in a terminal reaches the whole process group, and the
+    stimulator must outlive the runtime's shutdown to receive its final zero frame (the
+    runtime tells it when to stop).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(os, "nice"):
         os.nice(STIMULATOR_NICE)
     arr = load_array(array)
@@ -135,7 +143,7 @@ def build_chain(
     link: str | None = None,
     log_path: Path = Path("audit.log"),
     key_file: Path | None = None,
-    stimulator: StimulatorMode = "thread",
+    stimulator: StimulatorMode = "process",
 ) -> HardwareChain:
     """Open the hardware chain; on error nothing is left open (and the error names the part)."""
     arr = load_array(array)

@@ -75,7 +75,15 @@ def test_npe_run_with_defaults_runs_headless_and_writes_a_log(
     )  # frames reached the simulated stimulator
 
 
-def test_sigterm_during_run_leaves_a_complete_audit_log(tmp_path: Path, toy_bundle: Path) -> None:
+@pytest.mark.parametrize(
+    "how",
+    ["sigterm", "ctrl-c"],  # ctrl-c: SIGINT to the whole process group, as a terminal does
+)
+def test_stop_signal_during_run_leaves_a_complete_audit_log(
+    tmp_path: Path, toy_bundle: Path, how: str
+) -> None:
+    """The run stops cleanly, and the simulated stimulator (a child process, in the same
+    process group) lives to receive the final zero frame and report its stats."""
     log = tmp_path / "run" / "audit.log"
     proc = subprocess.Popen(
         _npe(
@@ -94,13 +102,17 @@ def test_sigterm_during_run_leaves_a_complete_audit_log(tmp_path: Path, toy_bund
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, so killpg reaches only this run
     )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (not log.exists() or log.stat().st_size < 150_000):
             assert proc.poll() is None, proc.communicate()[1][-2000:]
             time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
+        if how == "sigterm":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
@@ -109,6 +121,11 @@ def test_sigterm_during_run_leaves_a_complete_audit_log(tmp_path: Path, toy_bund
     _check_log(log)
     summary = json.loads((log.parent / "summary.json").read_text())
     assert summary["stop_reason"] == "stop requested"
+    stim = summary["extra"]["stimulator"]
+    _, frames = read_frames(log)
+    assert stim["accepted"] > 10
+    assert stim["last_frame_sequence"] == frames[-1].sequence  # the final zero frame arrived
+    assert stim["stimulating"] is False
 
 
 BLOCK_TORCH = textwrap.dedent(
