@@ -6,9 +6,11 @@ p99.9/max, CPU model and flags, versions, thread settings, model hash):
    PyTorch eager when a checkpoint is given (`runtime.bench_torch`, the only place torch is
    imported, lazily);
 2. end to end: a synthetic or video source as fast as possible through preprocessing,
-   binning, inference, the hardware pipeline and the UDP link to the in-process simulated
-   stimulator, per stage; bins whose work exceeded one bin period are the bins a real-time
-   run would have dropped (`--realtime` runs it paced instead and counts real drops);
+   binning, inference, the hardware pipeline and the UDP link to the simulated stimulator
+   (its own process by default), per stage; bins whose work exceeded one bin period are the
+   bins a real-time run would have dropped (`--realtime` runs it paced instead and counts
+   real drops; `--witness` adds an empty loop on each core, `runtime.witness`, to tell which
+   late bins the machine caused);
 3. FLOPs per call (runtime.flops) and achieved GFLOP/s beside a numpy matmul peak measured
    on the same number of threads.
 Targets (issue 5, 2 cores): e2e p99 ≤ 5 ms at 100 bins/s with 0 dropped over 10 000 bins;
@@ -25,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from runtime.inference import OrtEngine, SessionSettings
 from runtime.latency import summarise_ns
 from runtime.spec import FormSpec, ModelSpec
 from runtime.stimulation import StimulatorMode
+from runtime.witness import WakeReport, WitnessProcess, attribute_stalls
 
 TARGET_E2E_P99_MS = 5.0
 TARGET_ORT_VS_TORCH = 2.0
@@ -216,8 +219,14 @@ def bench_end_to_end(
     form: str | None = None,
     stimulator: StimulatorMode = "process",
     spin_us: float = 0.0,
+    witness: bool = False,
 ) -> tuple[dict[str, Any], NDArray[np.int64]]:
-    """Run the live loop for n_bins (as fast as possible unless realtime); per-stage stats."""
+    """Run the live loop for n_bins (as fast as possible unless realtime); per-stage stats.
+
+    witness (real time only): one `runtime.witness.WitnessProcess` pinned to each core this
+    process may use, running from before the clock starts until the run ends; their late
+    wake-ups are matched against the run's stalls (`out["witness"]`).
+    """
     from runtime.clock import BinClock, RealClock, VirtualClock
     from runtime.loop import LoopConfig, StreamingRuntime
     from runtime.preprocess import Preprocessor
@@ -250,11 +259,13 @@ def bench_end_to_end(
         freeze_heap()
         switch_interval = sys.getswitchinterval()
         tune_interpreter()
+        witnesses = _start_witnesses(spec.frame_rate_hz, n_bins) if witness and realtime else []
         steal0 = host_steal_s()
         try:
             summary = rt.run(max_bins=n_bins)
         finally:
             steal1 = host_steal_s()
+            wake_reports = _stop_witnesses(witnesses)
             e2e_switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(switch_interval)
             gc.unfreeze()
@@ -271,7 +282,45 @@ def bench_end_to_end(
     out["spin_us"] = spin_us if realtime else None
     out["host_steal_s"] = None if steal0 is None or steal1 is None else steal1 - steal0
     out["switch_interval_s"] = e2e_switch_interval
+    if wake_reports:
+        events = sorted(
+            (e for w in wake_reports for e in w.late_events), key=lambda e: e.monotonic_s
+        )
+        attribution = attribute_stalls(summary.stalls, events, max(w.span_s for w in wake_reports))
+        out["witness"] = {
+            "per_core": [
+                {k: v for k, v in w.to_dict().items() if k != "late_events"} for w in wake_reports
+            ],
+            "late_events": [asdict(e) for e in events],
+            "attribution": attribution.to_dict(),
+        }
     return out, total
+
+
+def _start_witnesses(hz: float, n_bins: int) -> list[WitnessProcess]:
+    """One witness per core this process may run on (all of them started, or none)."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [None]
+    started: list[WitnessProcess] = []
+    try:
+        for cpu in cores:
+            # Long enough for the run and its shutdown; the parent stops them sooner.
+            started.append(WitnessProcess(hz, cpu, max_seconds=2 * n_bins / hz + 60))
+    except BaseException:
+        for w in started:
+            w.kill()
+        raise
+    return started
+
+
+def _stop_witnesses(witnesses: list[WitnessProcess]) -> list[WakeReport]:
+    reports = []
+    try:
+        for w in witnesses:
+            reports.append(w.stop())
+    finally:
+        for w in witnesses:
+            w.kill()  # no-op for those already stopped
+    return reports
 
 
 def histogram_png(
@@ -343,6 +392,12 @@ def evaluate_targets(report: dict[str, Any]) -> dict[str, Any]:
             "target_p99_ms": TARGET_E2E_P99_MS,
             "met": p99 <= TARGET_E2E_P99_MS and dropped == 0 and e2e["bins_total"] >= 10_000,
         }
+        if "witness" in e2e:  # context, not an excuse: `met` above is unchanged by it
+            att = e2e["witness"]["attribution"]
+            out["e2e"]["dropped_in_machine_stalls"] = att["dropped_bins_matched"]
+            out["e2e"]["empty_loop_would_drop"] = max(
+                w["would_drop"] for w in e2e["witness"]["per_core"]
+            )
     return out
 
 
@@ -364,6 +419,7 @@ def run_benchmark(
     peak_size: int = 1024,
     scheduling: str = "normal scheduling",
     spin_us: float = 0.0,
+    witness: bool = False,
     progress: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
     """Run every part, write bench.json and latency_hist.png into out_dir, return the report."""
@@ -428,6 +484,7 @@ def run_benchmark(
             realtime,
             stimulator=stimulator,
             spin_us=spin_us,
+            witness=witness,
         )
     report["targets"] = evaluate_targets(report)
     histogram_png(out_dir / "latency_hist.png", e2e_total, results)

@@ -45,6 +45,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from runtime.realtime import RealtimeError
     from runtime.sources import SourceError
     from runtime.spec import SpecError
+    from runtime.witness import WitnessError
 
     return (
         ArrayError,
@@ -61,6 +62,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         PreprocessError,
         SourceError,
         SpecError,
+        WitnessError,
         FileNotFoundError,
     )
 
@@ -296,6 +298,11 @@ def bench_command(
     spin_us: float = typer.Option(
         0.0, min=0.0, help="With --realtime: busy-wait the last N µs before each bin."
     ),
+    witness: bool = typer.Option(
+        False,
+        help="With --realtime: run an empty loop on each core beside it and say which late "
+        "bins the machine caused (costs each core ~0.5%).",
+    ),
 ) -> None:
     """Latency benchmark: inference alone, end to end, FLOPs vs matmul peak; table, JSON, PNG."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -306,6 +313,8 @@ def bench_command(
     from runtime.spec import load_model_spec
 
     expected = _expected_errors()
+    if witness and not realtime:
+        raise _fail("--witness needs --realtime (as fast as possible nothing waits to wake up)")
     out_dir = (
         out if out is not None else Path("npe-bench") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     )
@@ -332,6 +341,7 @@ def bench_command(
                 stimulator=stimulator,  # type: ignore[arg-type]
                 scheduling=scheduling,
                 spin_us=spin_us,
+                witness=witness,
                 progress=lambda s: bar.update(task, description=s),
             )
     except expected as exc:
@@ -411,7 +421,19 @@ def print_bench(report: dict[str, Any]) -> None:
             console.print(
                 f"{len(stalls)} bin(s) began more than half a period late; the worst "
                 f"{worst['late_ms']:.1f} ms late at {worst['t_s']:.2f} s (list in bench.json "
-                "'stalls'; benchmarks/latency/jitter.py tells the machine's share)"
+                "'stalls'; --witness or benchmarks/latency/jitter.py tells the machine's share)"
+            )
+        wit = e2e.get("witness")
+        if wit:
+            att = wit["attribution"]
+            cores = ", ".join(str(w["cpu"]) for w in wit["per_core"])
+            would = ", ".join(str(w["would_drop"]) for w in wit["per_core"])
+            console.print(
+                f"witnesses (an empty loop at {report['frame_rate_hz']:g} Hz on core(s) {cores}) "
+                f"woke a whole period late {would} time(s); {att['matched']} of "
+                f"{att['stalls']} late bin(s) fell in stalls they saw too "
+                f"({att['expected_by_chance']:.2f} expected by chance), "
+                f"{att['dropped_bins_matched']} of {att['dropped_bins']} dropped bin(s)"
             )
     for name, t in report["targets"].items():
         colour = "green" if t["met"] else "red"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,20 +29,22 @@ def test_flops_match_a_hand_count(tmp_path: Path) -> None:
     assert count_flops(step.path).total == spatial + readout  # the cache saves T-1 frames
 
 
-def test_benchmark_report_json_and_histogram(tmp_path: Path, toy_spec: ModelSpec) -> None:
-    switch_before = sys.getswitchinterval()
-    report = run_benchmark(
-        toy_spec,
-        tmp_path / "out",
+def _small_benchmark(spec: ModelSpec, out: Path, **kw: Any) -> dict[str, Any]:
+    """A benchmark small enough for a unit test (the toy model, a synthetic source)."""
+    return run_benchmark(
+        spec,
+        out,
         settings=SessionSettings(),
-        runs=30,
-        warmup=3,
-        bins=60,
         source="synthetic:grating",
         stimulator="thread",
         camera_fov_deg=40.0,
-        peak_size=128,
+        **kw,
     )
+
+
+def test_benchmark_report_json_and_histogram(tmp_path: Path, toy_spec: ModelSpec) -> None:
+    switch_before = sys.getswitchinterval()
+    report = _small_benchmark(toy_spec, tmp_path / "out", runs=30, warmup=3, bins=60, peak_size=128)
     on_disk = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert (tmp_path / "out" / "latency_hist.png").stat().st_size > 1000
     names = {r["name"] for r in on_disk["inference"]}
@@ -66,6 +69,38 @@ def test_benchmark_report_json_and_histogram(tmp_path: Path, toy_spec: ModelSpec
     t = report["targets"]
     assert set(t) == {"step_vs_window", "e2e"}
     assert t["e2e"]["met"] is False  # 60 bins can never meet the 10 000-bin target
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="witnesses pin to cores (Linux)")
+def test_paced_run_with_witnesses_attributes_its_stalls(
+    tmp_path: Path, toy_spec: ModelSpec
+) -> None:
+    import os
+
+    report = _small_benchmark(
+        toy_spec,
+        tmp_path / "out",
+        runs=5,
+        warmup=1,
+        bins=40,
+        peak_size=64,
+        realtime=True,
+        witness=True,
+    )
+    e2e = report["end_to_end"]
+    wit = e2e["witness"]
+    cores = sorted(os.sched_getaffinity(0))
+    assert [w["cpu"] for w in wit["per_core"]] == cores  # one witness per usable core
+    for w in wit["per_core"]:
+        # They watched the whole paced run (40 bins at 100 Hz = 0.4 s), at the bin rate.
+        assert w["hz"] == pytest.approx(toy_spec.frame_rate_hz) and w["wakeups"] >= 40
+    att = wit["attribution"]
+    assert att["stalls"] == len(e2e["stalls"]) and len(att["rows"]) == att["stalls"]
+    assert att["dropped_bins"] == e2e["counters"]["bins_dropped"]
+    t = report["targets"]["e2e"]
+    assert t["dropped_in_machine_stalls"] == att["dropped_bins_matched"]
+    assert t["empty_loop_would_drop"] == max(w["would_drop"] for w in wit["per_core"])
+    assert t["met"] is False  # 40 bins: the attribution never turns a target into "met"
 
 
 def test_targets_are_judged_from_the_numbers() -> None:

@@ -204,3 +204,16 @@ def test_npe_run_bad_input_is_one_red_line_and_nonzero(
     )
     assert proc.returncode != 0
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_npe_bench_witness_without_realtime_is_refused(tmp_path: Path, toy_bundle: Path) -> None:
+    proc = subprocess.run(
+        _npe("bench", "--bundle", str(toy_bundle), "--witness", "--out", str(tmp_path / "b")),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "--witness needs --realtime" in proc.stderr
+    assert not (tmp_path / "b").exists()  # refused before anything ran or was written
