@@ -259,13 +259,17 @@ def bench_end_to_end(
         freeze_heap()
         switch_interval = sys.getswitchinterval()
         tune_interpreter()
-        witnesses = _start_witnesses(spec.frame_rate_hz, n_bins) if witness and realtime else []
-        steal0 = host_steal_s()
+        witnesses: list[WitnessProcess] = []
+        steal0 = None
+        finished = False
         try:
+            if witness and realtime:
+                witnesses = _start_witnesses(spec.frame_rate_hz, n_bins)
+            steal0 = host_steal_s()
             summary = rt.run(max_bins=n_bins)
+            finished = True
         finally:
             steal1 = host_steal_s()
-            wake_reports = _stop_witnesses(witnesses)
             e2e_switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(switch_interval)
             gc.unfreeze()
@@ -273,6 +277,12 @@ def bench_end_to_end(
             time.sleep(0.05)
             chain.close()
             stim = chain.stimulator_stats()
+            # Last, once nothing else is left open; after a failed run only killed, so that a
+            # witness error cannot hide the run's own.
+            wake_reports = _stop_witnesses(witnesses) if finished else []
+            if not finished:
+                for w in witnesses:
+                    w.kill()
     total = rt.latency.recorded()[:, rt.latency.stages.index("total")].copy()
     out = summary.to_dict()
     out["stimulator"] = stim
