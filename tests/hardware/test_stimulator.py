@@ -102,3 +102,22 @@ def test_zero_frames_do_not_count_as_stimulating(stim, utah, key, make_frame):
 def test_refuses_bad_deadman(utah, key):
     with pytest.raises(ValueError, match="dead-man"):
         SimulatedStimulator("127.0.0.1", 0, key, SafetyLimits(), utah, deadman_ms=0)
+
+
+def test_a_burst_that_outruns_the_stimulator_waits_instead_of_being_lost(
+    stim, utah, key, make_frame
+):
+    """A replay as fast as possible can outrun it; its receive buffer holds the burst."""
+    n = 400  # 1.8 kB datagrams: far more than the ~60 a default receive buffer holds
+    if stim.receive_buffer_bytes < n * 4096:
+        pytest.skip(f"the OS grants only {stim.receive_buffer_bytes} B (net.core.rmem_max)")
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    addr = ("127.0.0.1", stim.port)
+    with stim._lock:  # the receive thread stops at its first frame: the rest must queue
+        for seq in range(1, n + 1):
+            tx.sendto(encode_frame(frame_with(utah, make_frame, 30.0, seq=seq), key, seq), addr)
+        time.sleep(0.05)
+        assert stim.stats.accepted == 0
+    assert wait_for(lambda: stim.stats.accepted == n)
+    assert stim.stats.rejected == {} and stim.stats.last_frame_sequence == n
+    tx.close()
