@@ -377,12 +377,19 @@ def evaluate_targets(report: dict[str, Any]) -> dict[str, Any]:
         }
     torch_r = inf.get("PyTorch eager window")
     if torch_r and win:
+        # Judged on the full window (the larger graph, where ORT's lead is smallest); the
+        # step form, the one `npe run` uses, is reported beside it.
         ratio = torch_r["stats"]["p50"] / win["stats"]["p50"]
         out["ort_vs_torch"] = {
             "ratio_p50": ratio,
             "target": TARGET_ORT_VS_TORCH,
             "met": ratio >= TARGET_ORT_VS_TORCH,
         }
+        torch_step = inf.get("PyTorch eager step")
+        if torch_step and step:
+            out["ort_vs_torch"]["ratio_p50_step"] = (
+                torch_step["stats"]["p50"] / step["stats"]["p50"]
+            )
     e2e = report.get("end_to_end")
     if e2e:
         p99 = e2e["latency_ms"]["total"]["p99"]

@@ -112,6 +112,7 @@ def test_targets_are_judged_from_the_numbers() -> None:
             inf("ORT fp32 window", 1.0),
             inf("ORT fp32 step", 0.1),
             inf("PyTorch eager window", 1.5),
+            inf("PyTorch eager step", 0.4),
         ],
         "end_to_end": {
             "latency_ms": {"total": {"p99": 4.0}},
@@ -128,6 +129,7 @@ def test_targets_are_judged_from_the_numbers() -> None:
     rep["end_to_end"]["clock"] = "real time"  # type: ignore[index]
     assert evaluate_targets(rep)["e2e"]["met"]  # paced: only real drops count (none here)
     assert not t["ort_vs_torch"]["met"] and t["ort_vs_torch"]["ratio_p50"] == pytest.approx(1.5)
+    assert t["ort_vs_torch"]["ratio_p50_step"] == pytest.approx(4.0)  # shown, not judged
 
 
 def test_preview_composes_camera_ratemap_and_phosphenes(
