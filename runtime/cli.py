@@ -301,7 +301,7 @@ def bench_command(
     witness: bool = typer.Option(
         False,
         help="With --realtime: run an empty loop on each core beside it and say which late "
-        "bins the machine caused (costs each core ~0.5%).",
+        "bins the machine caused (each witness uses ~1.3% of its core, measured).",
     ),
 ) -> None:
     """Latency benchmark: inference alone, end to end, FLOPs vs matmul peak; table, JSON, PNG."""
