@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+
+from npe_console import make_console
+from npe_errors import ExitCode, NpeError, fail, print_warning
 
 app = typer.Typer(no_args_is_help=True)
 calibrate_app = typer.Typer(
@@ -23,38 +25,15 @@ calibrate_app = typer.Typer(
 )
 app.add_typer(calibrate_app, name="calibrate")
 
-console = Console()
-err = Console(stderr=True)
-
-#: Exit code of a paused/interrupted session (resumable), as for SIGINT.
-EXIT_PAUSED = 130
-
-
-def _fail(msg: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=code)
+console = make_console()
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    from calibration.frames import FramesError
-    from calibration.session import SessionError
-    from hardware.arrays import ArrayError
-    from hardware.calibration_file import CalibrationError
-    from hardware.keys import KeyError_
-    from hardware.link import LinkError
-    from hardware.safety import SafetyConfigError
+    """Errors that mean bad input or environment (one line), not a bug (traceback).
 
-    return (
-        SessionError,
-        ArrayError,
-        CalibrationError,
-        KeyError_,
-        LinkError,
-        SafetyConfigError,
-        FramesError,
-        FileNotFoundError,
-        ValueError,
-    )
+    ValueError stays for the schema errors pydantic raises while a calibration is parsed.
+    """
+    return (NpeError, FileNotFoundError, ValueError)
 
 
 def _session_command(
@@ -85,11 +64,11 @@ def _session_command(
         if resume is not None:
             log = SessionLog.open(resume)
             if log.header.procedure != procedure:
-                raise _fail(f"{resume} is a {log.header.procedure} session, not {procedure}")
+                raise fail(f"{resume} is a {log.header.procedure} session, not {procedure}")
             if log.complete:
-                raise _fail(f"{resume} is already complete")
+                raise fail(f"{resume} is already complete")
             if simulated_patient is not None and simulated_patient != log.header.simulated_patient:
-                raise _fail(
+                raise fail(
                     f"{resume} was run with simulated patient {log.header.simulated_patient}, "
                     f"not {simulated_patient}"
                 )
@@ -98,7 +77,7 @@ def _session_command(
             console.print(f"resuming {resume}: {len(log.trials)} trials already logged")
         else:
             if patient is None or calibration is None:
-                raise _fail("--patient and --calibration are required (or --resume FILE)")
+                raise fail("--patient and --calibration are required (or --resume FILE)")
             arr = load_array(array)
             ids = resolve_electrodes(arr, electrodes)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -158,20 +137,16 @@ def _session_command(
                 progress.update(task, completed=len(header.electrodes), status="done")
     except SessionPaused as exc:
         n = len(SessionLog.open(session_path).trials)
-        err.print(
-            f"[yellow]paused[/] ({exc}) after {n} trials; all are in {session_path}. "
-            f"Resume: npe calibrate {procedure} --resume {session_path}",
-            highlight=False,
-            soft_wrap=True,
+        print_warning(
+            f"paused ({exc}) after {n} trials; all are in {session_path}. "
+            f"Resume: npe calibrate {procedure} --resume {session_path}"
         )
-        raise typer.Exit(code=EXIT_PAUSED) from exc
+        raise typer.Exit(code=ExitCode.INTERRUPTED) from exc
     except KeyboardInterrupt as exc:
-        err.print(
-            f"[yellow]interrupted[/]; resume: npe calibrate {procedure} --resume {session_path}"
-        )
-        raise typer.Exit(code=EXIT_PAUSED) from exc
+        print_warning(f"interrupted; resume: npe calibrate {procedure} --resume {session_path}")
+        raise typer.Exit(code=ExitCode.INTERRUPTED) from exc
     except _expected_errors() as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
 
     result = outcome.result
     assert result is not None
@@ -260,7 +235,7 @@ def threshold_cmd(
 ) -> None:
     """Detection thresholds per electrode (QUEST+ or staircase; ML fit with CIs)."""
     if method not in ("quest", "staircase"):
-        raise _fail(f"unknown --method {method!r}; use quest or staircase")
+        raise fail(f"unknown --method {method!r}; use quest or staircase")
     _session_command(
         "threshold", patient, array, calibration, electrodes, session, resume,
         simulated_patient, link, limits_file, operator,
@@ -327,7 +302,7 @@ def save_cmd(
     try:
         out = calibrate(session_file, fit_only=True)
     except _expected_errors() as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     console.print(f"saved {out.n_trials} trials' fits to {out.calibration_path}")
     console.print(f"results JSON: {out.results_path}")
 
@@ -364,7 +339,7 @@ def predict_cmd(
                 calibration, array, features, simulated_patient, repeats, folds, save
             )
     except _expected_errors() as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     table = Table(title=f"threshold prediction: {repeats} × {folds}-fold CV")
     for col in ("model", "RMSE µA (mean ± sd)", "MAE µA", "chosen"):
         table.add_column(col)
@@ -397,7 +372,7 @@ def show_cmd(
     try:
         cal = load_calibration(file)
     except _expected_errors() as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     table, summary = summary_table(cal)
     console.print(table)
     png = png or file.with_suffix(".map.png")
@@ -430,7 +405,7 @@ def frames_cmd(
 
     sources = [s for s in (data, video, camera) if s is not None]
     if len(sources) != 1:
-        raise _fail("give exactly one of --data, --video, --camera")
+        raise fail("give exactly one of --data, --video, --camera")
     try:
         with console.status("measuring candidate windows and selecting a stratified set…"):
             stats = collect_frames(
@@ -446,7 +421,7 @@ def frames_cmd(
                 progress=console,
             )
     except _expected_errors() as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     table = Table(title=f"INT8 calibration windows: {out}")
     table.add_column("statistic")
     table.add_column("value")

@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from calibration.errors import CalibrationPackageError
+
 MAX_VIDEO_FRAMES = 20_000
 
 
-class FramesError(ValueError):
+class FramesError(CalibrationPackageError, ValueError):
     """Input that cannot give calibration windows (wrong file, too short, bad options)."""
 
 

@@ -23,11 +23,14 @@ from typing import IO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from calibration.errors import CalibrationPackageError
+from npe_errors import print_warning
+
 SESSION_SCHEMA = "npe.calibration-session"
 SESSION_VERSION = 1
 
 
-class SessionError(ValueError):
+class SessionError(CalibrationPackageError, ValueError):
     """A session file that cannot be resumed (missing, foreign, corrupt, mismatched)."""
 
 
@@ -105,7 +108,7 @@ class SessionLog:
         torn = lines[-1] != ""  # a complete file ends with a newline
         body = [ln for ln in lines[:-1] if ln.strip()]
         if torn and lines[-1].strip():
-            print(f"warning: {p}: ignoring a torn last line (interrupted mid-write)")
+            print_warning(f"{p}: ignoring a torn last line (interrupted mid-write)")
         if not body:
             raise SessionError(f"{p}: empty session file")
         try:

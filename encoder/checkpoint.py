@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from encoder.errors import EncoderError
 from encoder.models import RetinaModel
 
 WEIGHTS_FILE = "model.safetensors"
@@ -29,7 +30,7 @@ CHECKPOINT_VERSION = 1
 LossName = Literal["poisson", "bce", "mse"]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(EncoderError, ValueError):
     """A run directory that does not hold a usable checkpoint."""
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
+
+from npe_console import make_console
+from npe_errors import fail
 
 if TYPE_CHECKING:
     from encoder.recording import Recording
@@ -26,15 +28,7 @@ dataset_app = typer.Typer(
 app.add_typer(dataset_app, name="dataset")
 
 SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    from rich.markup import escape  # reasons contain shapes like [n_frames, n_cells]
-
-    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=code)
+console = make_console()
 
 
 def _about(file: Path, exc: Exception) -> str:
@@ -130,7 +124,7 @@ def simulate(
             repeat_seconds=repeat_seconds,
         )
     except SimulationConfigError as exc:
-        raise _fail(str(exc), code=2) from None
+        raise fail(str(exc), code=2) from None
     t0 = time.perf_counter()
     with console.status("simulating…") as status:
 
@@ -177,7 +171,7 @@ def dataset_info(
     try:
         rec = read_recording(file)
     except RecordingFormatError as exc:
-        raise _fail(_about(file, exc)) from None
+        raise fail(_about(file, exc)) from None
     info = describe_recording(rec, file)
     if as_json:
         typer.echo(json.dumps(info, indent=2))
@@ -218,7 +212,7 @@ def dataset_validate(
     except RecordingFormatError as exc:
         if as_json:
             typer.echo(json.dumps({"file": str(file), "valid": False, "reason": str(exc)}))
-        raise _fail(f"invalid: {_about(file, exc)}") from None
+        raise fail(f"invalid: {_about(file, exc)}") from None
     if as_json:
         typer.echo(json.dumps({"file": str(file), "valid": True, "reason": None}))
         return
@@ -286,7 +280,7 @@ def sta(
             rec = read_recording(file)
             window = window_frames_for(rec.frame_rate_hz, window_ms)
         except (RecordingFormatError, ValueError) as exc:
-            raise _fail(_about(file, exc)) from None
+            raise fail(_about(file, exc)) from None
         status.update(f"computing STAs of {rec.n_cells} cells over {rec.n_frames} frames")
         result = compute_sta(rec, window)
         true_px = None

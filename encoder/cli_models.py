@@ -12,15 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
+
+from npe_console import make_console
+from npe_errors import fail
 
 app = typer.Typer(no_args_is_help=True)
-console = Console()
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code=code)
+console = make_console()
 
 
 def _parse_cells(text: str | None) -> tuple[int, ...] | None:
@@ -29,7 +26,7 @@ def _parse_cells(text: str | None) -> tuple[int, ...] | None:
     try:
         return tuple(int(v) for v in text.replace(" ", "").split(",") if v)
     except ValueError as exc:
-        raise _fail(f"--cells: expected comma-separated cell indices, got {text!r}") from exc
+        raise fail(f"--cells: expected comma-separated cell indices, got {text!r}") from exc
 
 
 @app.command("models")
@@ -55,7 +52,7 @@ def models_command(
         try:
             model = build_model(name, None, n_cells, (height, width), window)
         except ModelConfigError as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
         row = {
             "model": name,
             "parameters": model.n_parameters(),
@@ -136,9 +133,9 @@ def train_command(
     try:
         model_config = json.loads(config) if config else {}
     except json.JSONDecodeError as exc:
-        raise _fail(f"--config: not valid JSON ({exc})") from exc
+        raise fail(f"--config: not valid JSON ({exc})") from exc
     if not isinstance(model_config, dict):
-        raise _fail("--config: expected a JSON object")
+        raise fail("--config: expected a JSON object")
     cfg = TrainConfig(
         model=model,
         model_config=model_config,
@@ -208,7 +205,7 @@ def train_command(
         with progress:
             result = train(data, out, cfg, progress=on_event)
     except (TrainError, ModelConfigError, RecordingFormatError, CheckpointError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     if show:
         summary = {
             "run_dir": str(result.run_dir),
@@ -312,7 +309,7 @@ def evaluate_command(
                     )
                 )
     except (CheckpointError, RecordingFormatError, ev.EvaluationError, TrainError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
 
     def fmt(v: float | None) -> str:
         return "—" if v is None else f"{v:.3f}"

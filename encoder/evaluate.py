@@ -33,12 +33,13 @@ from scipy.ndimage import uniform_filter1d
 
 from encoder.batching import predict_frames
 from encoder.checkpoint import LoadedCheckpoint
+from encoder.errors import EncoderError
 from encoder.recording import Recording
 
 DEFAULT_SMOOTH_MS = 50.0
 
 
-class EvaluationError(ValueError):
+class EvaluationError(EncoderError, ValueError):
     """A recording that cannot be used to evaluate a checkpoint."""
 
 

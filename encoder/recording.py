@@ -31,13 +31,15 @@ import h5py
 import numpy as np
 from numpy.typing import NDArray
 
+from encoder.errors import EncoderError
+
 FORMAT_NAME = "npe.recording"
 FORMAT_VERSION = 1
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 STIMULUS_KINDS: tuple[str, ...] = ("uint8", "contrast")
 
 
-class RecordingFormatError(ValueError):
+class RecordingFormatError(EncoderError, ValueError):
     """A file (or in-memory recording) that breaks the npe recording layout."""
 
 

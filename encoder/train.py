@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from encoder.batching import Segment, batches, predict_frames, segments
 from encoder.checkpoint import file_sha256, load_checkpoint, make_meta, save_checkpoint
 from encoder.distributed import DistInfo, init_distributed, shutdown_distributed
+from encoder.errors import EncoderError
 from encoder.losses import get_loss
 from encoder.models import RetinaModel, build_model, get_spec
 from encoder.models.base import RateMapMixin
@@ -44,7 +45,7 @@ METRICS_JSON = "metrics.json"
 TRAIN_CONFIG_FILE = "train_config.json"
 
 
-class TrainError(ValueError):
+class TrainError(EncoderError, ValueError):
     """A training request that cannot run (bad option, missing device, incompatible init)."""
 
 

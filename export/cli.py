@@ -12,18 +12,15 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from npe_console import make_console
+from npe_errors import NpeError, fail, print_warning
+
 app = typer.Typer(no_args_is_help=True)
 
 
 def _console(stderr: bool = False) -> Console:
-    """A console; 160 columns when not on a terminal, so piped tables stay readable."""
-    console = Console(stderr=stderr)
-    return console if console.is_terminal else Console(stderr=stderr, width=160)
-
-
-def _fail(console: Console, message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=code)
+    """The shared layout: rich's own on a terminal, a fixed wide one in a pipe."""
+    return make_console(stderr=stderr)
 
 
 @app.command("export")
@@ -57,15 +54,12 @@ def export_command(
     """Export a trained model to a verified ONNX bundle (model.onnx + manifest.json)."""
     console = _console(stderr=True)
     if int8 and calibration_data is None:
-        raise _fail(
-            console, "--int8 needs --calibration-data FILE (.npz windows or a recording .h5)", 2
-        )
+        raise fail("--int8 needs --calibration-data FILE (.npz windows or a recording .h5)", 2)
     if calibration_data is not None and not int8:
-        raise _fail(console, "--calibration-data is only used with --int8", 2)
+        raise fail("--calibration-data is only used with --int8", 2)
 
     from export.exporter import ExportOptions, export_bundle
-    from export.source import ExportError, load_source
-    from runtime.bundle import BundleError
+    from export.source import load_source
 
     with console.status("loading checkpoint") as status:
         try:
@@ -79,8 +73,8 @@ def export_command(
                 console.log(msg)
 
             manifest = export_bundle(source, out, options, progress=progress)
-        except (ExportError, BundleError) as exc:
-            raise _fail(console, str(exc)) from None
+        except NpeError as exc:
+            raise fail(str(exc)) from None
     report = json_out or out.parent / f"{out.name}.export.json"
     report.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
     from export.inspect_view import manifest_tables
@@ -89,8 +83,8 @@ def export_command(
     _console().print(manifest_tables(load_bundle(out)))
     q = manifest.parity.int8
     if q is not None and q.file is None:
-        console.print(
-            f"[yellow]INT8 model not written: mean PCC dropped by {q.pcc_drop:.4f} "
+        print_warning(
+            f"INT8 model not written: mean PCC dropped by {q.pcc_drop:.4f} "
             f"(> {q.max_pcc_drop}) on the test split"
         )
     console.print(f"[green]bundle written to {out}[/green]; report {report}")
@@ -102,13 +96,13 @@ def inspect_command(
     as_json: bool = typer.Option(False, "--json", help="print the verified manifest as JSON"),
 ) -> None:
     """Verify a bundle (every hash, model signatures, metadata) and show its manifest."""
-    from runtime.bundle import BundleError, load_bundle
+    from runtime.bundle import load_bundle
 
     console = _console()
     try:
         bundle = load_bundle(bundle_dir, verify=True)
-    except BundleError as exc:
-        raise _fail(_console(stderr=True), f"bundle refused: {exc}") from None
+    except NpeError as exc:
+        raise fail(f"bundle refused: {exc}") from None
     if as_json:
         payload = {
             "verified": True,

@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from export.errors import ExportPackageError
 
-class ExportError(RuntimeError):
+
+class ExportError(ExportPackageError, RuntimeError):
     """An export that cannot proceed or did not verify (the message says which check failed)."""
 
 

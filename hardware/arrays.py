@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from hardware.errors import HardwareError
 from hardware.retinotopy import DEFAULT_MAP, WedgeDipoleMap
 
 ARRAY_SCHEMA = "npe.array"
@@ -27,7 +28,7 @@ ARRAY_VERSION = 1
 ARRAY_DATA_DIR = Path(__file__).parent / "array_data"
 
 
-class ArrayError(ValueError):
+class ArrayError(HardwareError, ValueError):
     """An array file that cannot be used: missing, unreadable or inconsistent."""
 
 

@@ -48,6 +48,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel
 
 from hardware.arrays import ElectrodeArray, parse_array
+from hardware.errors import HardwareError
 from hardware.safety import HARDWARE_LIMITS, SafetyLimits, check_frame
 from hardware.types import StimulationFrame
 from hardware.wire import RECORD, ids_checksum
@@ -66,7 +67,7 @@ TYPE_SESSION, TYPE_FRAME, TYPE_EVENT = 1, 2, 3
 TYPE_NAMES = {TYPE_SESSION: "session", TYPE_FRAME: "frame", TYPE_EVENT: "event"}
 
 
-class AuditError(OSError):
+class AuditError(HardwareError, OSError):
     """An audit log that cannot be opened or is not an npe audit log."""
 
 

@@ -16,6 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from hardware.errors import HardwareError
+
 CALIBRATION_SCHEMA = "npe.calibration"
 CALIBRATION_VERSION = 1
 
@@ -26,7 +28,7 @@ VISUAL_FIELD_LIMIT_DEG = 90.0
 MAX_CALIBRATED_CURRENT_UA = 200.0
 
 
-class CalibrationError(ValueError):
+class CalibrationError(HardwareError, ValueError):
     """A calibration file that cannot be trusted: unreadable, out of range or inconsistent."""
 
 

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
+
+from npe_console import make_console
+from npe_errors import ExitCode, fail
 
 app = typer.Typer(no_args_is_help=True)
 hardware_app = typer.Typer(no_args_is_help=True, help="Electrode arrays and hardware data.")
@@ -22,13 +24,7 @@ app.add_typer(hardware_app, name="hardware")
 app.add_typer(stimulator_app, name="stimulator")
 app.add_typer(log_app, name="log")
 
-console = Console()
-err = Console(stderr=True)
-
-
-def _fail(msg: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {msg}", highlight=False)
-    return typer.Exit(code=code)
+console = make_console()
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -51,7 +47,7 @@ def arrays_cmd(
         try:
             a = load_array(name)
         except ArrayError as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
         d = a.positions_mm[:, None, :] - a.positions_mm[None, :, :]
         dist = (d**2).sum(-1) ** 0.5
         dist[dist == 0] = float("inf")
@@ -134,20 +130,20 @@ def serve_cmd(
         limits = SafetyLimits.load(limits_file) if limits_file else SafetyLimits()
         key = load_or_create_device_key(key_file)
     except (ArrayError, SafetyConfigError, KeyError_) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     from hardware.audit import AuditError, AuditLog
 
     try:
         log = AuditLog(audit_log, arr, limits, note="npe stimulator serve") if audit_log else None
     except AuditError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     stim = SimulatedStimulator(host, port, key, limits, arr, deadman_ms=deadman_ms, audit=log)
     try:
         stim.start()
     except OSError as exc:
         if log is not None:
             log.close()
-        raise _fail(f"cannot listen on udp://{host}:{port}: {exc}") from exc
+        raise fail(f"cannot listen on udp://{host}:{port}: {exc}") from exc
 
     def table() -> Table:
         s = stim.stats
@@ -202,12 +198,12 @@ def inspect_cmd(
     from hardware.audit import AuditError, inspect_log
 
     if not file.exists():
-        raise _fail(f"{file}: no such audit log")
+        raise fail(f"{file}: no such audit log")
     try:
         with console.status(f"verifying {file} ..."):
             report = inspect_log(file)
     except AuditError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     out = json_out or file.with_name(file.name + ".report.json")
     _write_json(out, report.model_dump())
     if as_json:
@@ -250,7 +246,7 @@ def inspect_cmd(
         console.print(t)
         console.print(f"JSON report: {out}", highlight=False)
     if not report.ok:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=ExitCode.CHECK_FAILED)
 
 
 @app.command("preview")
@@ -280,20 +276,20 @@ def preview_cmd(
             arr = load_array(array)
         cal = load_calibration(calibration) if calibration else None
     except FileNotFoundError as exc:
-        raise _fail(f"{log}: no such audit log") from exc
+        raise fail(f"{log}: no such audit log") from exc
     except (AuditError, ArrayError, CalibrationError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     if arr is None:
-        raise _fail(f"{log}: the log names no array; pass --array")
+        raise fail(f"{log}: the log names no array; pass --array")
     frames = [f for f in frames if f.n_electrodes == arr.n]
     if not frames:
-        raise _fail(f"{log}: no stimulation frames for array {arr.name}")
+        raise fail(f"{log}: no stimulation frames for array {arr.name}")
     renderer = PhospheneRenderer(arr, cal, size_px=size, frame_ms=1000.0 / fps)
     fourcc = cv2.VideoWriter.fourcc(*("mp4v" if out.suffix.lower() == ".mp4" else "MJPG"))
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(out), fourcc, fps, (size, size), isColor=False)
     if not writer.isOpened():
-        raise _fail(f"{out}: OpenCV cannot write this video format")
+        raise fail(f"{out}: OpenCV cannot write this video format")
     t0 = time.perf_counter()
     peak = 0.0
     with Progress(console=console) as progress:

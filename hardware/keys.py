@@ -13,12 +13,14 @@ import secrets
 import stat
 from pathlib import Path
 
+from hardware.errors import HardwareError
+
 KEY_BYTES = 32
 #: Environment variable that overrides the default key file location.
 KEY_ENV = "NPE_DEVICE_KEY_FILE"
 
 
-class KeyError_(ValueError):
+class KeyError_(HardwareError, ValueError):
     """A device key file that must not be used."""
 
 

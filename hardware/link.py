@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from hardware.errors import HardwareError
 from hardware.types import StimulationFrame
 from hardware.wire import ACK_BYTES, FrameEncoder, WireError, decode_ack
 
@@ -32,7 +33,7 @@ DEFAULT_PORT = 9750
 DEFAULT_LINK = f"udp://127.0.0.1:{DEFAULT_PORT}"
 
 
-class LinkError(OSError):
+class LinkError(HardwareError, OSError):
     """A link that cannot be opened, or a spec it does not understand."""
 
 

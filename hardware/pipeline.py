@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 
 from hardware.arrays import ElectrodeArray
 from hardware.calibration_file import PatientCalibration
+from hardware.errors import HardwareError
 from hardware.mapping import MappingConfig, RateSampler, electrode_model
 from hardware.retinotopy import DEFAULT_MAP, WedgeDipoleMap
 from hardware.safety import EnforcedBatch, SafetyEnforcer, SafetyEvent, SafetyLimits
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from hardware.audit import AuditLog
 
 
-class PipelineConfigError(ValueError):
+class PipelineConfigError(HardwareError, ValueError):
     """Mapping parameters that the safety limits would clamp on every frame: refused at start."""
 
 

@@ -47,6 +47,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hardware.arrays import ElectrodeArray
+from hardware.errors import HardwareError
 from hardware.types import StimulationFrame
 
 
@@ -75,7 +76,7 @@ _MARGIN = 1.0 - 1e-6
 _MIN_DELIVERABLE_UA = 1e-3
 
 
-class SafetyConfigError(ValueError):
+class SafetyConfigError(HardwareError, ValueError):
     """A safety configuration that is refused at start (beyond hardware limits, inconsistent)."""
 
 

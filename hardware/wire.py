@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hardware.errors import HardwareError
 from hardware.types import StimulationFrame
 
 MAGIC = b"NPSF"
@@ -72,7 +73,7 @@ REJECT_REASONS = (
 assert HEADER.size == 40 and RECORD.itemsize == 18
 
 
-class WireError(ValueError):
+class WireError(HardwareError, ValueError):
     """A frame the receiver refuses; `reason` is one of REJECT_REASONS."""
 
     def __init__(self, reason: str, detail: str = "") -> None:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from runtime.errors import NpeRuntimeError
 from runtime.inference import OrtEngine, SessionSettings
 from runtime.latency import summarise_ns
 from runtime.spec import FormSpec, ModelSpec
@@ -45,7 +46,7 @@ TARGET_ORT_VS_TORCH = 2.0
 TARGET_STEP_VS_WINDOW = 5.0
 
 
-class BenchError(RuntimeError):
+class BenchError(NpeRuntimeError, RuntimeError):
     """A benchmark part that cannot run as asked (e.g. a checkpoint torch cannot load)."""
 
 

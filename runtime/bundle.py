@@ -32,6 +32,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from runtime.errors import NpeRuntimeError
+
 SCHEMA_NAME: Literal["npe.bundle"] = "npe.bundle"
 SCHEMA_VERSION: Literal[1] = 1
 MANIFEST_NAME = "manifest.json"
@@ -41,7 +43,7 @@ METADATA_PREFIX = "npe."
 DType = Literal["float32", "float16", "int64", "int32", "uint8", "int8", "bool"]
 
 
-class BundleError(ValueError):
+class BundleError(NpeRuntimeError, ValueError):
     """A bundle that is incomplete, altered, of an unknown schema, or inconsistent with its models."""
 
 

@@ -10,61 +10,24 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
+
+from npe_console import make_console
+from npe_errors import ExitCode, NpeError, fail
 
 app = typer.Typer(no_args_is_help=True)
-# Logs and CI are not terminals: give tables room instead of rich's 80-column default.
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
-
-
-def _fail(msg: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {msg}")
-    return typer.Exit(code=code)
+# Status and tables go to stderr (stdout stays free for --json); laid out as every npe command.
+console = make_console(stderr=True)
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input or environment (one red line), not a bug (traceback)."""
-    from hardware.arrays import ArrayError
-    from hardware.audit import AuditError
-    from hardware.calibration_file import CalibrationError
-    from hardware.keys import KeyError_
-    from hardware.link import LinkError
-    from hardware.pipeline import PipelineConfigError
-    from hardware.safety import SafetyConfigError
-    from runtime.bench import BenchError
-    from runtime.bundle import BundleError
-    from runtime.inference import InferenceError
-    from runtime.preprocess import PreprocessError
-    from runtime.realtime import RealtimeError
-    from runtime.sources import SourceError
-    from runtime.spec import SpecError
-    from runtime.witness import WitnessError
-
-    return (
-        ArrayError,
-        AuditError,
-        CalibrationError,
-        KeyError_,
-        LinkError,
-        PipelineConfigError,
-        SafetyConfigError,
-        RealtimeError,
-        BenchError,
-        BundleError,
-        InferenceError,
-        PreprocessError,
-        SourceError,
-        SpecError,
-        WitnessError,
-        FileNotFoundError,
-    )
+    """Errors that mean bad input or environment (one line), not a bug (traceback)."""
+    return (NpeError, FileNotFoundError)
 
 
 def default_run_dir() -> Path:
@@ -145,11 +108,11 @@ def run_command(
     expected = _expected_errors()
     tune_interpreter()
     if stimulator not in ("thread", "process"):
-        raise _fail(f"--stimulator must be thread or process, got {stimulator!r}")
+        raise fail(f"--stimulator must be thread or process, got {stimulator!r}")
     if device not in ("cpu", "cuda"):
-        raise _fail(f"--device must be cpu or cuda, got {device!r}")
+        raise fail(f"--device must be cpu or cuda, got {device!r}")
     if form not in (None, "step", "window"):
-        raise _fail(f"--form must be step or window, got {form!r}")
+        raise fail(f"--form must be step or window, got {form!r}")
     run_dir = log.parent if log is not None else default_run_dir()
     log_path = log if log is not None else run_dir / "audit.log"
     summary_path = summary_json if summary_json is not None else log_path.with_name("summary.json")
@@ -177,7 +140,7 @@ def run_command(
             stimulator,  # type: ignore[arg-type]
         )
     except expected as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
     clock: BinClock = VirtualClock() if as_fast_as_possible else RealClock(int(spin_us * 1e3))
     prev = None
@@ -230,7 +193,7 @@ def run_command(
         stim_stats = chain.stimulator_stats()
     if error is not None or summary is None:
         console.line()  # end the status line
-        raise _fail(f"run stopped: {error}", code=1)
+        raise fail(f"run stopped: {error}", code=ExitCode.CHECK_FAILED)
     summary.extra = {
         "bundle": spec.extra.get("bundle", ""),
         "model_sha256": spec.sha256,
@@ -314,7 +277,7 @@ def bench_command(
 
     expected = _expected_errors()
     if witness and not realtime:
-        raise _fail("--witness needs --realtime (as fast as possible nothing waits to wake up)")
+        raise fail("--witness needs --realtime (as fast as possible nothing waits to wake up)")
     out_dir = (
         out if out is not None else Path("npe-bench") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     )
@@ -345,7 +308,7 @@ def bench_command(
                 progress=lambda s: bar.update(task, description=s),
             )
     except expected as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     print_bench(report)
     console.print(f"JSON: {out_dir / 'bench.json'} · histogram: {out_dir / 'latency_hist.png'}")
 

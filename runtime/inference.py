@@ -20,12 +20,13 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from runtime.errors import NpeRuntimeError
 from runtime.spec import FormSpec
 
 Device = Literal["cpu", "cuda"]
 
 
-class InferenceError(RuntimeError):
+class InferenceError(NpeRuntimeError, RuntimeError):
     """A session that cannot be created or run as asked (device, shapes, file)."""
 
 

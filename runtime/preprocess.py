@@ -19,10 +19,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from runtime.errors import NpeRuntimeError
 from runtime.spec import ModelSpec
 
 
-class PreprocessError(ValueError):
+class PreprocessError(NpeRuntimeError, ValueError):
     """The camera cannot provide what the model needs (e.g. its field of view is too narrow)."""
 
 

@@ -18,8 +18,10 @@ import gc
 import os
 import sys
 
+from runtime.errors import NpeRuntimeError
 
-class RealtimeError(OSError):
+
+class RealtimeError(NpeRuntimeError, OSError):
     """A real-time setting the OS refused (named, with what to do instead)."""
 
 

@@ -27,10 +27,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from runtime.errors import NpeRuntimeError
 from runtime.synthetic import SCENES, SyntheticScene
 
 
-class SourceError(RuntimeError):
+class SourceError(NpeRuntimeError, RuntimeError):
     """A source that cannot be opened or read (named in the message)."""
 
 

@@ -16,13 +16,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from runtime.errors import NpeRuntimeError
+
 if TYPE_CHECKING:
     from runtime.bundle import Bundle
 
 FormKind = Literal["window", "step"]
 
 
-class SpecError(ValueError):
+class SpecError(NpeRuntimeError, ValueError):
     """A model description the runtime cannot run (missing form, bad shape, ...)."""
 
 

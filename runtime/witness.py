@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from runtime.clock import RealClock
+from runtime.errors import NpeRuntimeError
 
 #: Lateness thresholds (ms) the report counts wake-ups over.
 THRESHOLDS_MS = (1.0, 2.0, 5.0, 10.0)
@@ -41,7 +42,7 @@ THRESHOLDS_MS = (1.0, 2.0, 5.0, 10.0)
 START_TIMEOUT_S = 30.0
 
 
-class WitnessError(RuntimeError):
+class WitnessError(NpeRuntimeError, RuntimeError):
     """A witness that could not start or did not report (named, with its stderr)."""
 
 

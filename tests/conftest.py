@@ -61,3 +61,26 @@ def tiny_whitenoise_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny white-noise synthetic recording (.h5): enough spikes for clean STAs."""
     path = tmp_path_factory.mktemp("recordings") / "tiny_whitenoise.h5"
     return write_recording(simulate(TINY_WHITENOISE_CONFIG).recording, path)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test of a module that drives a command line (`-m cli` selects them).
+
+    The test command runs these a second time at ``COLUMNS=40`` with a deep ``TMPDIR``, so output
+    that depends on the terminal's width or on the length of a path fails in CI, not on a user's
+    first machine. A module drives the CLI when it uses typer's CliRunner, pexpect or the `npe`
+    entry point in a subprocess; it can also say so with ``pytestmark = pytest.mark.cli``.
+    """
+    cli = pytest.mark.cli
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is None:
+            continue
+        names = vars(module)
+        if (
+            "CliRunner" in names
+            or "pexpect" in names
+            or "npe_cli" in names
+            or "DRIVES_CLI" in names
+        ):
+            item.add_marker(cli)

@@ -18,6 +18,8 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
+from encoder.errors import EncoderError
+
 #: Input size used to report parameter counts (`npe models`): the synthetic retina's default
 #: 32×32 px frames at 100 Hz with a 250 ms window (REFERENCES: YADLRetina's 250 ms window).
 DEFAULT_FRAME_SHAPE: tuple[int, int] = (32, 32)
@@ -25,7 +27,7 @@ DEFAULT_WINDOW_FRAMES: int = 25
 DEFAULT_N_CELLS: int = 32
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(EncoderError, ValueError):
     """A model name or configuration that cannot build a model."""
 
 

@@ -11,13 +11,15 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from encoder.errors import EncoderError
+
 STIMULUS_KINDS: tuple[str, ...] = ("natural", "pink", "whitenoise", "bars", "gratings")
 
 # The original experiments: 50/7/7 minutes train/val/test (YADLRetina, REFERENCES.md).
 ORIGINAL_SPLIT_MINUTES: dict[str, float] = {"train": 50.0, "val": 7.0, "test": 7.0}
 
 
-class SimulationConfigError(ValueError):
+class SimulationConfigError(EncoderError, ValueError):
     """A simulation parameter outside what the synthetic retina supports."""
 
 

@@ -70,20 +70,20 @@ def test_dataset_validate_accepts_good_and_refuses_bad_files(
         del f["splits/val"]
         f["splits/val"] = np.array([[100, 400]], np.int64)  # overlaps train
     result = runner.invoke(app, ["dataset", "validate", str(bad)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "overlaps" in result.output and "/splits" in result.output
     assert "Traceback" not in result.output
     as_json = runner.invoke(app, ["dataset", "validate", str(bad), "--json"])
-    assert as_json.exit_code == 1
+    assert as_json.exit_code == 2
     verdict = json.loads(as_json.stdout.splitlines()[0])
     assert verdict["valid"] is False and "overlaps" in verdict["reason"]
     with h5py.File(bad, "r+") as f:
         del f["responses"]
     shapes = runner.invoke(app, ["dataset", "validate", str(bad)])
-    assert shapes.exit_code == 1
+    assert shapes.exit_code == 2
     assert "/responses: missing (expected [n_frames, n_cells] uint16)" in shapes.output
     missing = runner.invoke(app, ["dataset", "validate", str(tmp_path / "none.h5")])
-    assert missing.exit_code == 1 and "no such file" in missing.output
+    assert missing.exit_code == 2 and "no such file" in missing.output
 
 
 def test_sta_command_writes_png_arrays_and_centres(

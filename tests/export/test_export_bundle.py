@@ -123,7 +123,7 @@ def test_inspect_refuses_each_tampering_with_its_own_message(
         )
     (b / MANIFEST_NAME).write_text(json.dumps(raw))
     res = runner.invoke(app, ["inspect", str(b)])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "bundle refused" in res.output and message in res.output.replace("\n", "")
 
 
@@ -222,8 +222,8 @@ def test_cli_export_writes_bundle_and_json_and_refuses_bad_input(
     report = json.loads((tmp_path / "bundle.export.json").read_text())
     assert report["files"] == load_bundle(out).manifest.files
     again = runner.invoke(app, ["export", str(run), "--out", str(out)])
-    assert again.exit_code == 1 and "exists and is not empty" in again.output
+    assert again.exit_code == 2 and "exists and is not empty" in again.output
     missing = runner.invoke(app, ["export", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
-    assert missing.exit_code == 1 and "no such checkpoint run directory" in missing.output
+    assert missing.exit_code == 2 and "no such checkpoint run directory" in missing.output
     no_cal = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "y"), "--int8"])
     assert no_cal.exit_code == 2 and "--calibration-data" in no_cal.output

@@ -28,6 +28,10 @@ def _env() -> dict[str, str]:
     return env
 
 
+#: Marks this module's tests `cli` (tests/conftest.py): it drives `npe` in subprocesses.
+DRIVES_CLI = True
+
+
 def _npe(*args: str) -> list[str]:
     return [sys.executable, "-m", "npe_cli", *args]
 
