@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from npe_config import config_option, write_effective_config
 from npe_console import make_console
 from npe_errors import ExitCode, NpeError, fail, print_warning
 
@@ -49,6 +50,7 @@ def _session_command(
     limits_file: Path | None,
     operator: str,
     extra: dict[str, Any],
+    ctx: typer.Context,
 ) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
@@ -57,6 +59,7 @@ def _session_command(
     from calibration.runner import INPROCESS_LINK, calibrate, resolve_electrodes, start_session
     from calibration.session import SessionLog, TrialRecord
     from hardware.arrays import load_array
+    from hardware.link import DEFAULT_PORT
     from hardware.safety import SafetyLimits
 
     try:
@@ -91,11 +94,18 @@ def _session_command(
                 electrodes=ids,
                 calibration_path=str(calibration),
                 link=link
-                or (INPROCESS_LINK if simulated_patient is not None else "udp://127.0.0.1:9750"),
+                or (
+                    INPROCESS_LINK
+                    if simulated_patient is not None
+                    else f"udp://127.0.0.1:{DEFAULT_PORT}"
+                ),
                 simulated_patient=simulated_patient,
                 **extra,
             )
             console.print(f"session file: {session_path}")
+            write_effective_config(
+                session_path.parent, ctx, file_name=f"{session_path.stem}.npe-config.toml"
+            )
         header = SessionLog.open(session_path).header
         interactive = header.simulated_patient is None
         if interactive:
@@ -216,6 +226,8 @@ OperatorOpt = Annotated[str, typer.Option("--operator", help="Who runs the sessi
 
 @calibrate_app.command("threshold")
 def threshold_cmd(
+    ctx: typer.Context,
+    config_file: Path | None = config_option(),
     patient: PatientOpt = None,
     array: ArrayOpt = "utah96",
     calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file."),
@@ -239,12 +251,14 @@ def threshold_cmd(
     _session_command(
         "threshold", patient, array, calibration, electrodes, session, resume,
         simulated_patient, link, limits_file, operator,
-        {"method": method, "budget": budget, "ci_target_ua": ci_target, "max_current_ua": max_current},
+        {"method": method, "budget": budget, "ci_target_ua": ci_target, "max_current_ua": max_current}, ctx,
     )  # fmt: skip
 
 
 @calibrate_app.command("brightness")
 def brightness_cmd(
+    ctx: typer.Context,
+    config_file: Path | None = config_option(),
     patient: PatientOpt = None,
     array: ArrayOpt = "utah96",
     calibration: Path | None = typer.Option(
@@ -265,12 +279,14 @@ def brightness_cmd(
     _session_command(
         "brightness", patient, array, calibration, electrodes, session, resume,
         simulated_patient, link, limits_file, operator,
-        {"levels": levels, "repeats": repeats, "max_current_ua": max_current},
+        {"levels": levels, "repeats": repeats, "max_current_ua": max_current}, ctx,
     )  # fmt: skip
 
 
 @calibrate_app.command("map")
 def map_cmd(
+    ctx: typer.Context,
+    config_file: Path | None = config_option(),
     patient: PatientOpt = None,
     array: ArrayOpt = "utah96",
     calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file."),
@@ -288,7 +304,7 @@ def map_cmd(
     _session_command(
         "map", patient, array, calibration, electrodes, session, resume,
         simulated_patient, link, limits_file, operator,
-        {"reports": reports, "max_current_ua": max_current},
+        {"reports": reports, "max_current_ua": max_current}, ctx,
     )  # fmt: skip
 
 

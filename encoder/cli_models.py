@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from npe_config import config_option, write_effective_config
 from npe_console import make_console
 from npe_errors import fail
 
@@ -84,6 +85,8 @@ def models_command(
 
 @app.command("train")
 def train_command(
+    ctx: typer.Context,
+    config_file: Path | None = config_option(),
     data: Path = typer.Option(..., "--data", help="Recording (.h5) to train on."),
     model: str = typer.Option(..., "--model", help="Model name (see `npe models`)."),
     out: Path = typer.Option(..., "--out", help="Run directory (checkpoint, metrics)."),
@@ -118,8 +121,8 @@ def train_command(
     ),
     threads: int = typer.Option(2, help="torch CPU threads."),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
-    config: str | None = typer.Option(
-        None, help="Model config overrides as JSON, e.g. '{\"hidden\": 64}'."
+    model_config_json: str | None = typer.Option(
+        None, "--model-config", help="Model config overrides as JSON, e.g. '{\"hidden\": 64}'."
     ),
 ) -> None:
     """Train a model (Adam, early stopping, best checkpoint kept; torchrun-aware)."""
@@ -131,11 +134,11 @@ def train_command(
     from encoder.train import TrainConfig, TrainError, dist_info, train
 
     try:
-        model_config = json.loads(config) if config else {}
+        model_config = json.loads(model_config_json) if model_config_json else {}
     except json.JSONDecodeError as exc:
-        raise fail(f"--config: not valid JSON ({exc})") from exc
+        raise fail(f"--model-config: not valid JSON ({exc})") from exc
     if not isinstance(model_config, dict):
-        raise fail("--config: expected a JSON object")
+        raise fail("--model-config: expected a JSON object")
     cfg = TrainConfig(
         model=model,
         model_config=model_config,
@@ -218,6 +221,7 @@ def train_command(
             "parameters": result.n_parameters,
         }
         (Path(out) / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_effective_config(Path(out), ctx)
         console.print(
             f"[green]done[/green]: {model} best epoch {result.best_epoch} "
             f"(val loss {result.best_val_loss:.4f}), {result.stopped}, {result.minutes:.1f} min → {out}"

@@ -17,6 +17,7 @@ from typing import Any
 
 import typer
 
+from npe_config import config_option, write_effective_config
 from npe_console import make_console
 from npe_errors import ExitCode, NpeError, fail
 
@@ -37,6 +38,8 @@ def default_run_dir() -> Path:
 
 @app.command("run")
 def run_command(
+    ctx: typer.Context,
+    config_file: Path | None = config_option(),
     bundle: Path | None = typer.Option(None, help="Bundle directory (default: the shipped one)."),
     source: str | None = typer.Option(
         None,
@@ -165,6 +168,7 @@ def run_command(
         rt.stop()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    write_effective_config(log_path.parent, ctx)
     console.print(
         f"[bold]npe run[/bold] {spec.name} ({fspec.form}/{fspec.precision}, "
         f"{spec.frame_rate_hz:g} bins/s, window {spec.window_frames}) · {src.name} → "
@@ -231,6 +235,8 @@ def _jsonable(x: Any) -> Any:
 
 @app.command("bench")
 def bench_command(
+    ctx: typer.Context,
+    config_file: Path | None = config_option(),
     bundle: Path | None = typer.Option(None, help="Bundle directory (default: the shipped one)."),
     out: Path | None = typer.Option(
         None, help="Output directory (default: ./npe-bench/<time>/): bench.json, latency_hist.png."
@@ -309,6 +315,7 @@ def bench_command(
             )
     except expected as exc:
         raise fail(str(exc)) from None
+    write_effective_config(out_dir, ctx)
     print_bench(report)
     console.print(f"JSON: {out_dir / 'bench.json'} · histogram: {out_dir / 'latency_hist.png'}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -169,7 +170,7 @@ def test_cli_train_then_evaluate(tiny_path: Path, tmp_path: Path) -> None:
             "32",
             "--threads",
             "1",
-            "--config",
+            "--model-config",
             json.dumps(TINY_STREAMING),
         ],
     )
@@ -199,3 +200,42 @@ def test_cli_train_then_evaluate(tiny_path: Path, tmp_path: Path) -> None:
     assert bad.exit_code == 2
     assert "unknown model 'nope'" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_cli_train_from_a_config_file_flags_override_and_the_effective_config_is_written(
+    tiny_path: Path, tmp_path: Path
+) -> None:
+    """An experiment's setup kept in TOML: the file fills options, a flag wins, and the run
+    directory gets the configuration it actually ran with, which reads back unchanged."""
+    from encoder.cli_models import app
+    from npe_config import CONFIG_FILE_NAME
+
+    runner = CliRunner()
+    run = tmp_path / "from_config"
+    cfg = tmp_path / "experiment.toml"
+    cfg.write_text(
+        f'data = "{tiny_path}"\nmodel = "streaming"\nout = "{run}"\nmax-epochs = 3\n'
+        f"lr = 0.01\nchunk-frames = 32\nthreads = 1\nmodel-config = '{json.dumps(TINY_STREAMING)}'\n"
+    )
+    res = runner.invoke(app, ["train", "--config", str(cfg), "--max-epochs", "1"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "train_summary.json").read_text())["epochs"] == 1
+    written = tomllib.loads((run / CONFIG_FILE_NAME).read_text())
+    assert written["max-epochs"] == 1 and written["lr"] == 0.01
+    assert written["data"] == str(tiny_path) and "config" not in written
+    assert json.loads(written["model-config"]) == TINY_STREAMING
+
+    bad = tmp_path / "bad.toml"
+    for text, needle in (
+        ("learning-rate = 0.1\n", "unknown setting 'learning-rate'"),
+        ("max-epochs = 'many'\n", "max-epochs"),
+        ("max-epochs = [\n", "not valid TOML"),
+    ):
+        bad.write_text(text)
+        res = runner.invoke(app, ["train", "--config", str(bad)])
+        assert res.exit_code == 2, res.output
+        assert res.stderr.count("\n") == 1 and res.stderr.startswith(f"error: {bad}: ")
+        assert needle in res.stderr
+    bad.write_bytes(b"lr = 0.1 \xff\n")
+    res = runner.invoke(app, ["train", "--config", str(bad)])
+    assert res.exit_code == 2 and "not UTF-8" in res.stderr

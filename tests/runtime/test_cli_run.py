@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,29 @@ def test_npe_run_with_defaults_runs_headless_and_writes_a_log(
     assert (
         summary["extra"]["stimulator"]["accepted"] > 50
     )  # frames reached the simulated stimulator
+
+
+def test_npe_run_from_a_patient_config_file_writes_its_effective_config(
+    tmp_path: Path, toy_bundle: Path
+) -> None:
+    """A clinician's run setup in TOML; a flag overrides it; the run writes what it used."""
+    log = tmp_path / "run" / "audit.log"
+    cfg = tmp_path / "patient.toml"
+    cfg.write_text(
+        f'bundle = "{toy_bundle}"\nsource = "synthetic:bar"\ncamera-fov-deg = 40.0\n'
+        f'duration = 30.0\nstimulator = "thread"\nlog = "{log}"\n'
+    )
+    proc = subprocess.run(
+        _npe("run", "--config", str(cfg), "--duration", "1"),
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _check_log(log)
+    used = tomllib.loads((log.parent / "npe-config.toml").read_text())
+    assert used["duration"] == 1.0 and used["stimulator"] == "thread"
+    assert used["bundle"] == str(toy_bundle) and used["camera-fov-deg"] == 40.0
+    summary = json.loads((log.parent / "summary.json").read_text())
+    assert summary["stop_reason"] == "duration reached"
 
 
 @pytest.mark.parametrize(
