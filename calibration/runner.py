@@ -13,9 +13,7 @@ calibration file untouched.
 from __future__ import annotations
 
 import json
-import secrets
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,8 +31,9 @@ from hardware.calibration_file import (
     load_calibration,
     save_calibration,
 )
-from hardware.link import open_link
+from hardware.chain import SimulatorMode, open_chain
 from hardware.safety import SafetyLimits
+from hardware.stimulator import SimulatedStimulator
 
 #: Link spec recorded for sessions that ran against an in-process simulated stimulator.
 INPROCESS_LINK = "inprocess-simulator"
@@ -91,48 +90,6 @@ def audit_path(session_path: str | Path) -> Path:
     return Path(str(session_path) + ".audit")
 
 
-@contextmanager
-def _hardware(
-    array: ElectrodeArray,
-    limits: SafetyLimits,
-    link_spec: str,
-    key: bytes | None,
-    audit_file: Path,
-    note: str,
-) -> Iterator[tuple[Any, Any, Any]]:
-    """Open the audit log and the link (starting an in-process simulated stimulator if
-    asked). The audit log continues across resumes (its sequence numbers carry on)."""
-    from hardware.audit import AuditLog
-    from hardware.stimulator import SimulatedStimulator
-
-    stim = None
-    if link_spec == INPROCESS_LINK:
-        key = secrets.token_bytes(32)
-        # Generous dead-man: calibration sends a stop frame after every train anyway.
-        stim = SimulatedStimulator("127.0.0.1", 0, key, limits, array, deadman_ms=500.0)
-        stim.start()
-        link_spec = f"udp://127.0.0.1:{stim.port}"
-    if key is None:
-        from hardware.keys import load_or_create_device_key
-
-        key = load_or_create_device_key()
-    audit = AuditLog(audit_file, array, limits, note=note)
-    try:
-        link = open_link(link_spec, key, audit)
-    except BaseException:
-        audit.close()
-        if stim is not None:
-            stim.stop()
-        raise
-    try:
-        yield link, stim, audit
-    finally:
-        link.close()
-        audit.close()
-        if stim is not None:
-            stim.stop()
-
-
 def calibrate(
     session_path: str | Path,
     responder: Responder | None = None,
@@ -180,13 +137,25 @@ def calibrate(
     stats: dict[str, Any] | None = None
     try:
         note = f"npe calibrate {h.procedure} patient {h.patient_id} session {log.path.name}"
-        with _hardware(array, limits, h.link, key, audit_path(log.path), note) as (
-            link,
-            stim,
-            audit,
-        ):
+        # The audit log continues across resumes (its sequence numbers carry on). With a
+        # simulated patient and no link, a simulator on a thread; its generous dead-man is
+        # fine, as calibration sends a stop frame after every train anyway.
+        simulated = h.link == INPROCESS_LINK
+        with open_chain(
+            array,
+            limits,
+            audit_path(log.path),
+            note,
+            link=None if simulated else h.link,
+            key=None if simulated else key,
+            simulator=SimulatorMode.THREAD,
+            deadman_ms=500.0 if simulated else None,
+            link_audit=True,
+            array_spec=h.array,
+        ) as chain:
+            link, stim = chain.link, chain.stimulator
             ts = TrialStimulator(
-                array, limits, link, wait=wait, first_sequence=first_seq, audit=audit
+                array, limits, link, wait=wait, first_sequence=first_seq, audit=chain.audit
             )
             if keep_frames is not None:
                 ts.keep_frames = True
@@ -194,7 +163,7 @@ def calibrate(
             try:
                 result = run_session(log, ts, responder, existing, on_trial, fit_only=fit_only)
             finally:
-                if stim is not None:
+                if isinstance(stim, SimulatedStimulator):
                     wait_until_received(stim, link.stats.sent)
                     stats = stim.stats.as_dict()
     finally:

@@ -140,7 +140,7 @@ def run_command(
             link,
             log_path,
             key_file,
-            stimulator,  # type: ignore[arg-type]
+            stimulator,
         )
     except expected as exc:
         raise fail(str(exc)) from None

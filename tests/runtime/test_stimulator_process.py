@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from hardware.types import StimulationFrame
-from runtime.stimulation import STIMULATOR_NICE, build_chain
+from hardware.chain import STIMULATOR_NICE
+from runtime.stimulation import build_chain
 
 
 @pytest.mark.skipif(not hasattr(os, "getpriority"), reason="POSIX priorities")
