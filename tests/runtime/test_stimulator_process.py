@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hardware.types import StimulationFrame
 from hardware.chain import STIMULATOR_NICE
+from hardware.types import StimulationFrame
 from runtime.stimulation import build_chain
 
 
