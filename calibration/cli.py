@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from hardware.arrays import DEFAULT_ARRAY
 from npe_config import config_option, write_effective_config
 from npe_console import make_console
 from npe_errors import ExitCode, NpeError, fail, print_warning
@@ -229,7 +230,7 @@ def threshold_cmd(
     ctx: typer.Context,
     config_file: Path | None = config_option(),
     patient: PatientOpt = None,
-    array: ArrayOpt = "utah96",
+    array: ArrayOpt = DEFAULT_ARRAY,
     calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file."),
     electrodes: ElectrodesOpt = "all",
     method: str = typer.Option("quest", "--method", help="quest (QUEST+) or staircase."),
@@ -260,7 +261,7 @@ def brightness_cmd(
     ctx: typer.Context,
     config_file: Path | None = config_option(),
     patient: PatientOpt = None,
-    array: ArrayOpt = "utah96",
+    array: ArrayOpt = DEFAULT_ARRAY,
     calibration: Path | None = typer.Option(
         None, "--calibration", help="Calibration file (needs thresholds)."
     ),
@@ -288,7 +289,7 @@ def map_cmd(
     ctx: typer.Context,
     config_file: Path | None = config_option(),
     patient: PatientOpt = None,
-    array: ArrayOpt = "utah96",
+    array: ArrayOpt = DEFAULT_ARRAY,
     calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file."),
     electrodes: ElectrodesOpt = "all",
     reports: int = typer.Option(2, "--reports", help="Location reports per electrode."),
@@ -328,7 +329,7 @@ def predict_cmd(
     calibration: Path = typer.Option(
         ..., "--calibration", help="Calibration file with measured thresholds."
     ),
-    array: ArrayOpt = "utah96",
+    array: ArrayOpt = DEFAULT_ARRAY,
     features: Path | None = typer.Option(
         None, "--features", help="JSON {electrode: {depth_mm, impedance_kohm}}."
     ),

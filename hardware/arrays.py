@@ -28,6 +28,10 @@ ARRAY_VERSION = 1
 ARRAY_DATA_DIR = Path(__file__).parent / "array_data"
 
 
+#: The reference array (a 96-channel Utah array), every command's default.
+DEFAULT_ARRAY = "utah96"
+
+
 class ArrayError(HardwareError, ValueError):
     """An array file that cannot be used: missing, unreadable or inconsistent."""
 

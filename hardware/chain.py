@@ -26,7 +26,6 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import StrEnum
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from hardware.arrays import ElectrodeArray, load_array
 from hardware.audit import AuditLog
 from hardware.link import StimulatorLink, open_link
 from hardware.safety import SafetyLimits
+from hardware.simulator_mode import SimulatorMode
 from hardware.stimulator import SimulatedStimulator
 
 __all__ = [
@@ -52,13 +52,6 @@ __all__ = [
 #: checked (send stage 1.3 ms at p50); at +10 it runs beside or after the loop instead
 #: (send 0.4 ms), and still keeps up at 100 frames/s.
 STIMULATOR_NICE = 10
-
-
-class SimulatorMode(StrEnum):
-    """Where the simulated stimulator runs when no real link is given."""
-
-    PROCESS = "process"
-    THREAD = "thread"
 
 
 def _serve(conn: Connection, key: bytes, array: str, limits_json: str) -> None:

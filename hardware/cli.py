@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from hardware.arrays import DEFAULT_ARRAY
 from npe_console import make_console
 from npe_errors import ExitCode, fail
 
@@ -99,7 +100,7 @@ def arrays_cmd(
 def serve_cmd(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
     port: int = typer.Option(9750, help="UDP port (0: pick a free one)."),
-    array: str = typer.Option("utah96", help="Array name or array file."),
+    array: str = typer.Option(DEFAULT_ARRAY, help="Array name or array file."),
     key_file: Path | None = typer.Option(
         None,
         help="Device key (default: $NPE_DEVICE_KEY_FILE or ~/.config/npe/device.key; created if missing).",

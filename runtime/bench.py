@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from hardware.arrays import DEFAULT_ARRAY
 from runtime.errors import NpeRuntimeError
 from runtime.inference import OrtEngine, SessionSettings
 from runtime.latency import summarise_ns
@@ -214,7 +215,7 @@ def bench_end_to_end(
     settings: SessionSettings,
     source: str,
     n_bins: int,
-    array: str = "utah96",
+    array: str = DEFAULT_ARRAY,
     camera_fov_deg: float = 60.0,
     realtime: bool = False,
     form: str | None = None,
@@ -431,7 +432,7 @@ def run_benchmark(
     checkpoint: Path | None = None,
     sweep: bool = False,
     realtime: bool = False,
-    array: str = "utah96",
+    array: str = DEFAULT_ARRAY,
     camera_fov_deg: float = 60.0,
     stimulator: StimulatorMode = "process",
     peak_size: int = 1024,

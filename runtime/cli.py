@@ -17,9 +17,12 @@ from typing import Any
 
 import typer
 
+from hardware.arrays import DEFAULT_ARRAY
+from hardware.simulator_mode import SimulatorMode
 from npe_config import config_option, write_effective_config
 from npe_console import make_console
 from npe_errors import ExitCode, NpeError, fail
+from runtime.options import ExecutionDevice, ModelForm, Precision
 
 app = typer.Typer(no_args_is_help=True)
 # Status and tables go to stderr (stdout stays free for --json); laid out as every npe command.
@@ -46,7 +49,7 @@ def run_command(
         help="camera:N | FILE.mp4 | images:DIR | synthetic:bar|grating|noise "
         "(default: camera:0 if it opens, else synthetic:bar).",
     ),
-    array: str = typer.Option("utah96", help="Electrode array name or file."),
+    array: str = typer.Option(DEFAULT_ARRAY, help="Electrode array name or file."),
     calibration: Path | None = typer.Option(None, help="Patient calibration file."),
     limits: Path | None = typer.Option(None, help="Safety limits file (default: built-in)."),
     link: str | None = typer.Option(
@@ -63,15 +66,15 @@ def run_command(
     ),
     duration: float | None = typer.Option(None, min=0.0, help="Stop after S seconds."),
     preview: bool = typer.Option(False, help="Show (or, headless, record) the preview."),
-    device: str = typer.Option("cpu", help="cpu | cuda"),
+    device: ExecutionDevice = typer.Option(ExecutionDevice.CPU, help="Where ONNX Runtime runs."),
     camera_fov_deg: float = typer.Option(
         60.0, help="Horizontal field of view of the camera/source in degrees."
     ),
     as_fast_as_possible: bool = typer.Option(
         False, "--as-fast-as-possible", help="Files/synthetic only: do not pace in real time."
     ),
-    form: str | None = typer.Option(None, help="step | window (default: step if present)."),
-    precision: str = typer.Option("fp32", help="fp32 | int8"),
+    form: ModelForm | None = typer.Option(None, help="Model form (default: step if present)."),
+    precision: Precision = typer.Option(Precision.FP32, help="Model precision."),
     threads: int = typer.Option(1, min=1, help="ONNX Runtime intra-op threads."),
     spinning: bool = typer.Option(False, help="Let ORT worker threads spin (see npe bench)."),
     stall_timeout: float = typer.Option(
@@ -80,8 +83,8 @@ def run_command(
     source_fps: float | None = typer.Option(
         None, help="Frame rate of images/synthetic sources (default 30/60)."
     ),
-    stimulator: str = typer.Option(
-        "process",
+    stimulator: SimulatorMode = typer.Option(
+        SimulatorMode.PROCESS,
         help="Simulated stimulator (no --link): process (its own, niced: what `npe bench` "
         "measures) | thread (in this process, competes for the GIL).",
     ),
@@ -110,19 +113,13 @@ def run_command(
 
     expected = _expected_errors()
     tune_interpreter()
-    if stimulator not in ("thread", "process"):
-        raise fail(f"--stimulator must be thread or process, got {stimulator!r}")
-    if device not in ("cpu", "cuda"):
-        raise fail(f"--device must be cpu or cuda, got {device!r}")
-    if form not in (None, "step", "window"):
-        raise fail(f"--form must be step or window, got {form!r}")
     run_dir = log.parent if log is not None else default_run_dir()
     log_path = log if log is not None else run_dir / "audit.log"
     summary_path = summary_json if summary_json is not None else log_path.with_name("summary.json")
     try:
         spec = load_model_spec(bundle)
-        fspec = spec.pick_form(form, precision)  # type: ignore[arg-type]
-        engine = OrtEngine(fspec, SessionSettings(device, threads, spinning))  # type: ignore[arg-type]
+        fspec = spec.pick_form(form.value if form else None, precision.value)
+        engine = OrtEngine(fspec, SessionSettings(device.value, threads, spinning))
         if source is None:
             source = "camera:0" if camera_opens(0) else "synthetic:bar"
             console.print(f"source: {source}")
@@ -256,10 +253,10 @@ def bench_command(
     realtime: bool = typer.Option(
         False, help="Pace the end-to-end run in real time (counts real dropped bins)."
     ),
-    array: str = typer.Option("utah96", help="Electrode array for the end-to-end run."),
+    array: str = typer.Option(DEFAULT_ARRAY, help="Electrode array for the end-to-end run."),
     camera_fov_deg: float = typer.Option(60.0, help="Field of view of the source in degrees."),
-    stimulator: str = typer.Option(
-        "process", help="Simulated stimulator for the end-to-end run: process | thread."
+    stimulator: SimulatorMode = typer.Option(
+        SimulatorMode.PROCESS, help="Simulated stimulator for the end-to-end run."
     ),
     rt_priority: int = typer.Option(
         0, help="SCHED_FIFO priority 1-99 for the benchmark thread (0: off)."
@@ -307,7 +304,7 @@ def bench_command(
                 realtime=realtime,
                 array=array,
                 camera_fov_deg=camera_fov_deg,
-                stimulator=stimulator,  # type: ignore[arg-type]
+                stimulator=stimulator.value,
                 scheduling=scheduling,
                 spin_us=spin_us,
                 witness=witness,

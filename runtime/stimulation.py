@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from hardware.arrays import ElectrodeArray, load_array
+from hardware.arrays import DEFAULT_ARRAY, ElectrodeArray, load_array
 from hardware.audit import AuditLog
 from hardware.calibration_file import PatientCalibration, load_calibration
 from hardware.chain import STIMULATOR_NICE, SimulatorMode, StimulationChain, start_chain
@@ -68,7 +68,7 @@ class HardwareChain:
 
 
 def build_chain(
-    array: str = "utah96",
+    array: str = DEFAULT_ARRAY,
     calibration: Path | None = None,
     limits: Path | None = None,
     link: str | None = None,
