@@ -1,7 +1,8 @@
 """Runtime: frames in, windows binned, rates predicted with ONNX Runtime, stimulation out.
 
 Imports `hardware` and reads bundles; never imports torch or `encoder`, so it runs on the
-prosthesis's own computer with only numpy, onnxruntime and opencv (enforced by a test).
+prosthesis's own computer with only numpy, onnxruntime and opencv (checked statically by the
+test command).
 
 Live path, one module per job:
     spec        the model as the runtime sees it (from a verified bundle)
@@ -11,7 +12,39 @@ Live path, one module per job:
     binning     sample-and-hold onto the model's frame clock; ring buffer of the window
     inference   ONNX Runtime session (IOBinding, state carried between steps)
     loop        the per-bin loop: faults → zero stimulation, overload → dropped bins
-    stimulation hardware chain (pipeline, link, audit log, simulated stimulator)
+    stimulation the hardware side of a run (hardware.chain plus the mapping pipeline)
     status, preview, clock, latency   live status line, preview window/video, clocks, records
-Offline: bench (+ flops, bench_torch — the only module importing torch, lazily), toymodel.
+The names below are the public API (imported lazily, see npe_exports).
 """
+
+from __future__ import annotations
+
+from npe_exports import lazy_exports
+
+_PUBLIC = {
+    "Bundle": "bundle",
+    "BundleError": "bundle",
+    "BundleManifest": "bundle",
+    "ExecutionDevice": "options",
+    "FormChoice": "options",
+    "HardwareChain": "stimulation",
+    "ModelSpec": "spec",
+    "NpeRuntimeError": "errors",
+    "OrtEngine": "inference",
+    "Precision": "options",
+    "Preprocessor": "preprocess",
+    "RealClock": "clock",
+    "RunSummary": "loop",
+    "SessionSettings": "inference",
+    "SourceError": "sources",
+    "StreamingRuntime": "loop",
+    "VirtualClock": "clock",
+    "build_chain": "stimulation",
+    "camera_opens": "sources",
+    "default_bundle_path": "bundle",
+    "load_bundle": "bundle",
+    "load_model_spec": "spec",
+    "open_source": "sources",
+}
+__all__ = sorted(_PUBLIC)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

@@ -22,7 +22,7 @@ from hardware.simulator_mode import SimulatorMode
 from npe_config import config_option, write_effective_config
 from npe_console import make_console
 from npe_errors import ExitCode, NpeError, fail
-from runtime.options import ExecutionDevice, ModelForm, Precision
+from runtime.options import ExecutionDevice, FormChoice, Precision
 
 app = typer.Typer(no_args_is_help=True)
 # Status and tables go to stderr (stdout stays free for --json); laid out as every npe command.
@@ -73,7 +73,7 @@ def run_command(
     as_fast_as_possible: bool = typer.Option(
         False, "--as-fast-as-possible", help="Files/synthetic only: do not pace in real time."
     ),
-    form: ModelForm | None = typer.Option(None, help="Model form (default: step if present)."),
+    form: FormChoice | None = typer.Option(None, help="Model form (default: step if present)."),
     precision: Precision = typer.Option(Precision.FP32, help="Model precision."),
     threads: int = typer.Option(1, min=1, help="ONNX Runtime intra-op threads."),
     spinning: bool = typer.Option(False, help="Let ORT worker threads spin (see npe bench)."),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["ExecutionDevice", "ModelForm", "Precision"]
+__all__ = ["ExecutionDevice", "FormChoice", "Precision"]
 
 
 class ExecutionDevice(StrEnum):
@@ -17,7 +17,7 @@ class ExecutionDevice(StrEnum):
     CUDA = "cuda"
 
 
-class ModelForm(StrEnum):
+class FormChoice(StrEnum):
     """Which ONNX form of a bundle runs: one frame per bin with state, or the whole window."""
 
     STEP = "step"
