@@ -8,7 +8,7 @@ Heavy imports (onnxruntime, cv2, numpy-heavy modules) happen inside the commands
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import signal
 import time
 from datetime import UTC, datetime
@@ -103,7 +103,7 @@ def run_command(
 
     from runtime.clock import BinClock, RealClock, VirtualClock
     from runtime.inference import OrtEngine, SessionSettings
-    from runtime.loop import StreamingRuntime
+    from runtime.loop import RunContext, StreamingRuntime
     from runtime.preprocess import Preprocessor
     from runtime.realtime import freeze_heap, set_rt_priority, tune_interpreter
     from runtime.sources import CameraSource, SourceError, camera_opens, open_source
@@ -189,29 +189,29 @@ def run_command(
         src.close()
         time.sleep(0.05)  # let the simulator read the final zero frame before it stops
         pipe_events = dict(chain.pipeline.events)
-        link_stats = vars(chain.link.stats).copy()
+        link_stats = dataclasses.replace(chain.link.stats)
         chain.close()
         stim_stats = chain.stimulator_stats()
     if error is not None or summary is None:
         console.line()  # end the status line
         raise fail(f"run stopped: {error}", code=ExitCode.CHECK_FAILED)
-    summary.extra = {
-        "bundle": spec.extra.get("bundle", ""),
-        "model_sha256": spec.sha256,
-        "array": chain.array.name,
-        "link": chain.link_spec,
-        "audit_log": str(log_path),
-        "session": engine.settings.as_dict(),
-        "clock": "virtual (as fast as possible)" if as_fast_as_possible else "real time",
-        "scheduling": rt_note,
-        "camera_fov_deg": camera_fov_deg,
-        "pipeline_events": pipe_events,
-        "link_stats": link_stats,
-        "stimulator": stim_stats,
-        "preview": (str(prev.video_path) if prev and prev.video_path else None),
-    }
+    summary.extra = RunContext(
+        bundle=str(spec.extra.get("bundle", "")),
+        model_sha256=spec.sha256,
+        array=chain.array.name,
+        link=chain.link_spec,
+        audit_log=str(log_path),
+        session=engine.settings.as_dict(),  # type: ignore[arg-type]
+        clock="virtual (as fast as possible)" if as_fast_as_possible else "real time",
+        scheduling=rt_note,
+        camera_fov_deg=camera_fov_deg,
+        pipeline_events={str(k): int(v) for k, v in pipe_events.items()},
+        link_stats=link_stats,
+        stimulator=_jsonable(stim_stats),
+        preview=(str(prev.video_path) if prev and prev.video_path else None),
+    )
     summary_path.parent.mkdir(parents=True, exist_ok=True)
-    summary_path.write_text(json.dumps(_jsonable(summary.to_dict()), indent=2), encoding="utf-8")
+    summary_path.write_text(summary.model_dump_json(indent=2), encoding="utf-8")
     print_summary(console, summary, {"audit log": log_path, "summary": summary_path})
 
 

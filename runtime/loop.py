@@ -21,19 +21,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
 
+from hardware.link import LinkStats
 from hardware.types import RateField, StimulationFrame
 from runtime.binning import RingWindow, SampleAndHoldBinner
 from runtime.clock import BinClock, RealClock
 from runtime.inference import OrtEngine
 from runtime.latency import STAGES, LatencyRecorder
 from runtime.preprocess import Preprocessor
-from runtime.sources import FrameSource
+from runtime.sources import FrameSource, SourceStats
 from runtime.spec import ModelSpec
 
 
@@ -111,9 +113,34 @@ class LoopCounters:
     state: str = "starting"
 
 
-@dataclass
-class RunSummary:
-    """The result of a run (printed and written as JSON by `npe run` / `npe bench`)."""
+class RunContext(BaseModel):
+    """What a run was made of (the caller fills it: the loop does not know its chain)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bundle: str
+    model_sha256: str
+    array: str
+    link: str
+    audit_log: str
+    session: dict[str, str | int | bool]
+    clock: str
+    scheduling: str
+    camera_fov_deg: float
+    pipeline_events: dict[str, int]
+    link_stats: LinkStats
+    stimulator: dict[str, Any]
+    preview: str | None = None
+
+
+class RunSummary(BaseModel):
+    """The result of a run (printed, and written as JSON by `npe run` / `npe bench`).
+
+    A typed model at the boundary: `npe run` writes it with its own JSON dump, and readers
+    (tests, `npe bench`, tools) get field names checked instead of string keys.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     source: str
     model: str
@@ -121,16 +148,18 @@ class RunSummary:
     stop_reason: str
     duration_s: float
     bins_total: int
-    counters: dict[str, Any]
-    source_stats: dict[str, Any]
+    counters: LoopCounters
+    source_stats: SourceStats
     latency_ms: dict[str, dict[str, float]]
     bins_over_period: int = 0  # bins whose own work took longer than one bin period
     mean_active_electrodes: float = 0.0
-    stalls: list[Stall] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    stalls: list[Stall] = Field(default_factory=list)
+    #: Filled by the caller after the run (None for runs driven directly, as in tests).
+    extra: RunContext | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON types (what `npe bench` embeds in its report)."""
+        return self.model_dump(mode="json")
 
 
 @dataclass
@@ -389,8 +418,8 @@ class StreamingRuntime:
             stop_reason=stop_reason,
             duration_s=wall,
             bins_total=c.bins_done + c.bins_zero + c.bins_dropped,
-            counters=asdict(c),
-            source_stats=asdict(self.source.stats),
+            counters=replace(c),  # a copy: the live counters keep changing until stop
+            source_stats=replace(self.source.stats),
             latency_ms={
                 k: v
                 for k, v in self.latency.summary_ms().items()

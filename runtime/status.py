@@ -65,10 +65,10 @@ def print_summary(
     c = summary.counters
     console.print(summary_table(summary))
     console.print(
-        f"bins: {c['bins_done']} run, {c['bins_zero']} zero, {c['bins_dropped']} dropped "
-        f"(of {summary.bins_total}); frames in {c['frames_in']}, source dropped "
-        f"{summary.source_stats.get('frames_dropped', 0)}; faults {c['source_faults']}, "
-        f"reconnects {c['reconnects']}; mean active electrodes {summary.mean_active_electrodes:.1f}; "
+        f"bins: {c.bins_done} run, {c.bins_zero} zero, {c.bins_dropped} dropped "
+        f"(of {summary.bins_total}); frames in {c.frames_in}, source dropped "
+        f"{summary.source_stats.frames_dropped}; faults {c.source_faults}, "
+        f"reconnects {c.reconnects}; mean active electrodes {summary.mean_active_electrodes:.1f}; "
         f"{summary.duration_s:.1f} s"
     )
     if summary.stalls:

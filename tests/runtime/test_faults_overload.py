@@ -131,7 +131,7 @@ def test_camera_that_stops_gives_zero_stimulation_and_reconnects(
     assert any(not by_bin[k][1] for k in range(detect + 10, 400))
     kinds = [k for k, _ in audit.events]
     assert "source_fault" in kinds and "source_reconnect" in kinds and "source_recovered" in kinds
-    assert summary.counters["source_faults"] == 1
+    assert summary.counters.source_faults == 1
     assert is_zero(link.frames[-1])  # shutdown always ends on a zero frame
 
 
@@ -167,11 +167,11 @@ def _overloaded_run(
 def test_overload_drops_bins_without_backlog(toy_spec: ModelSpec, utah_pipeline: object) -> None:
     summary, views, audit = _overloaded_run(toy_spec, utah_pipeline, 600)
     c = summary.counters  # type: ignore[attr-defined]
-    assert c["bins_dropped"] > 0
+    assert c.bins_dropped > 0
     overload_events = [d for k, d in audit.events if k == "overload"]
     assert 1 <= len(overload_events) <= 6  # logged, but at most once per (virtual) second
     # Every bin is accounted for exactly once: processed, zero, or dropped.
-    assert c["bins_done"] + c["bins_zero"] + c["bins_dropped"] == summary.bins_total  # type: ignore[attr-defined]
+    assert c.bins_done + c.bins_zero + c.bins_dropped == summary.bins_total  # type: ignore[attr-defined]
     assert summary.bins_total == 600  # type: ignore[attr-defined]
     # Bounded latency: each processed bin starts less than one bin after its deadline (skip
     # ahead) and so finishes within one bin + its work (2.5 bins), however long the overload
@@ -229,7 +229,7 @@ def test_overload_memory_does_not_grow_with_run_length(
         summary = rt.run(max_bins=n)
         current, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        assert summary.counters["bins_dropped"] > 0 and sink.frames > 0
+        assert summary.counters.bins_dropped > 0 and sink.frames > 0
         return current - base, peak - base
 
     short, long = retained_after(150), retained_after(750)
@@ -267,7 +267,7 @@ def test_real_clock_stall_shows_as_lateness_and_drops_bins(
         toy_spec, open_source("synthetic:noise"), RealClock(), utah_pipeline, engine=eng
     )
     summary = rt.run(max_bins=60)
-    assert 2 <= summary.counters["bins_dropped"] <= 4
+    assert 2 <= summary.counters.bins_dropped <= 4
     late = summary.latency_ms["late"]
     assert late["max"] >= 20.0  # the bin after the stall began ~25 ms after its deadline
     assert late["p50"] < 5.0  # the others began on time
@@ -276,7 +276,7 @@ def test_real_clock_stall_shows_as_lateness_and_drops_bins(
     # (a busy CI machine may add small stalls of its own, so look for the one we caused).
     big = [s for s in summary.stalls if s.late_ms >= 20.0]
     assert len(big) == 1
-    assert 2 <= big[0].dropped <= summary.counters["bins_dropped"]
+    assert 2 <= big[0].dropped <= summary.counters.bins_dropped
     # 100 bins/s; call 20 of the engine is bin 16 (three warm-up calls come first)
     assert 0.1 <= big[0].t_s <= 0.6
     run_start = time.monotonic() - summary.duration_s  # ± the few ms after the run

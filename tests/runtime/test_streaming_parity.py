@@ -80,7 +80,7 @@ def _stream(spec: ModelSpec, clip: Path, form_kind: str, pipeline: object) -> np
     )
     summary = rt.run()
     assert summary.stop_reason == "source ended"
-    assert summary.counters["bins_dropped"] == 0
+    assert summary.counters.bins_dropped == 0
     assert len(got) == N_FRAMES
     return np.stack(got)
 
