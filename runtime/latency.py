@@ -7,8 +7,11 @@ memory; the recorder keeps the newest `capacity` bins (default 100 000 = 1000 s 
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 import numpy as np
 from numpy.typing import NDArray
+
 
 #: Stages of one bin, in order: read/decode the frame, preprocess it, bin it into the ring,
 #: run the model, map rates → stimulation (hardware pipeline incl. safety), send + audit;
@@ -20,18 +23,27 @@ from numpy.typing import NDArray
 #: sample-and-hold wait (up to one camera frame interval) to "total". "late" (real clock only)
 #: is how long after its deadline the bin's work began: near zero normally; a bin is dropped
 #: only after a stall of about a whole period, and this is where such stalls show.
-STAGES: tuple[str, ...] = (
-    "capture",
-    "preprocess",
-    "bin",
-    "infer",
-    "map",
-    "send",
-    "total",
-    "cpu",
-    "frame_age",
-    "late",
-)
+class Stage(IntEnum):
+    """The stages, by their column in a LatencyRecorder row (written and read by name)."""
+
+    CAPTURE = 0
+    PREPROCESS = 1
+    BIN = 2
+    INFER = 3
+    MAP = 4
+    SEND = 5
+    TOTAL = 6
+    CPU = 7
+    FRAME_AGE = 8
+    LATE = 9
+
+    @property
+    def label(self) -> str:
+        """The stage's name in summaries and JSON ("frame_age")."""
+        return self.name.lower()
+
+
+STAGES: tuple[str, ...] = tuple(s.label for s in Stage)
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
 
 

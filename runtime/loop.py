@@ -33,7 +33,7 @@ from hardware.types import RateField, StimulationFrame
 from runtime.binning import RingWindow, SampleAndHoldBinner
 from runtime.clock import BinClock, RealClock
 from runtime.inference import OrtEngine
-from runtime.latency import STAGES, LatencyRecorder
+from runtime.latency import STAGES, LatencyRecorder, Stage
 from runtime.preprocess import Preprocessor
 from runtime.sources import FrameSource, SourceStats
 from runtime.spec import ModelSpec
@@ -356,7 +356,7 @@ class StreamingRuntime:
                     binner.frames_in += 1
                     self.counters.frames_in += 1
                     self._have_frame = True
-                    row[0] = grab.read_ns
+                    row[Stage.CAPTURE] = grab.read_ns
                 t_c = mono()
                 if not health.ok:
                     self._handle_fault(health.reason, now)
@@ -385,13 +385,19 @@ class StreamingRuntime:
                 t_f = mono()
                 self._send(stim)
                 t_g = mono()
-                row[1], row[2], row[3] = t_c - t_b, t_d - t_c, t_e - t_d
-                row[4], row[5], row[6] = t_f - t_e, t_g - t_f, row[0] + t_g - t_b
-                row[7] = cpu() - cpu_a
+                row[Stage.PREPROCESS] = t_c - t_b
+                row[Stage.BIN] = t_d - t_c
+                row[Stage.INFER] = t_e - t_d
+                row[Stage.MAP] = t_f - t_e
+                row[Stage.SEND] = t_g - t_f
+                row[Stage.TOTAL] = row[Stage.CAPTURE] + t_g - t_b
+                row[Stage.CPU] = cpu() - cpu_a
                 if self._real_clock:
-                    row[9] = late_ns
+                    row[Stage.LATE] = late_ns
                     if binner.held_t_ns is not None:
-                        row[8] = t_g - binner.held_t_ns  # photon (capture) → stimulation written
+                        row[Stage.FRAME_AGE] = (
+                            t_g - binner.held_t_ns
+                        )  # photon (capture) → stimulation written
                 self.latency.commit()
                 if t_g - t_a > P:
                     self.bins_over_period += 1
