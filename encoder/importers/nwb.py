@@ -217,7 +217,7 @@ def import_nwb(sources: list[Path], out: Path, options: ImportOptions, progress:
         n_main = int(main_before[-1])
         splits: dict[str, list[tuple[int, int]]] = {"train": [], "val": [], "test": []}
         if rows is None:
-            n_hold = int(round(n_main * options.val_fraction))
+            n_hold = round(n_main * options.val_fraction)
             if n_hold < 1 or 2 * n_hold >= n_main:
                 raise DatasetImportError(f"{path}: {n_main} frames are too few to split")
             splits["train"].append((0, n_main - 2 * n_hold))
@@ -366,7 +366,7 @@ def export_nwb(recording_path: Path, out: Path) -> Path:
     for start, stop, name in sorted(rows):
         nwb.add_trial(start_time=start, stop_time=stop, **{SPLIT_COLUMN: name})
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part")
+    tmp = out.with_name(f".{out.stem}.part{out.suffix}")
     try:
         with NWBHDF5IO(str(tmp), "w") as io:
             io.write(nwb)

@@ -303,7 +303,7 @@ def import_train_test(
                     if pname == "test":
                         splits["test"].append((start, stop))
                         continue
-                    n_val = int(round(part.n_frames * options.val_fraction))
+                    n_val = round(part.n_frames * options.val_fraction)
                     if n_val < 1 or n_val >= part.n_frames:
                         raise DatasetImportError(
                             f"{s.path}: /train: {part.n_frames} frames cannot give a val split of "
