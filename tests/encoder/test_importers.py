@@ -283,7 +283,7 @@ def _nwb_file(path: Path, *, trials: bool = True, drop: bool = True) -> dict[str
 
 def _reference_counts(spikes: list[np.ndarray], ts: np.ndarray) -> np.ndarray:
     """Counts by the definition, one bin at a time: t_i <= s < t_{i+1}, last bin one median."""
-    edges = list(ts) + [ts[-1] + float(np.median(np.diff(ts)))]
+    edges = [*ts.tolist(), float(ts[-1]) + float(np.median(np.diff(ts)))]
     out = np.zeros((len(ts), len(spikes)), dtype=np.int64)
     for c, st in enumerate(spikes):
         for i in range(len(ts)):
@@ -426,3 +426,13 @@ def test_centers_from_sta_find_the_driving_pixel(tmp_path: Path) -> None:
     # (x right, y up) from the frame centre: col 5 of 8 → +0.75 deg; row 2 of 6 → +0.25 deg
     assert center[0] == pytest.approx((5 - 3.5) * 0.5, abs=0.2)
     assert center[1] == pytest.approx((2.5 - 2) * 0.5, abs=0.2)
+
+
+def test_importers_import_no_torch() -> None:
+    """The importers run where the reader runs: a fresh interpreter must not load torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, encoder.importers, encoder.cli_data; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
