@@ -263,6 +263,7 @@ class RecordingStreamWriter:
     ) -> None:
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.name}.part")
+        self._made_dir = not self.path.parent.exists()  # removed again if the import fails
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = h5py.File(self.tmp, "w")
         f = self._f
@@ -357,6 +358,8 @@ class RecordingStreamWriter:
             if self._f.id.valid:
                 self._f.close()
             self.tmp.unlink(missing_ok=True)
+            if self._made_dir and not any(self.path.parent.iterdir()):
+                self.path.parent.rmdir()
 
 
 def _ds(f: h5py.File, name: str, expected: str) -> h5py.Dataset:

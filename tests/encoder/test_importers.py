@@ -208,7 +208,7 @@ def test_malformed_deep_retina_is_refused(
     _train_test_file(src, repeat_key="cellNN", with_time=True)
     with h5py.File(src, "r+") as f:
         breaker(f)
-    out = tmp_path / "out.h5"
+    out = tmp_path / "sub" / "out.h5"  # a folder the import would create, then remove
     code, output = _import(["deep-retina", str(src), "--out", str(out), "--pixel-size-deg", "0.1"])
     assert code == 2, output
     assert field in output and "error" in output
@@ -434,5 +434,81 @@ def test_importers_import_no_torch() -> None:
     import sys
 
     code = "import sys, encoder.importers, encoder.cli_data; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "False"
+
+
+def _nwb_with(
+    path: Path,
+    *,
+    rate: bool = False,
+    split_col: bool = True,
+    repeat_lengths: tuple[int, int] = (10, 10),
+) -> np.ndarray:
+    """A small NWB variant: 60 frames by rate or timestamps, 2 units, repeat rows as given."""
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.image import ImageSeries
+
+    rng = np.random.default_rng(11)
+    frames = rng.integers(0, 256, (60, H, W)).astype(np.uint8)
+    kwargs: dict[str, object] = (
+        {"rate": 50.0, "starting_time": 2.0} if rate else {"timestamps": 2.0 + np.arange(60) / 50}
+    )
+    nwb = NWBFile(session_description="t", identifier="v", session_start_time=datetime.now(UTC))
+    nwb.add_acquisition(
+        ImageSeries(
+            name="frames",
+            data=frames,
+            unit="n.a.",
+            format="raw",
+            description="pixel_size_deg=0.3",
+            **kwargs,
+        )  # type: ignore[arg-type]
+    )
+    for _ in range(2):
+        nwb.add_unit(spike_times=np.sort(rng.uniform(2.0, 3.2, 80)))
+    if split_col:
+        nwb.add_trial_column("split", "split")
+    rows = [
+        (0, 30, "train"),
+        (30, 35, "val"),
+        (35, 40, "test"),
+        (40, 40 + repeat_lengths[0], "repeat"),
+        (50, 50 + repeat_lengths[1], "repeat"),
+    ]
+    for a, b, kind in rows:
+        extra = {"split": kind} if split_col else {}
+        nwb.add_trial(start_time=2.0 + a / 50 - 1e-6, stop_time=2.0 + b / 50 - 1e-6, **extra)
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    return frames
+
+
+def test_nwb_rate_only_series_and_pixel_size_from_description(tmp_path: Path) -> None:
+    src = tmp_path / "r.nwb"
+    frames = _nwb_with(src, rate=True)
+    out = tmp_path / "r.h5"
+    code, output = _import(["nwb", str(src), "--out", str(out)])
+    assert code == 0, output
+    rec = read_recording(out)
+    assert rec.frame_rate_hz == pytest.approx(50.0) and rec.pixel_size_deg == 0.3
+    np.testing.assert_array_equal(rec.stimulus, frames[:40])
+    assert rec.repeats is not None and rec.repeats.responses.shape == (2, 10, 2)
+    assert rec.cells.ids == ("0", "1")
+
+
+@pytest.mark.parametrize(
+    ("variant", "field"),
+    [({"split_col": False}, "column 'split'"), ({"repeat_lengths": (10, 8)}, "repeat rows")],
+)
+def test_nwb_malformed_trials_are_refused(
+    tmp_path: Path, variant: dict[str, object], field: str
+) -> None:
+    src = tmp_path / "t.nwb"
+    _nwb_with(src, **variant)  # type: ignore[arg-type]
+    out = tmp_path / "new_dir" / "t.h5"
+    code, output = _import(["nwb", str(src), "--out", str(out)])
+    assert code == 2 and field in output, output
+    assert not out.parent.exists()
