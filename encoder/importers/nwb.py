@@ -21,8 +21,8 @@ Import reads, through pynwb:
 
 Export writes exactly that: the main frames then each repeat presentation in one
 ImageSeries at i / frame_rate, spikes placed evenly inside their frame's bin, a trials table
-with the splits and repeats, so export → import gives the same counts. Export holds the
-recording in memory (it uses `read_recording`); import streams.
+with the splits and repeats, so export → import gives the same counts. Both directions
+stream the frames in chunks; export holds one cell's counts (and the repeats) at a time.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from encoder.importers.base import (
+    DEFAULT_CHUNK_FRAMES,
     DatasetImportError,
     ImportOptions,
     Progress,
@@ -46,8 +48,9 @@ from encoder.importers.base import (
     SourceFile,
     select_cells,
     stimulus_mapping,
+    validate_recording_file,
 )
-from encoder.recording import CellInfo, Repeats, read_recording
+from encoder.recording import CellInfo, RecordingFormatError, Repeats
 
 SPLIT_COLUMN = "split"
 _PIXEL_RE = re.compile(r"pixel_size_deg=([0-9.eE+-]+)")
@@ -308,69 +311,108 @@ def _spike_times(
     return t0[frame] + dt * (j + 0.5) / k[frame]
 
 
-def export_nwb(recording_path: Path, out: Path) -> Path:
-    """Write a recording as NWB (stimulus ImageSeries, Units, trials) for sharing on DANDI."""
+def export_nwb(recording_path: Path, out: Path, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> Path:
+    """Write a recording as NWB (stimulus ImageSeries, Units, trials) for sharing on DANDI.
+
+    The recording is checked against v1 first (streamed), and its frames are streamed into
+    the NWB file in chunks; each unit's spike times are built from one column of counts.
+    """
+    import h5py
+    from hdmf.backends.hdf5.h5_utils import H5DataIO
+    from hdmf.data_utils import DataChunkIterator
     from pynwb import NWBHDF5IO, NWBFile
     from pynwb.image import ImageSeries
 
-    rec = read_recording(recording_path)
-    fr = rec.frame_rate_hz
-    dt = 1.0 / fr
-    frames = [rec.stimulus]
-    responses = [rec.responses]
-    n_rep = 0
-    if rec.repeats is not None:
-        n_rep = int(rec.repeats.stimulus.shape[0])
-        for r in range(rec.repeats.n_repeats):
-            frames.append(rec.repeats.stimulus)
-            responses.append(rec.repeats.responses[r])
-    counts = np.concatenate(responses)
-    t = np.arange(counts.shape[0], dtype=np.float64) * dt
-    nwb = NWBFile(
-        session_description=f"npe recording {recording_path.name}: {rec.source}",
-        identifier=str(rec.extra_attrs.get("session", "")) or str(uuid.uuid4()),
-        session_start_time=datetime.now(UTC),
-    )
-    nwb.add_stimulus(
-        ImageSeries(
-            name="stimulus",
-            data=np.concatenate(frames),
-            unit="n.a.",
-            format="raw",
-            timestamps=t,
-            description=f"npe stimulus ({rec.stimulus_kind}); pixel_size_deg={rec.pixel_size_deg!r}",
-        )
-    )
-    nwb.add_unit_column("cell_id", "npe cell id")
-    nwb.add_unit_column("cell_type", "cell type or 'unknown'")
-    nwb.add_unit_column("center_x_deg", "receptive-field centre x (deg), NaN if unknown")
-    nwb.add_unit_column("center_y_deg", "receptive-field centre y (deg), NaN if unknown")
-    for c in range(rec.n_cells):
-        nwb.add_unit(
-            spike_times=_spike_times(counts[:, c], t, dt),
-            cell_id=rec.cells.ids[c],
-            cell_type=rec.cells.types[c],
-            center_x_deg=float(rec.cells.center_deg[c, 0]),
-            center_y_deg=float(rec.cells.center_deg[c, 1]),
-        )
-    nwb.add_trial_column(SPLIT_COLUMN, "train, val, test, or repeat (a presentation of the clip)")
-    end = t[-1] + dt
-    rows: list[tuple[float, float, str]] = []
-    for name, ranges in rec.splits.items():
-        for a, b in ranges.tolist():
-            rows.append((float(t[a]), float(t[b]) if b < t.size else end, name))
-    for r in range(rec.repeats.n_repeats if rec.repeats is not None else 0):
-        a = rec.n_frames + r * n_rep
-        b = a + n_rep
-        rows.append((float(t[a]), float(t[b]) if b < t.size else end, "repeat"))
-    for start, stop, name in sorted(rows):
-        nwb.add_trial(start_time=start, stop_time=stop, **{SPLIT_COLUMN: name})
+    if not recording_path.is_file():
+        raise RecordingFormatError(f"{recording_path}: no such file")
+    try:
+        validate_recording_file(recording_path, chunk_frames)
+    except OSError as exc:
+        raise RecordingFormatError(f"{recording_path}: not a readable HDF5 file ({exc})") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.part{out.suffix}")
-    try:
-        with NWBHDF5IO(str(tmp), "w") as io:
-            io.write(nwb)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with h5py.File(recording_path, "r") as f:
+        stim, resp = f["stimulus"], f["responses"]
+        n_main, n_cells = int(resp.shape[0]), int(resp.shape[1])
+        fr = float(f.attrs["frame_rate_hz"])
+        dt = 1.0 / fr
+        rep_stim = np.asarray(f["repeats/stimulus"][()]) if "repeats" in f else None
+        rep_resp = np.asarray(f["repeats/responses"][()]) if "repeats" in f else None
+        n_rep = 0 if rep_stim is None else int(rep_stim.shape[0])
+        n_trials = 0 if rep_resp is None else int(rep_resp.shape[0])
+        n_total = n_main + n_rep * n_trials
+        t = np.arange(n_total, dtype=np.float64) * dt
+
+        def frames() -> Iterator[NDArray[Any]]:
+            for a in range(0, n_main, chunk_frames):
+                yield from np.asarray(stim[a : a + chunk_frames])
+            for _ in range(n_trials):
+                assert rep_stim is not None
+                yield from rep_stim
+
+        def strings(name: str) -> list[str]:
+            return [v.decode() if isinstance(v, bytes) else str(v) for v in f[name][()].tolist()]
+
+        kind = "uint8" if stim.dtype == np.uint8 else "contrast"
+        pixel = float(f.attrs["pixel_size_deg"])
+        session = f.attrs.get("session", "")
+        source = f.attrs.get("source", "")
+        nwb = NWBFile(
+            session_description=f"npe recording {recording_path.name}: {source}",
+            identifier=str(session) or str(uuid.uuid4()),
+            session_start_time=datetime.now(UTC),
+        )
+        iterator = DataChunkIterator(
+            data=frames(),
+            maxshape=(None, *stim.shape[1:]),
+            dtype=stim.dtype,
+            buffer_size=chunk_frames,
+        )
+        nwb.add_stimulus(
+            ImageSeries(
+                name="stimulus",
+                data=H5DataIO(iterator, compression="gzip"),
+                unit="n.a.",
+                format="raw",
+                timestamps=t,
+                description=f"npe stimulus ({kind}); pixel_size_deg={pixel!r}",
+            )
+        )
+        ids, types = strings("cells/id"), strings("cells/type")
+        centers = np.asarray(f["cells/center_deg"][()], dtype=np.float64)
+        nwb.add_unit_column("cell_id", "npe cell id")
+        nwb.add_unit_column("cell_type", "cell type or 'unknown'")
+        nwb.add_unit_column("center_x_deg", "receptive-field centre x (deg), NaN if unknown")
+        nwb.add_unit_column("center_y_deg", "receptive-field centre y (deg), NaN if unknown")
+        for c in range(n_cells):
+            parts = [np.asarray(resp[:, c])]
+            if rep_resp is not None:
+                parts.extend(rep_resp[r, :, c] for r in range(n_trials))
+            nwb.add_unit(
+                spike_times=_spike_times(np.concatenate(parts), t, dt),
+                cell_id=ids[c],
+                cell_type=types[c],
+                center_x_deg=float(centers[c, 0]),
+                center_y_deg=float(centers[c, 1]),
+            )
+        nwb.add_trial_column(
+            SPLIT_COLUMN, "train, val, test, or repeat (a presentation of the clip)"
+        )
+        end = float(t[-1]) + dt
+        rows: list[tuple[float, float, str]] = []
+        for name, ds in f["splits"].items():
+            for a, b in np.asarray(ds[()], dtype=np.int64).tolist():
+                rows.append((float(t[a]), float(t[b]) if b < n_total else end, name))
+        for r in range(n_trials):
+            a = n_main + r * n_rep
+            b = a + n_rep
+            rows.append((float(t[a]), float(t[b]) if b < n_total else end, "repeat"))
+        for start, stop, name in sorted(rows):
+            nwb.add_trial(start_time=start, stop_time=stop, **{SPLIT_COLUMN: name})
+        try:
+            with NWBHDF5IO(str(tmp), "w") as io:
+                io.write(nwb)
+            tmp.replace(out)
+        finally:
+            tmp.unlink(missing_ok=True)
     return out
