@@ -512,3 +512,40 @@ def test_nwb_malformed_trials_are_refused(
     code, output = _import(["nwb", str(src), "--out", str(out)])
     assert code == 2 and field in output, output
     assert not out.parent.exists()
+
+
+def test_progress_reports_every_frame_and_session_is_kept(tmp_path: Path) -> None:
+    src = tmp_path / "p.h5"
+    _train_test_file(src, repeat_key="cellNN", with_time=True)
+    calls: list[tuple[str, int, int]] = []
+    out = import_dataset(
+        "deep-retina",
+        [src],
+        tmp_path / "p_rec.h5",
+        ImportOptions(pixel_size_deg=0.1, chunk_frames=64, session="retina-7"),
+        progress=lambda stage, done, total: calls.append((stage, done, total)),
+    )
+    frames = [(d, t) for s, d, t in calls if s == "frames"]
+    assert [d for d, _ in frames] == [64, 128, 192, 200, 250]  # per chunk, per block
+    assert all(t == 250 for _, t in frames)
+    assert calls[-1][0] == "validating"
+    assert read_recording(out).extra_attrs["session"] == "retina-7"
+
+
+def test_streaming_validation_agrees_with_the_reader(tmp_path: Path) -> None:
+    from encoder.importers.base import validate_recording_file
+    from encoder.recording import RecordingFormatError
+
+    path = write_recording(_small_recording(), tmp_path / "ok.h5")
+    validate_recording_file(path, chunk_frames=8)  # a valid file passes
+    with h5py.File(path, "r+") as f:
+        f["stimulus"][40] = 3.0  # contrast outside [-1, 1] in a later chunk
+    with pytest.raises(RecordingFormatError, match=r"/stimulus: float32 contrast must lie"):
+        validate_recording_file(path, chunk_frames=8)
+    with pytest.raises(RecordingFormatError, match=r"/stimulus: float32 contrast must lie"):
+        read_recording(path)
+    with h5py.File(path, "r+") as f:
+        f["stimulus"][40] = 0.0
+        del f["splits/val"]
+    with pytest.raises(RecordingFormatError, match=r"/splits/val: missing"):
+        validate_recording_file(path)
