@@ -411,6 +411,8 @@ def dataset_import(
             path = import_dataset(fmt, sources, out, options, progress)
     except (RecordingFormatError, ValueError) as exc:
         raise _fail(str(exc), code=2) from None
+    except OSError as exc:  # unreadable chunk, full disk: one line, not a traceback
+        raise _fail(f"{out}: {exc}") from None
     import h5py  # a summary from shapes and attributes: never loads the frames again
 
     with h5py.File(path, "r") as f:

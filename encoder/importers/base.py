@@ -209,9 +209,10 @@ class StimulusMapping:
 def stimulus_mapping(datasets: list[tuple[str, Any]], chunk_frames: int) -> StimulusMapping:
     """One pass over every stimulus dataset (chunked) to choose the value mapping.
 
-    uint8 stays uint8; whole numbers in [0, 255] become uint8; values within [-1, 1] stay
-    contrast; anything else is rescaled by its largest magnitude about zero (z-scored noise)
-    or, if non-negative, mapped from [0, max] to [-1, 1]. NaN or infinite values are refused.
+    uint8 stays uint8; whole numbers in [0, 255] (max > 1) become uint8; other non-negative
+    values are luminance, mapped from [0, max] to [-1, 1]; signed values within [-1, 1] are
+    already contrast; other signed values (z-scored noise) are divided by their largest
+    magnitude. NaN or infinite values are refused. The choice is recorded in the provenance.
     """
     lo, hi, integral, all_uint8 = math.inf, -math.inf, True, True
     for name, ds in datasets:
@@ -234,10 +235,10 @@ def stimulus_mapping(datasets: list[tuple[str, Any]], chunk_frames: int) -> Stim
         return StimulusMapping("contrast")
     if integral and lo >= 0 and hi <= 255 and hi > 1:
         return StimulusMapping("uint8")
+    if lo >= 0 and hi > 0:  # luminance (e.g. 0/1 noise, 0..1 images): [0, max] → [-1, 1]
+        return StimulusMapping("contrast", offset=hi / 2.0, scale=hi / 2.0)
     if lo >= -1.0 and hi <= 1.0:
         return StimulusMapping("contrast")
-    if lo >= 0:
-        return StimulusMapping("contrast", offset=hi / 2.0, scale=hi / 2.0)
     return StimulusMapping("contrast", offset=0.0, scale=max(abs(lo), abs(hi)))
 
 

@@ -465,7 +465,7 @@ def _nwb_with(
             format="raw",
             description="pixel_size_deg=0.3",
             **kwargs,
-        )  # type: ignore[arg-type]
+        )
     )
     for _ in range(2):
         nwb.add_unit(spike_times=np.sort(rng.uniform(2.0, 3.2, 80)))
@@ -549,3 +549,32 @@ def test_streaming_validation_agrees_with_the_reader(tmp_path: Path) -> None:
         del f["splits/val"]
     with pytest.raises(RecordingFormatError, match=r"/splits/val: missing"):
         validate_recording_file(path)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected_kind", "expected"),
+    [
+        (np.array([0.0, 1.0]), "contrast", np.array([-1.0, 1.0])),  # 0/1 noise is luminance
+        (np.array([0.0, 128.0, 255.0]), "uint8", np.array([0, 128, 255])),
+        (np.array([-0.5, 0.5]), "contrast", np.array([-0.5, 0.5])),  # already contrast
+        (np.array([-2.0, 1.0]), "contrast", np.array([-1.0, 0.5])),  # z-scored: / max |x|
+    ],
+)
+def test_stimulus_values_are_mapped_by_their_range(
+    tmp_path: Path, values: np.ndarray, expected_kind: str, expected: np.ndarray
+) -> None:
+    src = tmp_path / "m.h5"
+    _train_test_file(src, repeat_key="cellNN", with_time=True)
+    pattern = np.resize(values, 200 * H * W).reshape(200, H, W)
+    with h5py.File(src, "r+") as f:
+        del f["train/stimulus"], f["test/stimulus"]
+        f["train/stimulus"] = pattern.astype(np.float64)
+        f["test/stimulus"] = pattern[:50].astype(np.float64)
+    out = import_dataset(
+        "deep-retina", [src], tmp_path / "m_rec.h5", ImportOptions(pixel_size_deg=1)
+    )
+    rec = read_recording(out)
+    assert rec.stimulus_kind == expected_kind
+    np.testing.assert_allclose(rec.stimulus.reshape(-1)[: values.size], expected)
+    prov = json.loads(rec.extra_attrs["provenance"])
+    assert ("unchanged" if expected_kind == "uint8" else "contrast") in prov["fields"]["/stimulus"]
