@@ -1,6 +1,6 @@
 """Commands of `encoder` (data); composed into `npe` through encoder.cli.
 
-`npe simulate`, `npe dataset info|validate`, `npe sta`. Heavy work (and matplotlib) is imported
+`npe simulate`, `npe dataset info|validate|import|export`, `npe sta`. Heavy work (and matplotlib) is imported
 inside the commands so `npe --help` stays fast. Expected errors print one red line and exit
 non-zero; every command writes machine-readable JSON beside its human output.
 """
@@ -338,3 +338,116 @@ def sta(
         errors = [e["center_error_px"] for e in cells if e.get("center_error_px") is not None]
         msg += f"; centre error vs truth max {max(errors):.2f} px" if errors else ""
     console.print(msg + ")", highlight=False)
+
+
+def _parse_cells(text: str | None) -> tuple[int, ...] | None:
+    """'0,3,5-7' → (0, 3, 5, 6, 7); None keeps every cell."""
+    if text is None:
+        return None
+    cells: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise ValueError(f"--cells: {part.strip()!r} is not an index or a range like 5-7")
+        cells.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+    return tuple(cells)
+
+
+@dataset_app.command("import")
+def dataset_import(
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="deep-retina | goldin2022 | nwb."),
+    sources: list[Path] = typer.Argument(..., metavar="SRC...", help="Source file(s), in order."),
+    out: Path = typer.Option(..., "--out", help="Recording to write (.h5)."),
+    session: str | None = typer.Option(None, help="Session name (default: from the file names)."),
+    cells: str | None = typer.Option(None, help="Cells to keep: 0-based indices, e.g. 0,3,5-7."),
+    pixel_size_deg: float | None = typer.Option(
+        None, help="Degrees per stimulus pixel (required when the source does not store it)."
+    ),
+    val_fraction: float = typer.Option(0.1, help="Last fraction of each training block → val."),
+    frame_rate_hz: float | None = typer.Option(
+        None, help="Override the frame rate (goldin2022 has no time dataset; default 3.33 Hz)."
+    ),
+    series: str | None = typer.Option(None, help="nwb: the ImageSeries to use if several."),
+    centers_from_sta: bool = typer.Option(
+        False, "--centers-from-sta", help="Fill unknown cell centres from the STA."
+    ),
+) -> None:
+    """Import a public dataset into an npe recording (streamed, with provenance, validated)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from encoder.importers import ImportOptions, import_dataset
+    from encoder.recording import RecordingFormatError
+
+    t0 = time.perf_counter()
+    try:
+        options = ImportOptions(
+            session=session,
+            cells=_parse_cells(cells),
+            pixel_size_deg=pixel_size_deg,
+            val_fraction=val_fraction,
+            frame_rate_hz=frame_rate_hz,
+            series=series,
+            centers_from_sta=centers_from_sta,
+        )
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=make_console(stderr=True),
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"importing {fmt}", total=None)
+
+            def progress(stage: str, done: int, total: int) -> None:
+                bar.update(task, description=stage, completed=done, total=total or None)
+
+            path = import_dataset(fmt, sources, out, options, progress)
+    except (RecordingFormatError, ValueError) as exc:
+        raise fail(str(exc), code=2) from None
+    except OSError as exc:  # unreadable chunk, full disk: one line, not a traceback
+        raise fail(f"{out}: {exc}") from None
+    import h5py  # a summary from shapes and attributes: never loads the frames again
+
+    with h5py.File(path, "r") as f:
+        summary: dict[str, Any] = {
+            "file": str(path),
+            "format": fmt,
+            "n_frames": int(f["stimulus"].shape[0]),
+            "frame_shape": [int(x) for x in f["stimulus"].shape[1:]],
+            "frame_rate_hz": float(f.attrs["frame_rate_hz"]),
+            "pixel_size_deg": float(f.attrs["pixel_size_deg"]),
+            "n_cells": int(f["responses"].shape[1]),
+            "splits": {k: v[()].tolist() for k, v in f["splits"].items()},
+            "repeats": int(f["repeats/responses"].shape[0]) if "repeats" in f else 0,
+            "provenance": json.loads(f.attrs["provenance"]),
+        }
+    summary["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    json_path = path.with_suffix(".json")
+    json_path.write_text(json.dumps(summary, indent=2))
+    console.print(
+        f"[green]imported[/green] {fmt} → {path}: {summary['n_frames']} frames "
+        f"{summary['frame_shape'][0]}×{summary['frame_shape'][1]} px at "
+        f"{summary['frame_rate_hz']:g} Hz, {summary['n_cells']} cells; valid v1 "
+        f"({summary['elapsed_s']:.1f} s, summary: {json_path})",
+        highlight=False,
+    )
+
+
+@dataset_app.command("export")
+def dataset_export(
+    file: Path = typer.Argument(..., help="Recording (.h5)."),
+    out: Path = typer.Option(..., "--out", help="File to write."),
+    fmt: str = typer.Option("nwb", "--format", help="nwb (Neurodata Without Borders, for DANDI)."),
+) -> None:
+    """Export a recording for sharing (NWB: stimulus ImageSeries, Units, trials)."""
+    from encoder.importers import export_nwb
+    from encoder.recording import RecordingFormatError
+
+    if fmt != "nwb":
+        raise fail(f"--format {fmt!r}: expected nwb", code=2)
+    try:
+        export_nwb(file, out)
+    except RecordingFormatError as exc:
+        raise fail(_about(file, exc), code=2) from None
+    console.print(f"[green]exported[/green] {file} → {out} (NWB)", highlight=False)

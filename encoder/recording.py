@@ -73,6 +73,37 @@ def _check_stimulus(name: str, stimulus: NDArray[Any]) -> None:
     )
 
 
+def check_splits(splits: dict[str, NDArray[np.int64]], n_frames: int) -> None:
+    """train, val and test present; every range [k, 2] half-open, inside the frames, disjoint.
+
+    A function of its own so a streaming validator (encoder.importers) checks a file's splits
+    without loading its stimulus.
+    """
+    for name in SPLIT_NAMES:
+        _require(name in splits, f"/splits/{name}: missing (expected [k, 2] int64)")
+    all_ranges: list[tuple[int, int, str]] = []
+    for name, ranges in splits.items():
+        _require(
+            ranges.ndim == 2 and ranges.shape[1] == 2,
+            f"/splits/{name}: expected shape [k, 2], got {list(ranges.shape)}",
+        )
+        for start, stop in ranges.tolist():
+            _require(
+                0 <= start < stop <= n_frames,
+                f"/splits/{name}: range [{start}, {stop}) is empty or outside "
+                f"[0, {n_frames}) frames (expected [k, 2] int64 half-open ranges "
+                f"within the {n_frames} frames)",
+            )
+            all_ranges.append((start, stop, name))
+    all_ranges.sort()
+    for (s0, e0, n0), (s1, e1, n1) in itertools.pairwise(all_ranges):
+        _require(
+            s1 >= e0,
+            f"/splits: range [{s0}, {e0}) of {n0} overlaps [{s1}, {e1}) of {n1} "
+            "(expected non-overlapping [k, 2] int64 half-open ranges)",
+        )
+
+
 @dataclass(frozen=True)
 class CellInfo:
     """Identity and receptive-field centre of the recorded cells.
@@ -192,29 +223,7 @@ class Recording:
             np.isfinite(self.pixel_size_deg) and self.pixel_size_deg > 0,
             f"/ attrs pixel_size_deg: expected a positive number, got {self.pixel_size_deg}",
         )
-        for name in SPLIT_NAMES:
-            _require(name in self.splits, f"/splits/{name}: missing (expected [k, 2] int64)")
-        all_ranges: list[tuple[int, int, str]] = []
-        for name, ranges in self.splits.items():
-            _require(
-                ranges.ndim == 2 and ranges.shape[1] == 2,
-                f"/splits/{name}: expected shape [k, 2], got {list(ranges.shape)}",
-            )
-            for start, stop in ranges.tolist():
-                _require(
-                    0 <= start < stop <= n_frames,
-                    f"/splits/{name}: range [{start}, {stop}) is empty or outside "
-                    f"[0, {n_frames}) frames (expected [k, 2] int64 half-open ranges "
-                    f"within the {n_frames} frames)",
-                )
-                all_ranges.append((start, stop, name))
-        all_ranges.sort()
-        for (s0, e0, n0), (s1, e1, n1) in itertools.pairwise(all_ranges):
-            _require(
-                s1 >= e0,
-                f"/splits: range [{s0}, {e0}) of {n0} overlaps [{s1}, {e1}) of {n1} "
-                "(expected non-overlapping [k, 2] int64 half-open ranges)",
-            )
+        check_splits(self.splits, n_frames)
         if self.repeats is not None:
             _require(
                 self.repeats.stimulus.shape[1:] == self.stimulus.shape[1:],
