@@ -11,8 +11,8 @@ Output (the contract `npe export --int8 --calibration-data FILE` reads): an .npz
 `windows [n, T, H, W] float32` contrast in [-1, 1], `frame_rate_hz` scalar and `source` str;
 coverage statistics are printed and written as JSON beside it.
 
-The recording is read with h5py against the npe recording layout v1 (calibration must not
-import `encoder`); only the windows needed are read.
+The recording is opened with the torch-free recording reader (`encoder.recording.open_stimulus`,
+the one reader of format v1); only the windows needed are read.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from calibration.errors import CalibrationPackageError
+from encoder.recording import RecordingFormatError, open_stimulus, stimulus_as_contrast
 
 MAX_VIDEO_FRAMES = 20_000
 
@@ -34,10 +35,8 @@ class FramesError(CalibrationPackageError, ValueError):
 
 
 def _to_contrast(frames: NDArray[Any]) -> NDArray[np.float32]:
-    """uint8 luminance → (L − 127.5) / 127.5; float32 contrast is clipped to [-1, 1]."""
-    if frames.dtype == np.uint8:
-        return ((frames.astype(np.float32) - 127.5) / 127.5).astype(np.float32)
-    return np.clip(frames.astype(np.float32), -1.0, 1.0)
+    """The recording's own contrast convention; float contrast clipped to [-1, 1]."""
+    return np.clip(stimulus_as_contrast(frames), -1.0, 1.0)
 
 
 def _window_stats(w: NDArray[np.float32]) -> tuple[float, float]:
@@ -63,29 +62,12 @@ def _stratified(stats: NDArray[np.float64], n: int, rng: np.random.Generator) ->
 
 
 def _recording_source(path: Path) -> tuple[Any, float, list[tuple[int, int]], Any]:
-    """Open a recording; return (stimulus dataset, frame rate, allowed ranges, file)."""
-    import h5py
-
-    if not path.exists():
-        raise FramesError(f"{path}: no such recording")
+    """Open a recording lazily (encoder's one reader); (stimulus, rate, train ranges, file)."""
     try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise FramesError(f"{path}: not an HDF5 file ({exc})") from exc
-    if f.attrs.get("format") != "npe.recording" or int(f.attrs.get("version", -1)) != 1:
-        f.close()
-        raise FramesError(f"{path}: not an npe recording v1 (attrs format/version)")
-    if "stimulus" not in f or f["stimulus"].ndim != 3:
-        f.close()
-        raise FramesError(f"{path}: /stimulus must be [n_frames, height, width]")
-    stim = f["stimulus"]
-    n_frames = int(stim.shape[0])
-    ranges: list[tuple[int, int]] = [(0, n_frames)]
-    if "splits" in f and "train" in f["splits"]:
-        tr = np.asarray(f["splits"]["train"], dtype=np.int64).reshape(-1, 2)
-        if len(tr):
-            ranges = [(int(a), int(b)) for a, b in tr]
-    return stim, float(f.attrs["frame_rate_hz"]), ranges, f
+        f = open_stimulus(path)
+    except RecordingFormatError as exc:
+        raise FramesError(str(exc)) from None
+    return f.stimulus, f.frame_rate_hz, f.train_ranges, f
 
 
 def _video_frames(

@@ -413,3 +413,84 @@ def read_recording(path: str | Path) -> Recording:
             truth_rates_hz=truth,
             extra_attrs=extra,
         )
+
+
+@dataclass
+class StimulusFile:
+    """A recording's stimulus left on disk: frames are read only where they are indexed.
+
+    For callers that need a few windows of a large recording (INT8 calibration frames) without
+    loading it. Use as a context manager, or call close().
+
+    Attributes:
+        stimulus: the ``/stimulus`` dataset [n_frames, height, width] (h5py, lazy).
+        frame_rate_hz: the recording's frame rate.
+        train_ranges: half-open frame ranges of the train split (the whole recording when the
+            file has no train split).
+    """
+
+    stimulus: h5py.Dataset
+    frame_rate_hz: float
+    train_ranges: list[tuple[int, int]]
+    _file: h5py.File
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> StimulusFile:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def open_stimulus(path: str | Path) -> StimulusFile:
+    """Open a recording's stimulus lazily; RecordingFormatError names what is wrong.
+
+    Checks what reading windows needs: the format and version attributes, a positive finite
+    frame rate, a 3-D stimulus and well-formed train ranges.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecordingFormatError(
+            f"{path}: no such file" if not path.exists() else f"{path}: not a file"
+        )
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise RecordingFormatError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    try:
+        fmt = f.attrs.get("format")
+        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+        version = f.attrs.get("version")
+        if (
+            fmt != FORMAT_NAME
+            or not isinstance(version, int | np.integer)
+            or version != FORMAT_VERSION
+        ):
+            raise RecordingFormatError(
+                f"{path}: not an npe recording v{FORMAT_VERSION} (attrs format={fmt!r}, version={version!r})"
+            )
+        rate = f.attrs.get("frame_rate_hz")
+        if (
+            not isinstance(rate, float | int | np.floating | np.integer)
+            or not 0 < float(rate) < 1e4
+        ):
+            raise RecordingFormatError(
+                f"{path}: / attrs frame_rate_hz: expected a positive number, got {rate!r}"
+            )
+        stim = f.get("stimulus")
+        if not isinstance(stim, h5py.Dataset) or stim.ndim != 3:
+            raise RecordingFormatError(f"{path}: /stimulus: expected [n_frames, height, width]")
+        n_frames = int(stim.shape[0])
+        ranges = [(0, n_frames)]
+        train = f.get("splits/train")
+        if isinstance(train, h5py.Dataset) and train.size:
+            tr = np.asarray(train, dtype=np.int64).reshape(-1, 2)
+            if (tr[:, 0] < 0).any() or (tr[:, 1] > n_frames).any() or (tr[:, 1] < tr[:, 0]).any():
+                raise RecordingFormatError(f"{path}: /splits/train: ranges outside [0, {n_frames})")
+            ranges = [(int(a), int(b)) for a, b in tr]
+        return StimulusFile(stim, float(rate), ranges, f)
+    except BaseException:
+        f.close()
+        raise
