@@ -203,6 +203,19 @@ class RateSampler:
             weights.append(sparse.csr_matrix((vals, (rows, cols)), shape=(n_el, n)))
         self._weights = sparse.vstack(weights, format="csr")
 
+    def weights(
+        self, positions_deg: NDArray[np.float64], polarity: NDArray[np.int8]
+    ) -> sparse.csr_matrix:
+        """[2·n_electrodes, n_entries] sampling weights for this geometry (ON rows, then OFF)."""
+        pos = np.ascontiguousarray(positions_deg, dtype=np.float64)
+        pol = np.ascontiguousarray(polarity, dtype=np.int8)
+        key = (pos.tobytes(), pol.tobytes())
+        if key != self._key:
+            self._build(pos, pol)
+            self._key = key
+        assert self._weights is not None
+        return self._weights
+
     def drive(
         self,
         rates_hz: NDArray[np.floating],

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from hardware.arrays import ElectrodeArray
 from hardware.calibration_file import PatientCalibration
 from hardware.errors import HardwareError
+from hardware.kernel import MappingKernel
 from hardware.mapping import MappingConfig, RateSampler, electrode_model
 from hardware.retinotopy import DEFAULT_MAP, WedgeDipoleMap
 from hardware.safety import EnforcedBatch, SafetyEnforcer, SafetyEvent, SafetyLimits
@@ -33,6 +34,11 @@ if TYPE_CHECKING:
 
 class PipelineConfigError(HardwareError, ValueError):
     """Mapping parameters that the safety limits would clamp on every frame: refused at start."""
+
+
+#: Frames in `StimulationPipeline.process`'s ring: a returned frame stays unchanged while the
+#: next RING_FRAMES - 1 bins are processed (the loop sends and logs it at once).
+RING_FRAMES = 8
 
 
 class StimulationPipeline:
@@ -97,6 +103,16 @@ class StimulationPipeline:
         self.events: Counter[str] = Counter()
         self.last_events: list[SafetyEvent] = []
         self.sequence = 0
+        self.kernel: MappingKernel | None = None
+        self._kernel_key: tuple[bytes, bytes] | None = None
+        self._kernel_pos: object = None
+        self._kernel_pol: object = None
+        #: Bins the kernel served / bins that went the general path (events, faults).
+        self.kernel_bins = 0
+        self.general_bins = 0
+        # The frames `process` returns: a ring, filled in place (no object per bin).
+        self._ring = [StimulationFrame.zeros(array.electrode_ids, 0, 0) for _ in range(RING_FRAMES)]
+        self._ring_at = 0
         above = self.model.enabled & (self.model.max_comfortable_ua > self.ceiling_ua)
         if above.any():
             self._log(
@@ -141,16 +157,76 @@ class StimulationPipeline:
         cur[rows, order] = ranked
         return np.where(nan, np.nan, cur)
 
+    def kernel_for(self, field: RateField) -> MappingKernel:
+        """The precomputed kernel for `field`'s geometry (built on first use of a geometry).
+
+        The live loop hands over the same position and polarity arrays every bin, so the
+        usual check is by identity; new arrays are compared by value once.
+        """
+        if (
+            self.kernel is not None
+            and field.positions_deg is self._kernel_pos
+            and field.polarity is self._kernel_pol
+        ):
+            return self.kernel
+        pos = np.ascontiguousarray(field.positions_deg, dtype=np.float64)
+        pol = np.ascontiguousarray(field.polarity, dtype=np.int8)
+        key = (pos.tobytes(), pol.tobytes())
+        if self.kernel is None or key != self._kernel_key:
+            weights = self.sampler.weights(pos, pol)
+            self.kernel = MappingKernel(
+                weights, self.model, self.mapping, self.limits, self.ceiling_ua, self.enforcer
+            )
+            self._kernel_key = key
+        self._kernel_pos, self._kernel_pol = field.positions_deg, field.polarity
+        return self.kernel
+
     def process_batch(
         self, field: RateField, rates_hz: NDArray[np.floating]
     ) -> list[StimulationFrame]:
-        """Process B bins that share `field`'s geometry; rates_hz [B, n_entries]. Never raises."""
+        """Process B bins that share `field`'s geometry; rates_hz [B, n_entries]. Never raises.
+
+        Each bin goes through the kernel; the bins it declines (they carry a safety event) go
+        through the general path together. Frames are new objects (not the ring's).
+        """
         try:
             rates = np.asarray(rates_hz, dtype=np.float64).reshape(-1, field.n)
-            cur = self.currents(rates, field)
+            kernel = self.kernel_for(field)
+            served: list[tuple[NDArray[np.generic], ...] | None] = []
+            general = []
+            for b in range(rates.shape[0]):
+                if kernel.run(rates[b]):
+                    served.append(_copy_fields(kernel))
+                else:
+                    served.append(None)
+                    general.append(b)
+            reference = self._reference(self.currents(rates[general], field)) if general else None
         except Exception as exc:  # the stream must not stop: fall back to zero
             return [self.zero(f"internal error in mapping: {exc!r}") for _ in range(len(rates_hz))]
-        return self._finish(cur, field.timestamp_ns)
+        self.last_events = []
+        ts = field.timestamp_ns or time.monotonic_ns()
+        frames = []
+        g = 0
+        for fields in served:
+            if fields is None:
+                assert reference is not None
+                (a, pw, gap, rate, pulses), events = reference
+                for ev in events[g]:
+                    self._log(ev)
+                fields = (a[g], pw[g], gap[g], rate[g], pulses[g])
+                g += 1
+                self.general_bins += 1
+            else:
+                self.kernel_bins += 1
+            frames.append(
+                StimulationFrame(
+                    self._next_sequence(),
+                    ts,
+                    self.array.electrode_ids,
+                    *fields,  # type: ignore[arg-type]
+                )
+            )
+        return frames
 
     def _enforce(self, amp: NDArray[np.float64]) -> EnforcedBatch:
         """Mapped currents [B, n] (µA, finite) → the enforcer's safe fields and events, with
@@ -165,8 +241,8 @@ class StimulationPipeline:
             np.where(on, cfg.n_pulses, 0).reshape(amp.shape),
         )
 
-    def _finish(self, cur: NDArray[np.float64], timestamp_ns: int) -> list[StimulationFrame]:
-        self.last_events = []
+    def _reference(self, cur: NDArray[np.float64]) -> EnforcedBatch:
+        """The general path after mapping: bad-rate events, then the enforcer (nothing logged)."""
         bad = np.isnan(cur)
         bad_events: list[list[SafetyEvent]] = [[] for _ in range(cur.shape[0])]
         for b in np.nonzero(bad.any(axis=1))[0].tolist():
@@ -181,44 +257,48 @@ class StimulationPipeline:
                 )
             )
         amp = np.where(bad, 0.0, cur)
-        shape = amp.shape
-        (a, pw, gap, rate, pulses), events = self._enforce(amp)
-        frames = []
-        ts = timestamp_ns or time.monotonic_ns()
-        for b in range(shape[0]):
-            for ev in bad_events[b] + events[b]:
-                self._log(ev)
-            frames.append(
-                StimulationFrame(
-                    sequence=self._next_sequence(),
-                    timestamp_ns=ts,
-                    electrode_ids=self.array.electrode_ids,
-                    amplitude_ua=a[b],
-                    phase_width_us=pw[b],
-                    interphase_gap_us=gap[b],
-                    pulse_rate_hz=rate[b],
-                    n_pulses=pulses[b],
-                )
-            )
-        return frames
+        fields, events = self._enforce(amp)
+        return fields, [bad_events[b] + events[b] for b in range(cur.shape[0])]
 
     def warm_up(self, rate_field: RateField) -> None:
         """Run the mapping and safety arithmetic once on zero rates; no frame, no log record.
 
         Why: the first call of each numpy/scipy path allocates and faults in its buffers (the
         first bin's map stage measured 8 ms instead of 1); a live loop calls this before its
-        clock starts so that the first real bin runs at the steady-state cost. Pure: the
-        sequence counter, events and audit log are untouched.
+        clock starts so that the first real bin runs at the steady-state cost. Both the
+        kernel and the general path are warmed. Pure: the sequence counter, events and audit
+        log are untouched.
         """
         zeros = np.zeros((1, rate_field.n), dtype=np.float64)
         self._enforce(np.nan_to_num(self.currents(zeros, rate_field)))
+        self.kernel_for(rate_field).run(zeros[0])
 
     def process(self, rate_field: RateField) -> StimulationFrame:
-        """One bin: rates → safe stimulation frame. Never raises on bad values."""
+        """One bin: rates → safe stimulation frame. Never raises on bad values.
+
+        The kernel's bins fill a frame of the ring in place (see RING_FRAMES); the others
+        take the general path and return a new frame.
+        """
         try:
+            kernel = self.kernel_for(rate_field)
+            if rate_field.rates_hz.shape == (kernel.n_entries,) and kernel.run(rate_field.rates_hz):
+                return self._fill_ring(kernel, rate_field.timestamp_ns)
             return self.process_batch(rate_field, rate_field.rates_hz[None, :])[0]
         except Exception as exc:
             return self.zero(f"internal error: {exc!r}")
+
+    def _fill_ring(self, kernel: MappingKernel, timestamp_ns: int) -> StimulationFrame:
+        frame = self._ring[self._ring_at]
+        self._ring_at = (self._ring_at + 1) % RING_FRAMES
+        np.copyto(frame.amplitude_ua, kernel.amplitude_ua)
+        np.copyto(frame.phase_width_us, kernel.phase_width_us)
+        np.copyto(frame.interphase_gap_us, kernel.interphase_gap_us)
+        np.copyto(frame.pulse_rate_hz, kernel.pulse_rate_hz)
+        np.copyto(frame.n_pulses, kernel.n_pulses)
+        frame._restamp(self._next_sequence(), timestamp_ns or time.monotonic_ns())
+        self.last_events = []
+        self.kernel_bins += 1
+        return frame
 
     def zero(self, reason: str) -> StimulationFrame:
         """An all-zero frame (stimulation stops), with the reason logged as a safety event."""
@@ -227,3 +307,13 @@ class StimulationPipeline:
         return StimulationFrame.zeros(
             self.array.electrode_ids, self._next_sequence(), time.monotonic_ns()
         )
+
+
+def _copy_fields(kernel: MappingKernel) -> tuple[NDArray[np.generic], ...]:
+    return (
+        kernel.amplitude_ua.copy(),
+        kernel.phase_width_us.copy(),
+        kernel.interphase_gap_us.copy(),
+        kernel.pulse_rate_hz.copy(),
+        kernel.n_pulses.copy(),
+    )

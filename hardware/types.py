@@ -108,6 +108,15 @@ class StimulationFrame:
     def n_electrodes(self) -> int:
         return len(self.electrode_ids)
 
+    def _restamp(self, sequence: int, timestamp_ns: int) -> None:
+        """Give a ring frame its next bin's sequence and time (hardware.pipeline only).
+
+        Why a frozen class is written here: the pipeline's frame ring refills the same frames
+        bin after bin instead of building one per bin; nothing else may change a frame.
+        """
+        object.__setattr__(self, "sequence", sequence)
+        object.__setattr__(self, "timestamp_ns", timestamp_ns)
+
     @property
     def active(self) -> NDArray[np.bool_]:
         """[n_electrodes] True where the electrode delivers current in this frame."""

@@ -1,0 +1,90 @@
+"""Mapping + safety scaling benchmark (`python benchmarks/mapping/scale.py`), issue 17.
+
+Per-bin p50/p99 of rates → safe frames for {96, 384, 1,024} electrodes × {2,048, 8,192,
+32,768} rates, the general (pre-kernel) path on the same bins, allocations per bin, and the
+shipped bundle's model step measured with onnxruntime in the same run for the ratio. The
+measuring code is `runtime.bench_scale.run_scale` (torch-free). Prints a table, writes JSON
+(default benchmarks/mapping/results.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from runtime.bench_scale import ELECTRODES, RATES, run_scale
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bins", type=int, default=1000, help="timed bins per cell")
+    ap.add_argument("--no-model", action="store_true", help="skip the ORT model step")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
+    args = ap.parse_args()
+    con = Console()
+    with con.status("measuring") as status:
+        report = run_scale(
+            ELECTRODES,
+            RATES,
+            bins=args.bins,
+            with_model=not args.no_model,
+            progress=lambda s: status.update(f"measuring {s}"),
+        )
+    t = Table(title="mapping + safety per bin (ms)")
+    for col in (
+        "electrodes",
+        "arrays",
+        "rates",
+        "geometry",
+        "p50",
+        "p99",
+        "general p50",
+        "speed-up",
+        "kernel bins",
+        "alloc blocks/bin",
+        "peak B/bin",
+    ):
+        t.add_column(col, justify="right")
+    for c in report.cells:
+        t.add_row(
+            str(c.electrodes),
+            str(c.arrays),
+            str(c.rates),
+            c.geometry,
+            f"{c.p50_ms:.4f}",
+            f"{c.p99_ms:.4f}",
+            f"{c.general_p50_ms:.4f}",
+            f"{c.speedup_p50:.1f}×",
+            f"{c.kernel_share:.0%}",
+            f"{c.alloc_net_blocks_per_bin:.3f}",
+            str(c.alloc_peak_bytes_per_bin),
+        )
+    con.print(t)
+    if report.model_step_p50_ms is not None:
+        con.print(
+            f"model step (ORT, shipped bundle) p50 {report.model_step_p50_ms:.4f} ms, "
+            f"p99 {report.model_step_p99_ms:.4f} ms"
+        )
+    for k, v in report.ratios.items():
+        con.print(f"  {k}: {v:.3f}")
+    for k, ok in report.targets.items():
+        con.print(f"  target {k}: {'met' if ok else 'NOT met'}")
+    doc = report.model_dump()
+    doc["machine"] = {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1))
+    con.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,374 @@
+"""Implants: several electrode arrays in one patient, mapped from one rate field (issue 17).
+
+An implant file (JSON, schema ``npe.implant`` version 1, shipped ones in
+``hardware/implant_data/``) lists arrays — each a shipped array name or an array file — with
+a label, the hemisphere it sits in, where it was placed (the visual-field position under its
+centre, and a rotation; the array file's own placement when omitted) and the link of the
+stimulator that drives it (one link per array: a stimulator drives ≤ 16 channels). It also
+holds the limits for the whole implant: simultaneous electrodes and total current over all
+arrays together (per-array limits stay `SafetyLimits`). Validated on load like the arrays;
+refused with the reason.
+
+`ImplantPipeline` maps one rate field onto every array (each through its own
+`StimulationPipeline`, i.e. the precomputed kernel) and then applies the implant-wide limits:
+the strongest electrodes across the implant are kept up to the simultaneous cap, and the total
+current is scaled down proportionally to its cap. It returns one frame per array. A single
+array is an implant of one (`implant_of_one`); `StimulationPipeline` is unchanged.
+
+Public API: `ImplantError`, `ImplantFile`, `ImplantLimits`, `Implant`, `ImplantArray`,
+`load_implant`, `parse_implant`, `list_implants`, `implant_of_one`, `ImplantPipeline`,
+`check_implant`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hardware.arrays import ArrayError, ElectrodeArray, Placement, load_array
+from hardware.calibration_file import PatientCalibration
+from hardware.mapping import MappingConfig
+from hardware.pipeline import StimulationPipeline
+from hardware.retinotopy import DEFAULT_MAP, WedgeDipoleMap
+from hardware.safety import _MARGIN, _MIN_DELIVERABLE_UA, SafetyEvent, SafetyLimits
+from hardware.types import RateField, StimulationFrame
+
+__all__ = [
+    "IMPLANT_DATA_DIR",
+    "Implant",
+    "ImplantArray",
+    "ImplantError",
+    "ImplantFile",
+    "ImplantLimits",
+    "ImplantPipeline",
+    "check_implant",
+    "implant_of_one",
+    "list_implants",
+    "load_implant",
+    "parse_implant",
+]
+
+IMPLANT_VERSION = 1
+IMPLANT_DATA_DIR = Path(__file__).parent / "implant_data"
+#: Most arrays one implant file may list (a size limit on an untrusted file).
+MAX_ARRAYS = 64
+
+
+class ImplantError(ArrayError):
+    """An implant file that cannot be used: missing, unreadable or inconsistent."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImplantLimits(_Strict):
+    """Limits over all arrays of the implant together (each array keeps its own limits).
+
+    Defaults: 4 stimulators' worth of channels at once and 4 × 1,600 µA; a clinic sets them
+    per patient (simultaneous stimulation across arrays lowers thresholds, REFERENCES.md).
+    """
+
+    max_active_electrodes: int = Field(default=64, ge=0, le=4096)
+    max_total_current_ua: float = Field(default=6400.0, ge=0.0, le=1e6, allow_inf_nan=False)
+
+
+class ImplantArraySpec(_Strict):
+    """One array of an implant file."""
+
+    label: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    array: str = Field(min_length=1, max_length=256)
+    hemisphere: Literal["left", "right"]
+    placement: Placement | None = None
+    link: str | None = Field(default=None, max_length=256)
+
+    @field_validator("link")
+    @classmethod
+    def _link(cls, v: str | None) -> str | None:
+        if v is None or v.startswith("serial://"):
+            return v
+        parts = urlsplit(v)
+        if parts.scheme == "udp" and parts.hostname and parts.port is not None:
+            return v
+        if parts.scheme == "file" and parts.path:
+            return v
+        raise ValueError(f"{v!r}: expected udp://HOST:PORT, serial://PORT or file:///PATH")
+
+
+class ImplantFile(_Strict):
+    """The on-disk schema of an implant file."""
+
+    schema_name: Literal["npe.implant"] = "npe.implant"
+    version: int
+    name: str = Field(min_length=1, max_length=64)
+    description: str = Field(default="", max_length=4000)
+    arrays: tuple[ImplantArraySpec, ...] = Field(min_length=1, max_length=MAX_ARRAYS)
+    limits: ImplantLimits = ImplantLimits()
+
+    @model_validator(mode="after")
+    def _check(self) -> ImplantFile:
+        if self.version != IMPLANT_VERSION:
+            raise ValueError(f"unknown implant version {self.version}; npe reads {IMPLANT_VERSION}")
+        labels = [a.label for a in self.arrays]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"array labels listed twice: {', '.join(dupes[:5])}")
+        links = [a.link for a in self.arrays if a.link is not None]
+        twice = sorted({x for x in links if links.count(x) > 1})
+        if twice:
+            raise ValueError(f"one link given to several arrays: {twice[0]}")
+        return self
+
+
+@dataclass(frozen=True)
+class ImplantArray:
+    """One placed array: `array` carries the implant's placement for it."""
+
+    label: str
+    array: ElectrodeArray
+    hemisphere: str
+    link: str | None = None
+
+
+@dataclass(frozen=True)
+class Implant:
+    """The arrays of one patient, in file order, and the implant-wide limits."""
+
+    name: str
+    arrays: tuple[ImplantArray, ...]
+    limits: ImplantLimits
+    description: str = ""
+
+    @property
+    def n_electrodes(self) -> int:
+        return sum(a.array.n for a in self.arrays)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(a.label for a in self.arrays)
+
+
+def _hemisphere_of(array: ElectrodeArray) -> str:
+    """Left V1 sees the right visual field (x ≥ 0), as `ElectrodeArray` assumes."""
+    return "right" if array.placement_deg[0] < 0 else "left"
+
+
+def _placed(spec: ImplantArraySpec, base_dir: Path | None, source: str) -> ImplantArray:
+    ref = spec.array
+    path = Path(ref)
+    if base_dir is not None and path.suffix and not path.is_absolute():
+        path = base_dir / path
+    try:
+        arr = load_array(path if path.suffix else ref)
+    except ArrayError as exc:
+        raise ImplantError(f"{source}: array {spec.label!r}: {exc}") from exc
+    if spec.placement is not None:
+        arr = dataclasses.replace(
+            arr,
+            placement_deg=spec.placement.center_deg,
+            rotation_deg=spec.placement.rotation_deg,
+        )
+    if _hemisphere_of(arr) != spec.hemisphere:
+        raise ImplantError(
+            f"{source}: array {spec.label!r}: placed at x = {arr.placement_deg[0]}° "
+            f"(the {'left' if arr.placement_deg[0] < 0 else 'right'} visual field), which the "
+            f"{_hemisphere_of(arr)} hemisphere represents, not the {spec.hemisphere}"
+        )
+    return ImplantArray(spec.label, arr, spec.hemisphere, spec.link)
+
+
+def parse_implant(raw: object, source: str = "<implant>", base_dir: Path | None = None) -> Implant:
+    """Validate an already-parsed implant document; ImplantError with the reasons.
+
+    Array files named by a relative path are looked up beside the implant file (base_dir).
+    """
+    try:
+        f = ImplantFile.model_validate(raw)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()[:5]
+        )
+        raise ImplantError(f"{source}: refused: {reasons}") from exc
+    arrays = tuple(_placed(s, base_dir, source) for s in f.arrays)
+    return Implant(f.name, arrays, f.limits, f.description)
+
+
+def list_implants() -> list[str]:
+    """Names of the implants shipped in hardware/implant_data/."""
+    return sorted(p.stem for p in IMPLANT_DATA_DIR.glob("*.json"))
+
+
+#: Largest implant file read (a size limit on an untrusted file).
+MAX_IMPLANT_BYTES = 1_000_000
+
+
+def load_implant(name_or_path: str | Path) -> Implant:
+    """Load a shipped implant by name ("utah16x") or any implant file by path."""
+    p = Path(name_or_path)
+    if not p.suffix and not p.exists():
+        p = IMPLANT_DATA_DIR / f"{name_or_path}.json"
+        if not p.exists():
+            raise ImplantError(
+                f"unknown implant {name_or_path!r}; shipped implants: {', '.join(list_implants())}"
+            )
+    try:
+        if p.stat().st_size > MAX_IMPLANT_BYTES:
+            raise ImplantError(f"{p}: larger than {MAX_IMPLANT_BYTES} bytes")
+        raw = json.loads(p.read_text())
+    except FileNotFoundError as exc:
+        raise ImplantError(f"{p}: no such implant file") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ImplantError(f"{p}: not valid JSON ({exc})") from exc
+    return parse_implant(raw, source=str(p), base_dir=p.parent)
+
+
+def implant_of_one(array: ElectrodeArray, link: str | None = None) -> Implant:
+    """A single array as an implant (implant limits = the array's, which bind first)."""
+    return Implant(
+        array.name,
+        (ImplantArray(array.name, array, _hemisphere_of(array), link),),
+        ImplantLimits(max_active_electrodes=4096, max_total_current_ua=1e6),
+    )
+
+
+class ImplantPipeline:
+    """One rate field → one safe frame per array, within the per-array and implant limits.
+
+    Attributes:
+        pipelines: label → the array's `StimulationPipeline` (its own events and counters).
+        events: Counter of implant-level event kinds ("implant_active_cap",
+            "implant_total_current_cap").
+        last_events: the implant-level events of the most recent call.
+    """
+
+    def __init__(
+        self,
+        implant: Implant,
+        limits: SafetyLimits,
+        mapping: MappingConfig | None = None,
+        calibrations: Mapping[str, PatientCalibration] | None = None,
+        *,
+        retinotopy: WedgeDipoleMap = DEFAULT_MAP,
+    ) -> None:
+        self.implant = implant
+        cals = dict(calibrations or {})
+        unknown = sorted(set(cals) - set(implant.labels))
+        if unknown:
+            raise ImplantError(f"calibration given for arrays not in the implant: {unknown}")
+        self.pipelines = {
+            a.label: StimulationPipeline(
+                a.array, cals.get(a.label), limits, mapping, retinotopy=retinotopy
+            )
+            for a in implant.arrays
+        }
+        self._order = list(self.pipelines.values())
+        self.events: Counter[str] = Counter()
+        self.last_events: list[SafetyEvent] = []
+
+    def warm_up(self, rate_field: RateField) -> None:
+        """Warm every array's kernel (see `StimulationPipeline.warm_up`)."""
+        for p in self._order:
+            p.warm_up(rate_field)
+
+    def process(self, rate_field: RateField) -> tuple[StimulationFrame, ...]:
+        """One bin: one frame per array, in the implant's order. Never raises on bad values."""
+        frames = tuple(p.process(rate_field) for p in self._order)
+        self.last_events = []
+        self._limit_implant(frames)
+        return frames
+
+    def _limit_implant(self, frames: tuple[StimulationFrame, ...]) -> None:
+        """Implant-wide caps, in place on the frames (they are this call's own frames)."""
+        lim = self.implant.limits
+        active = 0
+        total = 0.0
+        for f in frames:
+            live = (f.amplitude_ua > 0) & (f.n_pulses > 0)
+            active += int(np.count_nonzero(live))
+            total += float(np.sum(f.amplitude_ua, where=live, dtype=np.float64))
+        if active > lim.max_active_electrodes:
+            amps = np.concatenate(
+                [
+                    np.where((f.amplitude_ua > 0) & (f.n_pulses > 0), f.amplitude_ua, 0)
+                    for f in frames
+                ]
+            )
+            order = np.argsort(-amps.astype(np.float64), kind="stable")
+            drop = np.zeros(amps.shape[0], dtype=bool)
+            drop[order[lim.max_active_electrodes :]] = True
+            at = 0
+            for f in frames:
+                _zero_where(f, drop[at : at + f.n_electrodes])
+                at += f.n_electrodes
+            self._event(
+                "implant_active_cap",
+                f"{active} electrodes active over the implant, the "
+                f"{lim.max_active_electrodes} strongest kept",
+                active,
+                lim.max_active_electrodes,
+            )
+            total = sum(float(np.sum(f.amplitude_ua, dtype=np.float64)) for f in frames)
+        if total > lim.max_total_current_ua * _MARGIN:
+            scale = lim.max_total_current_ua * _MARGIN**2 / total
+            for f in frames:
+                a = f.amplitude_ua.astype(np.float64) * scale
+                np.copyto(f.amplitude_ua, a, casting="same_kind")
+                _zero_where(f, f.amplitude_ua < _MIN_DELIVERABLE_UA)
+            self._event(
+                "implant_total_current_cap",
+                "total current over the implant scaled down proportionally",
+                total,
+                lim.max_total_current_ua,
+            )
+
+    def _event(self, kind: str, detail: str, value: float, limit: float) -> None:
+        ev = SafetyEvent(kind, detail, None, float(value), float(limit))
+        self.events[kind] += 1
+        self.last_events.append(ev)
+
+    def zero(self, reason: str) -> tuple[StimulationFrame, ...]:
+        """All-zero frames on every array, the reason logged on each."""
+        return tuple(p.zero(reason) for p in self._order)
+
+
+def _zero_where(frame: StimulationFrame, mask: np.ndarray) -> None:
+    for name in ("amplitude_ua", "phase_width_us", "interphase_gap_us", "pulse_rate_hz"):
+        getattr(frame, name)[mask] = 0.0
+    frame.n_pulses[mask] = 0
+
+
+def check_implant(
+    frames: tuple[StimulationFrame, ...], implant: Implant, limits: SafetyLimits
+) -> list[str]:
+    """Independent re-check of one bin's frames: every array's limits (`check_frame`) and the
+    implant's; [] when safe."""
+    from hardware.safety import check_frame
+
+    if len(frames) != len(implant.arrays):
+        return [f"{len(frames)} frames for {len(implant.arrays)} arrays"]
+    v: list[str] = []
+    active = 0
+    total = 0.0
+    for f, a in zip(frames, implant.arrays, strict=True):
+        v += [f"{a.label}: {x}" for x in check_frame(f, limits, a.array)]
+        for amp, n in zip(f.amplitude_ua.tolist(), f.n_pulses.tolist(), strict=True):
+            if amp > 0 and n > 0:
+                active += 1
+                total += amp
+    if active > implant.limits.max_active_electrodes:
+        v.append(
+            f"{active} electrodes active over the implant > {implant.limits.max_active_electrodes}"
+        )
+    if total > implant.limits.max_total_current_ua:
+        v.append(f"implant total current {total:.3f} > {implant.limits.max_total_current_ua} µA")
+    return v

@@ -1,0 +1,38 @@
+"""runtime.bench_scale: the scaling table's measuring function on a few small cells (the
+full table is `benchmarks/mapping/scale.py`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.bench_scale import grid_field, implant_for, measure_cell, run_scale
+
+
+def test_geometries_and_implants():
+    pos, pol = grid_field(8192)
+    assert pos.shape == (8192, 2) and set(np.unique(pol).tolist()) == {-1, 1}
+    assert np.abs(pos).max() == pytest.approx(10.0)
+    assert [implant_for(n).n_electrodes for n in (96, 384, 1024)] == [96, 384, 1024]
+    with pytest.raises(ValueError, match="2 × a square"):
+        grid_field(1000)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        implant_for(100)
+
+
+def test_a_cell_reports_kernel_and_general_costs():
+    pos, pol = grid_field(2048)
+    rates = np.random.default_rng(0).gamma(1.0, 40.0, (8, 2048)).astype(np.float32)
+    cell = measure_cell(implant_for(96), pos, pol, rates, "grid", bins=50, warmup=5, general_bins=5)
+    assert cell.electrodes == 96 and cell.rates == 2048 and cell.bins == 50
+    assert 0 < cell.p50_ms <= cell.p99_ms
+    assert cell.general_p50_ms > 0 and cell.kernel_share == 1.0
+    assert cell.weight_nnz > 0
+
+
+def test_run_scale_small_table_with_the_model_step():
+    report = run_scale((96,), (2048,), bins=30, with_model=True)
+    assert report.model_step_p50_ms is not None and report.model_step_p50_ms > 0
+    assert [c.geometry for c in report.cells] == ["shipped bundle", "grid ±10°"]
+    assert "shipped utah96 / model step (p50)" in report.ratios
+    assert any(k.startswith("utah96 ≤ 0.3") for k in report.targets)
