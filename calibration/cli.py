@@ -9,7 +9,6 @@ sessions, `--resume SESSION_FILE`), `save SESSION_FILE` (explicit save of a paus
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -57,55 +56,26 @@ def _session_command(
     from rich.table import Table
 
     from calibration.responders import SessionPaused
-    from calibration.runner import INPROCESS_LINK, calibrate, resolve_electrodes, start_session
+    from calibration.runner import SessionRequest, calibrate, prepare_session
     from calibration.session import SessionLog, TrialRecord
-    from hardware.arrays import load_array
-    from hardware.link import DEFAULT_PORT
     from hardware.safety import SafetyLimits
 
+    request = SessionRequest(
+        procedure=procedure, patient=patient, array=array, calibration=calibration,
+        electrodes=electrodes, session=session, resume=resume,
+        simulated_patient=simulated_patient, link=link, operator=operator, settings=extra,
+    )  # fmt: skip
+    session_path = resume or session
     try:
         limits = SafetyLimits.load(limits_file) if limits_file else SafetyLimits()
-        if resume is not None:
-            log = SessionLog.open(resume)
-            if log.header.procedure != procedure:
-                raise fail(f"{resume} is a {log.header.procedure} session, not {procedure}")
-            if log.complete:
-                raise fail(f"{resume} is already complete")
-            if simulated_patient is not None and simulated_patient != log.header.simulated_patient:
-                raise fail(
-                    f"{resume} was run with simulated patient {log.header.simulated_patient}, "
-                    f"not {simulated_patient}"
-                )
-            log.close()
-            session_path = resume
-            console.print(f"resuming {resume}: {len(log.trials)} trials already logged")
+        plan = prepare_session(request)
+        session_path = plan.path
+        if plan.resumed:
+            console.print(f"resuming {plan.path}: {plan.n_logged} trials already logged")
         else:
-            if patient is None or calibration is None:
-                raise fail("--patient and --calibration are required (or --resume FILE)")
-            arr = load_array(array)
-            ids = resolve_electrodes(arr, electrodes)
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            session_path = session or calibration.parent / f"{procedure}-{patient}-{stamp}.jsonl"
-            start_session(
-                session_path,
-                procedure=procedure,
-                patient_id=patient,
-                operator=operator,
-                array=arr.name if not Path(array).exists() else array,
-                electrodes=ids,
-                calibration_path=str(calibration),
-                link=link
-                or (
-                    INPROCESS_LINK
-                    if simulated_patient is not None
-                    else f"udp://127.0.0.1:{DEFAULT_PORT}"
-                ),
-                simulated_patient=simulated_patient,
-                **extra,
-            )
-            console.print(f"session file: {session_path}")
+            console.print(f"session file: {plan.path}")
             write_effective_config(
-                session_path.parent, ctx, file_name=f"{session_path.stem}.npe-config.toml"
+                plan.path.parent, ctx, file_name=f"{plan.path.stem}.npe-config.toml"
             )
         header = SessionLog.open(session_path).header
         interactive = header.simulated_patient is None
@@ -147,7 +117,7 @@ def _session_command(
                 outcome = calibrate(session_path, limits=limits, on_trial=on_trial)
                 progress.update(task, completed=len(header.electrodes), status="done")
     except SessionPaused as exc:
-        n = len(SessionLog.open(session_path).trials)
+        n = len(SessionLog.open(session_path).trials) if session_path is not None else 0
         print_warning(
             f"paused ({exc}) after {n} trials; all are in {session_path}. "
             f"Resume: npe calibrate {procedure} --resume {session_path}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from hardware.calibration_file import (
     save_calibration,
 )
 from hardware.chain import SimulatorMode, open_chain
+from hardware.link import DEFAULT_PORT
 from hardware.safety import SafetyLimits
 from hardware.stimulator import SimulatedStimulator
 
@@ -83,6 +84,86 @@ def start_session(session_path: str | Path, **header: Any) -> SessionLog:
     h = SessionHeader(started=datetime.now(UTC), **header)
     load_array(h.array)  # refuse an unknown array before anything is written
     return SessionLog.create(session_path, h)
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """What an operator asks for: a new session of `procedure`, or to resume one.
+
+    Attributes:
+        settings: the procedure's own settings (method, budget, levels, ...), stored in the
+            session header.
+    """
+
+    procedure: str
+    patient: str | None
+    array: str
+    calibration: Path | None
+    electrodes: str
+    session: Path | None
+    resume: Path | None
+    simulated_patient: int | None
+    link: str | None
+    operator: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """The session file a request resolved to, and whether it continues an earlier one."""
+
+    path: Path
+    resumed: bool
+    n_logged: int
+
+
+def prepare_session(request: SessionRequest) -> SessionPlan:
+    """Check a resume against its file, or write the header of a new session file.
+
+    Refuses (SessionError, nothing written) a resume of another procedure, of a complete
+    session or with another simulated patient, and a new session without patient and
+    calibration file. A new session's link defaults to the in-process simulator for a simulated
+    patient and to the stimulator on this machine's default port otherwise.
+    """
+    r = request
+    if r.resume is not None:
+        log = SessionLog.open(r.resume)
+        try:
+            h = log.header
+            if h.procedure != r.procedure:
+                raise SessionError(f"{r.resume} is a {h.procedure} session, not {r.procedure}")
+            if log.complete:
+                raise SessionError(f"{r.resume} is already complete")
+            if r.simulated_patient is not None and r.simulated_patient != h.simulated_patient:
+                raise SessionError(
+                    f"{r.resume} was run with simulated patient {h.simulated_patient}, "
+                    f"not {r.simulated_patient}"
+                )
+            return SessionPlan(Path(r.resume), resumed=True, n_logged=len(log.trials))
+        finally:
+            log.close()
+    if r.patient is None or r.calibration is None:
+        raise SessionError("--patient and --calibration are required (or --resume FILE)")
+    arr = load_array(r.array)
+    ids = resolve_electrodes(arr, r.electrodes)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = r.session or r.calibration.parent / f"{r.procedure}-{r.patient}-{stamp}.jsonl"
+    default_link = (
+        INPROCESS_LINK if r.simulated_patient is not None else f"udp://127.0.0.1:{DEFAULT_PORT}"
+    )
+    start_session(
+        path,
+        procedure=r.procedure,
+        patient_id=r.patient,
+        operator=r.operator,
+        array=arr.name if not Path(r.array).exists() else r.array,
+        electrodes=ids,
+        calibration_path=str(r.calibration),
+        link=r.link or default_link,
+        simulated_patient=r.simulated_patient,
+        **r.settings,
+    )
+    return SessionPlan(Path(path), resumed=False, n_logged=0)
 
 
 def audit_path(session_path: str | Path) -> Path:
