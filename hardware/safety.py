@@ -24,6 +24,10 @@ Limits (per electrode, then per frame):
     16 channels, REFERENCES.md), the strongest kept; total current ≤ max_total_current_ua
     (scaled down proportionally).
 
+The enforcer applies these as `RULES`, an ordered table of small named rules (each a function
+of the enforcer and the batch being made safe, each reporting its own `EventKind`s), then
+`_finish` rounds to the wire's float32. A new limit is one rule and one row.
+
 `SafetyLimits` refuses, at construction, any configuration beyond the absolute limits of the
 stimulator hardware (`HARDWARE_LIMITS`, CereStim-like: 100 µA, 300 µs, 30 nC/phase,
 16 channels) or with k above 1.85, naming the reason.
@@ -38,8 +42,9 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -225,27 +230,32 @@ class SafetyEvent:
         return "; ".join(parts)
 
 
-#: Event kinds (stable strings: counted, logged and summarised by `npe log inspect`).
-EVENT_KINDS = (
-    "nonfinite",
-    "negative",
-    "disabled",
-    "phase_width_invalid",
-    "phase_width_cap",
-    "gap_cap",
-    "pulse_rate_invalid",
-    "pulse_rate_low",
-    "pulse_rate_high",
-    "charge_balance_period",
-    "pulses_cap",
-    "amplitude_cap",
-    "charge_cap",
-    "density_cap",
-    "shannon_cap",
-    "active_cap",
-    "total_current_cap",
-    "array_mismatch",
-)
+class EventKind(StrEnum):
+    """What the safety layer did (stable strings: counted, logged, summarised by `npe log
+    inspect`)."""
+
+    NONFINITE = "nonfinite"
+    NEGATIVE = "negative"
+    DISABLED = "disabled"
+    PHASE_WIDTH_INVALID = "phase_width_invalid"
+    PHASE_WIDTH_CAP = "phase_width_cap"
+    GAP_CAP = "gap_cap"
+    PULSE_RATE_INVALID = "pulse_rate_invalid"
+    PULSE_RATE_LOW = "pulse_rate_low"
+    PULSE_RATE_HIGH = "pulse_rate_high"
+    CHARGE_BALANCE_PERIOD = "charge_balance_period"
+    PULSES_CAP = "pulses_cap"
+    AMPLITUDE_CAP = "amplitude_cap"
+    CHARGE_CAP = "charge_cap"
+    DENSITY_CAP = "density_cap"
+    SHANNON_CAP = "shannon_cap"
+    ACTIVE_CAP = "active_cap"
+    TOTAL_CURRENT_CAP = "total_current_cap"
+    ARRAY_MISMATCH = "array_mismatch"
+
+
+#: The kinds as plain strings, in their order (kept for readers of older code and logs).
+EVENT_KINDS = tuple(k.value for k in EventKind)
 
 
 def _f32_le(x: NDArray[np.float64], cap: NDArray[np.float64] | float) -> NDArray[np.float32]:
@@ -367,189 +377,270 @@ class SafetyEnforcer:
         pulse_rate_hz: NDArray[np.generic],
         n_pulses: NDArray[np.generic],
     ) -> EnforcedBatch:
-        """Enforce every limit on a batch.
+        """Enforce every limit on a batch: the rules of `RULES`, in order.
 
         Args: each [B, n] (n = array electrodes), any numeric dtype, any values.
         Returns: ((amplitude_ua, phase_width_us, interphase_gap_us, pulse_rate_hz) [B, n]
         float32, n_pulses [B, n] uint16) and, per batch row, the list of events.
         """
-        lim = self.limits
-        ids_arr = self._ids_arr
         f = _Fields(
             *(
                 np.array(a, dtype=np.float64, copy=True).reshape(-1, self.array.n)
                 for a in (amplitude_ua, phase_width_us, interphase_gap_us, pulse_rate_hz, n_pulses)
             )
         )
-        batch = f.amp.shape[0]
-        events: list[list[SafetyEvent]] = [[] for _ in range(batch)]
+        work = _Work(f, np.zeros(f.amp.shape, dtype=bool), [[] for _ in range(f.amp.shape[0])])
+        for _name, rule in RULES:
+            rule(self, work)
+        return _finish(self, work)
 
-        def report(
-            kind: str,
-            mask: NDArray[np.bool_],
-            detail: str,
-            value: NDArray[np.float64] | None = None,
-            limit: float | NDArray[np.float64] = float("nan"),
-        ) -> None:
-            # One event per frame and kind, naming every electrode it touched; the counter
-            # counts electrodes (every single clamp), the log stays one line per cause.
-            if not mask.any():
-                return
-            rows = np.nonzero(mask.any(axis=1))[0]
-            sub = mask[rows]
-            counts = sub.sum(axis=1)
-            self.counts[kind] += int(counts.sum())
-            if value is not None:
-                vmax = np.where(sub, value[rows], -np.inf).max(axis=1)
-            else:
-                vmax = np.full(len(rows), np.nan)
-            lim_arr = np.broadcast_to(np.asarray(limit, dtype=np.float64), mask.shape)
-            lmin = np.where(sub, lim_arr[rows], np.inf).min(axis=1)
-            for k, b in enumerate(rows.tolist()):
-                names = tuple(ids_arr[sub[k]].tolist())
-                events[b].append(
-                    SafetyEvent(
-                        kind,
-                        detail,
-                        names[0],
-                        float(vmax[k]),
-                        float(lmin[k]) if np.isfinite(lmin[k]) else float("nan"),
-                        count=int(counts[k]),
-                        electrodes=names,
-                    )
-                )
-
-        # Which electrodes are asked to stimulate at all (amplitude and pulses non-zero,
-        # counting NaN as "asked": a NaN is never silently treated as zero without a report).
-        asked = (f.amp != 0) & (f.pulses != 0)
-        stack = np.stack([f.amp, f.pw, f.gap, f.rate, f.pulses])
-        nonfinite = asked & ~np.all(np.isfinite(stack), axis=0)
-        report("nonfinite", nonfinite, "NaN or infinite parameter: electrode zeroed")
-        negative = asked & ~nonfinite & np.any(stack < 0, axis=0)
-        report("negative", negative, "negative parameter: electrode zeroed")
-        live = asked & ~nonfinite & ~negative
-        dis = live & self.disabled_mask[None, :]
-        report("disabled", dis, "disabled electrode asked to stimulate: zeroed", f.amp)
-        live &= ~dis
-
-        bad_pw = live & (f.pw <= 0)
-        report("phase_width_invalid", bad_pw, "phase width 0: electrode zeroed", f.pw)
-        live &= ~bad_pw
-        m = live & (f.pw > lim.max_phase_width_us)
-        report("phase_width_cap", m, "phase width clamped", f.pw, lim.max_phase_width_us)
-        f.pw = np.where(m, lim.max_phase_width_us * _MARGIN, f.pw)
-        m = live & (f.gap > lim.max_interphase_gap_us)
-        report("gap_cap", m, "interphase gap clamped", f.gap, lim.max_interphase_gap_us)
-        f.gap = np.where(m, lim.max_interphase_gap_us * _MARGIN, f.gap)
-
-        bad_rate = live & (f.rate <= 0)
-        report("pulse_rate_invalid", bad_rate, "pulse rate 0: electrode zeroed", f.rate)
-        live &= ~bad_rate
-        m = live & (f.rate < lim.min_pulse_rate_hz)
-        report("pulse_rate_low", m, "pulse rate raised to minimum", f.rate, lim.min_pulse_rate_hz)
-        f.rate = np.where(m, lim.min_pulse_rate_hz, f.rate)
-        m = live & (f.rate > lim.max_pulse_rate_hz)
-        report("pulse_rate_high", m, "pulse rate clamped", f.rate, lim.max_pulse_rate_hz)
-        f.rate = np.where(m, lim.max_pulse_rate_hz * _MARGIN, f.rate)
-        # Charge balance: cathodic phase, gap and anodic phase must fit in one period.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            fit_rate = np.where(live, 1e6 / (2.0 * f.pw + f.gap), np.inf) * _MARGIN
-        m = live & (f.rate > fit_rate)
-        unfit = m & (fit_rate < lim.min_pulse_rate_hz)
-        report(
-            "charge_balance_period",
-            m,
-            "both phases and gap exceed the pulse period: rate lowered (or electrode zeroed)",
-            f.rate,
-            fit_rate,
-        )
-        f.rate = np.where(m, fit_rate, f.rate)
-        live &= ~unfit
-        m = live & (f.pulses > lim.max_pulses_per_frame)
-        report("pulses_cap", m, "pulses per frame clamped", f.pulses, lim.max_pulses_per_frame)
-        f.pulses = np.where(m, lim.max_pulses_per_frame, np.floor(f.pulses))
-
-        # Amplitude caps, each reported under its own name (the strictest one binds).
-        ceiling = self._ceiling(f.pw)
-        if (live & (f.amp > ceiling)).any():  # usually not: skip the per-kind reports
-            pw_safe = np.where(f.pw > 0, f.pw, 1.0)  # live electrodes all have pw > 0
-            caps = {
-                "amplitude_cap": np.full_like(f.amp, lim.max_amplitude_ua),
-                **{kind: q / pw_safe for kind, q in self._charge_caps.items()},
-            }
-            for kind, cap in caps.items():
-                m = live & (f.amp > cap * _MARGIN)
-                report(
+    def _report(
+        self,
+        work: _Work,
+        kind: EventKind,
+        mask: NDArray[np.bool_],
+        detail: str,
+        value: NDArray[np.float64] | None = None,
+        limit: float | NDArray[np.float64] = float("nan"),
+    ) -> None:
+        """One event per frame and kind, naming every electrode it touched; the counter
+        counts electrodes (every single clamp), the log stays one line per cause."""
+        if not mask.any():
+            return
+        rows = np.nonzero(mask.any(axis=1))[0]
+        sub = mask[rows]
+        counts = sub.sum(axis=1)
+        self.counts[kind] += int(counts.sum())
+        if value is not None:
+            vmax = np.where(sub, value[rows], -np.inf).max(axis=1)
+        else:
+            vmax = np.full(len(rows), np.nan)
+        lim_arr = np.broadcast_to(np.asarray(limit, dtype=np.float64), mask.shape)
+        lmin = np.where(sub, lim_arr[rows], np.inf).min(axis=1)
+        for k, b in enumerate(rows.tolist()):
+            names = tuple(self._ids_arr[sub[k]].tolist())
+            work.events[b].append(
+                SafetyEvent(
                     kind,
-                    m,
-                    f"amplitude clamped ({kind.removesuffix('_cap')} limit)",
-                    f.amp,
-                    cap,
+                    detail,
+                    names[0],
+                    float(vmax[k]),
+                    float(lmin[k]) if np.isfinite(lmin[k]) else float("nan"),
+                    count=int(counts[k]),
+                    electrodes=names,
                 )
-        f.amp = np.where(live, np.minimum(f.amp, ceiling), 0.0)
-        live &= f.amp > 0
+            )
 
-        # Per frame: simultaneous electrodes (keep the strongest), then total current.
-        n_active = live.sum(axis=1)
-        over_rows = np.nonzero(n_active > lim.max_active_electrodes)[0]
-        for b in over_rows.tolist():
-            order = np.argsort(-f.amp[b], kind="stable")
-            drop = order[lim.max_active_electrodes :]
-            live[b, drop] = False
-            self.counts["active_cap"] += 1
-            events[b].append(
-                SafetyEvent(
-                    "active_cap",
-                    f"{int(n_active[b])} electrodes active, the {lim.max_active_electrodes} "
-                    "strongest kept",
-                    None,
-                    float(n_active[b]),
-                    float(lim.max_active_electrodes),
-                )
-            )
-        f.amp = np.where(live, f.amp, 0.0)
-        total = f.amp.sum(axis=1)
-        over = total > lim.max_total_current_ua * _MARGIN
-        for b in np.nonzero(over)[0].tolist():
-            self.counts["total_current_cap"] += 1
-            events[b].append(
-                SafetyEvent(
-                    "total_current_cap",
-                    "total current scaled down proportionally",
-                    None,
-                    float(total[b]),
-                    lim.max_total_current_ua,
-                )
-            )
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scale = np.where(over, lim.max_total_current_ua * _MARGIN**2 / total, 1.0)
-        f.amp = f.amp * scale[:, None]
-        live &= f.amp >= _MIN_DELIVERABLE_UA
 
-        z = np.float64(0.0)
-        pw = _f32_le(np.where(live, f.pw, z), lim.max_phase_width_us)
-        gap = _f32_le(np.where(live, f.gap, z), lim.max_interphase_gap_us)
-        # Pulse rate from the float32 phase and gap that actually leave (exact bounds).
-        with np.errstate(divide="ignore"):
-            upper = np.minimum(
-                lim.max_pulse_rate_hz,
-                1e6 / (2.0 * pw.astype(np.float64) + gap.astype(np.float64)),
+@dataclass
+class _Work:
+    """The batch being made safe: working fields, which electrodes are still live, events."""
+
+    f: _Fields
+    live: NDArray[np.bool_]
+    events: list[list[SafetyEvent]]
+    #: [B, n] highest amplitude at the final phase widths (set by the amplitude rule).
+    ceiling: NDArray[np.float64] | None = None
+
+
+def _rule_valid_values(e: SafetyEnforcer, w: _Work) -> None:
+    """Only finite, non-negative parameters stimulate; anything else zeroes the electrode.
+
+    "Asked" counts NaN as asking: a NaN is never silently treated as zero without a report.
+    """
+    f = w.f
+    asked = (f.amp != 0) & (f.pulses != 0)
+    stack = np.stack([f.amp, f.pw, f.gap, f.rate, f.pulses])
+    nonfinite = asked & ~np.all(np.isfinite(stack), axis=0)
+    e._report(w, EventKind.NONFINITE, nonfinite, "NaN or infinite parameter: electrode zeroed")
+    negative = asked & ~nonfinite & np.any(stack < 0, axis=0)
+    e._report(w, EventKind.NEGATIVE, negative, "negative parameter: electrode zeroed")
+    w.live = asked & ~nonfinite & ~negative
+
+
+def _rule_disabled(e: SafetyEnforcer, w: _Work) -> None:
+    """Disabled electrodes (limits or calibration) never stimulate."""
+    dis = w.live & e.disabled_mask[None, :]
+    e._report(w, EventKind.DISABLED, dis, "disabled electrode asked to stimulate: zeroed", w.f.amp)
+    w.live &= ~dis
+
+
+def _rule_phase_and_gap(e: SafetyEnforcer, w: _Work) -> None:
+    """Phase width > 0 and within its maximum; interphase gap within its maximum."""
+    f, lim = w.f, e.limits
+    bad_pw = w.live & (f.pw <= 0)
+    e._report(w, EventKind.PHASE_WIDTH_INVALID, bad_pw, "phase width 0: electrode zeroed", f.pw)
+    w.live &= ~bad_pw
+    m = w.live & (f.pw > lim.max_phase_width_us)
+    e._report(w, EventKind.PHASE_WIDTH_CAP, m, "phase width clamped", f.pw, lim.max_phase_width_us)
+    f.pw = np.where(m, lim.max_phase_width_us * _MARGIN, f.pw)
+    m = w.live & (f.gap > lim.max_interphase_gap_us)
+    e._report(w, EventKind.GAP_CAP, m, "interphase gap clamped", f.gap, lim.max_interphase_gap_us)
+    f.gap = np.where(m, lim.max_interphase_gap_us * _MARGIN, f.gap)
+
+
+def _rule_pulse_rate(e: SafetyEnforcer, w: _Work) -> None:
+    """Pulse rate > 0, raised to the minimum and clamped to the maximum."""
+    f, lim = w.f, e.limits
+    bad_rate = w.live & (f.rate <= 0)
+    e._report(w, EventKind.PULSE_RATE_INVALID, bad_rate, "pulse rate 0: electrode zeroed", f.rate)
+    w.live &= ~bad_rate
+    m = w.live & (f.rate < lim.min_pulse_rate_hz)
+    e._report(
+        w,
+        EventKind.PULSE_RATE_LOW,
+        m,
+        "pulse rate raised to minimum",
+        f.rate,
+        lim.min_pulse_rate_hz,
+    )
+    f.rate = np.where(m, lim.min_pulse_rate_hz, f.rate)
+    m = w.live & (f.rate > lim.max_pulse_rate_hz)
+    e._report(w, EventKind.PULSE_RATE_HIGH, m, "pulse rate clamped", f.rate, lim.max_pulse_rate_hz)
+    f.rate = np.where(m, lim.max_pulse_rate_hz * _MARGIN, f.rate)
+
+
+def _rule_charge_balance(e: SafetyEnforcer, w: _Work) -> None:
+    """Cathodic phase, gap and anodic phase must fit in one pulse period."""
+    f, lim = w.f, e.limits
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fit_rate = np.where(w.live, 1e6 / (2.0 * f.pw + f.gap), np.inf) * _MARGIN
+    m = w.live & (f.rate > fit_rate)
+    unfit = m & (fit_rate < lim.min_pulse_rate_hz)
+    e._report(
+        w,
+        EventKind.CHARGE_BALANCE_PERIOD,
+        m,
+        "both phases and gap exceed the pulse period: rate lowered (or electrode zeroed)",
+        f.rate,
+        fit_rate,
+    )
+    f.rate = np.where(m, fit_rate, f.rate)
+    w.live &= ~unfit
+
+
+def _rule_pulses(e: SafetyEnforcer, w: _Work) -> None:
+    """Whole pulses only, at most the maximum per frame."""
+    f, lim = w.f, e.limits
+    m = w.live & (f.pulses > lim.max_pulses_per_frame)
+    e._report(
+        w, EventKind.PULSES_CAP, m, "pulses per frame clamped", f.pulses, lim.max_pulses_per_frame
+    )
+    f.pulses = np.where(m, lim.max_pulses_per_frame, np.floor(f.pulses))
+
+
+def _rule_amplitude(e: SafetyEnforcer, w: _Work) -> None:
+    """Amplitude ≤ the strictest of: its maximum, charge per phase, charge density, Shannon.
+
+    Each cap is reported under its own name (the strictest one binds).
+    """
+    f, lim = w.f, e.limits
+    ceiling = e._ceiling(f.pw)
+    if (w.live & (f.amp > ceiling)).any():  # usually not: skip the per-kind reports
+        pw_safe = np.where(f.pw > 0, f.pw, 1.0)  # live electrodes all have pw > 0
+        caps = {
+            EventKind.AMPLITUDE_CAP: np.full_like(f.amp, lim.max_amplitude_ua),
+            **{EventKind(kind): q / pw_safe for kind, q in e._charge_caps.items()},
+        }
+        for kind, cap in caps.items():
+            m = w.live & (f.amp > cap * _MARGIN)
+            e._report(
+                w, kind, m, f"amplitude clamped ({kind.removesuffix('_cap')} limit)", f.amp, cap
             )
-        lower = lim.min_pulse_rate_hz
-        rate = _f32_le(np.clip(f.rate, lower, np.maximum(upper, lower)), upper)
-        rate = np.where(
-            rate.astype(np.float64) < lower, np.nextafter(rate, np.float32(np.inf)), rate
+    f.amp = np.where(w.live, np.minimum(f.amp, ceiling), 0.0)
+    w.live &= f.amp > 0
+    w.ceiling = ceiling
+
+
+def _rule_simultaneous(e: SafetyEnforcer, w: _Work) -> None:
+    """At most the maximum of electrodes active in one frame: the strongest are kept."""
+    f, lim = w.f, e.limits
+    n_active = w.live.sum(axis=1)
+    for b in np.nonzero(n_active > lim.max_active_electrodes)[0].tolist():
+        order = np.argsort(-f.amp[b], kind="stable")
+        w.live[b, order[lim.max_active_electrodes :]] = False
+        e.counts[EventKind.ACTIVE_CAP] += 1
+        w.events[b].append(
+            SafetyEvent(
+                EventKind.ACTIVE_CAP,
+                f"{int(n_active[b])} electrodes active, the {lim.max_active_electrodes} "
+                "strongest kept",
+                None,
+                float(n_active[b]),
+                float(lim.max_active_electrodes),
+            )
         )
-        fits = (rate.astype(np.float64) >= lower) & (rate.astype(np.float64) <= upper)
-        lost = live & ~fits
-        report("charge_balance_period", lost, "no pulse rate fits phases and gap: zeroed", f.rate)
-        live &= fits
-        amp = _f32_le(np.where(live, f.amp, z), np.where(live, ceiling, 0.0))
-        pw = np.where(live, pw, np.float32(0.0)).astype(np.float32)
-        gap = np.where(live, gap, np.float32(0.0)).astype(np.float32)
-        rate = np.where(live, rate, np.float32(0.0)).astype(np.float32)
-        pulses = np.where(live, f.pulses, 0.0).astype(np.uint16)
-        return (amp, pw, gap, rate, pulses), events
+    f.amp = np.where(w.live, f.amp, 0.0)
+
+
+def _rule_total_current(e: SafetyEnforcer, w: _Work) -> None:
+    """The frame's total current within its maximum: all amplitudes scaled down together."""
+    f, lim = w.f, e.limits
+    total = f.amp.sum(axis=1)
+    over = total > lim.max_total_current_ua * _MARGIN
+    for b in np.nonzero(over)[0].tolist():
+        e.counts[EventKind.TOTAL_CURRENT_CAP] += 1
+        w.events[b].append(
+            SafetyEvent(
+                EventKind.TOTAL_CURRENT_CAP,
+                "total current scaled down proportionally",
+                None,
+                float(total[b]),
+                lim.max_total_current_ua,
+            )
+        )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(over, lim.max_total_current_ua * _MARGIN**2 / total, 1.0)
+    f.amp = f.amp * scale[:, None]
+    w.live &= f.amp >= _MIN_DELIVERABLE_UA
+
+
+#: The safety rules, in the order they apply (each sees what the ones before it left).
+RULES: tuple[tuple[str, Callable[[SafetyEnforcer, _Work], None]], ...] = (
+    ("valid values", _rule_valid_values),
+    ("disabled electrodes", _rule_disabled),
+    ("phase width and gap", _rule_phase_and_gap),
+    ("pulse rate", _rule_pulse_rate),
+    ("charge balance", _rule_charge_balance),
+    ("pulses per frame", _rule_pulses),
+    ("amplitude, charge, charge density (Shannon)", _rule_amplitude),
+    ("simultaneous electrodes", _rule_simultaneous),
+    ("total current", _rule_total_current),
+)
+
+
+def _finish(e: SafetyEnforcer, w: _Work) -> EnforcedBatch:
+    """Round to the wire's float32 without crossing any bound; re-check the balance there."""
+    f, lim, live = w.f, e.limits, w.live
+    assert w.ceiling is not None, "the amplitude rule sets the ceiling"
+    z = np.float64(0.0)
+    pw = _f32_le(np.where(live, f.pw, z), lim.max_phase_width_us)
+    gap = _f32_le(np.where(live, f.gap, z), lim.max_interphase_gap_us)
+    # Pulse rate from the float32 phase and gap that actually leave (exact bounds).
+    with np.errstate(divide="ignore"):
+        upper = np.minimum(
+            lim.max_pulse_rate_hz,
+            1e6 / (2.0 * pw.astype(np.float64) + gap.astype(np.float64)),
+        )
+    lower = lim.min_pulse_rate_hz
+    rate = _f32_le(np.clip(f.rate, lower, np.maximum(upper, lower)), upper)
+    rate = np.where(rate.astype(np.float64) < lower, np.nextafter(rate, np.float32(np.inf)), rate)
+    fits = (rate.astype(np.float64) >= lower) & (rate.astype(np.float64) <= upper)
+    lost = live & ~fits
+    e._report(
+        w,
+        EventKind.CHARGE_BALANCE_PERIOD,
+        lost,
+        "no pulse rate fits phases and gap: zeroed",
+        f.rate,
+    )
+    live &= fits
+    amp = _f32_le(np.where(live, f.amp, z), np.where(live, w.ceiling, 0.0))
+    pw = np.where(live, pw, np.float32(0.0)).astype(np.float32)
+    gap = np.where(live, gap, np.float32(0.0)).astype(np.float32)
+    rate = np.where(live, rate, np.float32(0.0)).astype(np.float32)
+    pulses = np.where(live, f.pulses, 0.0).astype(np.uint16)
+    return (amp, pw, gap, rate, pulses), w.events
 
 
 def check_frame(
