@@ -22,7 +22,7 @@ from calibration.phosphene_map import MapFit, fit_phosphene_map
 from calibration.psychometric import PsychometricFit, fit_psychometric
 from calibration.responders import Responder, SessionPaused
 from calibration.session import SessionLog, TrialRecord
-from calibration.stimulation import TrialStimulator
+from calibration.trial_stimulator import TrialStimulator
 from calibration.visual_map import ArrayPlacement
 from hardware.calibration_file import PatientCalibration
 

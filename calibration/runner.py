@@ -23,7 +23,7 @@ from calibration.patient import simulated_patient_for_array
 from calibration.procedures import SessionResult, TrialCallback, run_session
 from calibration.responders import Responder, SimulatedResponder, TerminalResponder
 from calibration.session import SessionError, SessionHeader, SessionLog
-from calibration.stimulation import TrialStimulator
+from calibration.trial_stimulator import TrialStimulator
 from calibration.update import apply_session, results_json
 from hardware.arrays import ElectrodeArray, load_array
 from hardware.calibration_file import (

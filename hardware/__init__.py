@@ -22,7 +22,7 @@ _PUBLIC = {
     "HardwareLimits": "safety",
     "LinkError": "link",
     "PatientCalibration": "calibration_file",
-    "PhospheneRenderer": "preview",
+    "PhospheneRenderer": "phosphene_preview",
     "PipelineConfigError": "pipeline",
     "RateField": "types",
     "SafetyConfigError": "safety",

@@ -122,7 +122,7 @@ def serve_cmd(
     from rich.table import Table
 
     from hardware.arrays import ArrayError, load_array
-    from hardware.keys import KeyError_, load_or_create_device_key
+    from hardware.keys import DeviceKeyError, load_or_create_device_key
     from hardware.safety import SafetyConfigError, SafetyLimits
     from hardware.stimulator import SimulatedStimulator
 
@@ -130,7 +130,7 @@ def serve_cmd(
         arr = load_array(array)
         limits = SafetyLimits.load(limits_file) if limits_file else SafetyLimits()
         key = load_or_create_device_key(key_file)
-    except (ArrayError, SafetyConfigError, KeyError_) as exc:
+    except (ArrayError, SafetyConfigError, DeviceKeyError) as exc:
         raise fail(str(exc)) from exc
     from hardware.audit import AuditError, AuditLog
 
@@ -269,7 +269,7 @@ def preview_cmd(
     from hardware.arrays import ArrayError, load_array
     from hardware.audit import AuditError, read_frames
     from hardware.calibration_file import CalibrationError, load_calibration
-    from hardware.preview import PhospheneRenderer
+    from hardware.phosphene_preview import PhospheneRenderer
 
     try:
         arr, frames = read_frames(log)

@@ -20,7 +20,7 @@ KEY_BYTES = 32
 KEY_ENV = "NPE_DEVICE_KEY_FILE"
 
 
-class KeyError_(HardwareError, ValueError):
+class DeviceKeyError(HardwareError, ValueError):
     """A device key file that must not be used."""
 
 
@@ -35,7 +35,7 @@ def load_or_create_device_key(path: Path | None = None) -> bytes:
     """Read the device key at `path` (default: $NPE_DEVICE_KEY_FILE or ~/.config/npe/device.key),
     creating a fresh random one (mode 0600) if the file does not exist.
 
-    Raises KeyError_ if the file is readable by group/others or not exactly 32 bytes.
+    Raises DeviceKeyError if the file is readable by group/others or not exactly 32 bytes.
     """
     p = Path(path) if path is not None else default_key_path()
     if not p.exists():
@@ -49,11 +49,11 @@ def load_or_create_device_key(path: Path | None = None) -> bytes:
         return key
     mode = p.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyError_(
+        raise DeviceKeyError(
             f"{p}: device key is accessible by group/others (mode {oct(mode & 0o777)}); "
             "chmod 600 it"
         )
     key = p.read_bytes()
     if len(key) != KEY_BYTES:
-        raise KeyError_(f"{p}: device key must be {KEY_BYTES} bytes, found {len(key)}")
+        raise DeviceKeyError(f"{p}: device key must be {KEY_BYTES} bytes, found {len(key)}")
     return key

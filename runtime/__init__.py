@@ -7,13 +7,13 @@ test command).
 Live path, one module per job:
     spec        the model as the runtime sees it (from a verified bundle)
     sources     camera thread (newest frame, watchdog, reconnect), video, images, synthetic
-    synthetic   numpy-rendered scenes (bar, grating, noise)
+    synthetic_scenes  numpy-rendered scenes (bar, grating, noise)
     preprocess  grayscale → field-of-view crop → resize → contrast, into fixed buffers
     binning     sample-and-hold onto the model's frame clock; ring buffer of the window
     inference   ONNX Runtime session (IOBinding, state carried between steps)
     loop        the per-bin loop: faults → zero stimulation, overload → dropped bins
-    stimulation the hardware side of a run (hardware.chain plus the mapping pipeline)
-    status, preview, clock, latency   live status line, preview window/video, clocks, records
+    hardware_chain    the hardware side of a run (hardware.chain plus the mapping pipeline)
+    status, live_preview, clock, latency   live status line, rate-map preview, clocks, records
 The names below are the public API (imported lazily, see npe_exports).
 """
 
@@ -27,7 +27,7 @@ _PUBLIC = {
     "BundleManifest": "bundle",
     "ExecutionDevice": "options",
     "FormChoice": "options",
-    "HardwareChain": "stimulation",
+    "HardwareChain": "hardware_chain",
     "ModelSpec": "spec",
     "NpeRuntimeError": "errors",
     "OrtEngine": "inference",
@@ -39,7 +39,7 @@ _PUBLIC = {
     "SourceError": "sources",
     "StreamingRuntime": "loop",
     "VirtualClock": "clock",
-    "build_chain": "stimulation",
+    "build_chain": "hardware_chain",
     "camera_opens": "sources",
     "default_bundle_path": "bundle",
     "load_bundle": "bundle",

@@ -36,10 +36,10 @@ from numpy.typing import NDArray
 
 from hardware.arrays import DEFAULT_ARRAY
 from runtime.errors import NpeRuntimeError
+from runtime.hardware_chain import StimulatorMode
 from runtime.inference import OrtEngine, SessionSettings
 from runtime.latency import summarise_ns
 from runtime.spec import FormSpec, ModelSpec
-from runtime.stimulation import StimulatorMode
 from runtime.witness import WakeReport, WitnessProcess, attribute_stalls
 
 TARGET_E2E_P99_MS = 5.0
@@ -230,10 +230,10 @@ def bench_end_to_end(
     wake-ups are matched against the run's stalls (`out["witness"]`).
     """
     from runtime.clock import BinClock, RealClock, VirtualClock
+    from runtime.hardware_chain import build_chain
     from runtime.loop import LoopConfig, StreamingRuntime
     from runtime.preprocess import Preprocessor
     from runtime.sources import open_source
-    from runtime.stimulation import build_chain
 
     fspec = spec.pick_form(form)  # type: ignore[arg-type]
     engine = OrtEngine(fspec, settings)

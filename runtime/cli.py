@@ -102,6 +102,7 @@ def run_command(
     from rich.live import Live
 
     from runtime.clock import BinClock, RealClock, VirtualClock
+    from runtime.hardware_chain import build_chain
     from runtime.inference import OrtEngine, SessionSettings
     from runtime.loop import RunContext, StreamingRuntime
     from runtime.preprocess import Preprocessor
@@ -109,7 +110,6 @@ def run_command(
     from runtime.sources import CameraSource, SourceError, camera_opens, open_source
     from runtime.spec import load_model_spec
     from runtime.status import StatusLine, print_summary
-    from runtime.stimulation import build_chain
 
     expected = _expected_errors()
     tune_interpreter()
@@ -145,7 +145,7 @@ def run_command(
     clock: BinClock = VirtualClock() if as_fast_as_possible else RealClock(int(spin_us * 1e3))
     prev = None
     if preview:
-        from runtime.preview import PreviewThread, has_display
+        from runtime.live_preview import PreviewThread, has_display
 
         video = None if has_display() else run_dir / "preview.avi"
         prev = PreviewThread(spec, chain.array, chain.calibration, video)

@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from runtime.errors import NpeRuntimeError
-from runtime.synthetic import SCENES, SyntheticScene
+from runtime.synthetic_scenes import SCENES, SyntheticScene
 
 
 class SourceError(NpeRuntimeError, RuntimeError):

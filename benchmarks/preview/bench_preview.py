@@ -29,8 +29,8 @@ from rich.table import Table
 from scipy.ndimage import maximum_filter
 
 from hardware.arrays import ElectrodeArray, load_array
+from hardware.phosphene_preview import PhospheneRenderer
 from hardware.pipeline import StimulationPipeline
-from hardware.preview import PhospheneRenderer
 from hardware.retinotopy import DEFAULT_MAP
 from hardware.safety import SafetyLimits
 from hardware.types import RateField, StimulationFrame

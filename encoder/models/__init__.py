@@ -12,7 +12,13 @@ from encoder.models.base import (
     ModelConfigError,
     RetinaModel,
 )
-from encoder.models.registry import MODEL_REGISTRY, ModelSpec, build_model, get_spec, make_config
+from encoder.models.registry import (
+    MODEL_REGISTRY,
+    RegisteredModel,
+    build_model,
+    get_spec,
+    make_config,
+)
 
 __all__ = [
     "DEFAULT_FRAME_SHAPE",
@@ -21,7 +27,7 @@ __all__ = [
     "MODEL_REGISTRY",
     "ModelConfig",
     "ModelConfigError",
-    "ModelSpec",
+    "RegisteredModel",
     "RetinaModel",
     "build_model",
     "get_spec",

@@ -16,7 +16,7 @@ from encoder.models.streaming import StreamingConfig, StreamingModel
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class RegisteredModel:
     """One registered model: its class, config class, default loss and the seed's size."""
 
     name: str
@@ -27,15 +27,15 @@ class ModelSpec:
     original_params: str  # parameter count reported by the original work, for comparison
 
 
-MODEL_REGISTRY: dict[str, ModelSpec] = {}
+MODEL_REGISTRY: dict[str, RegisteredModel] = {}
 
 
-def register(spec: ModelSpec) -> None:
+def register(spec: RegisteredModel) -> None:
     MODEL_REGISTRY[spec.name] = spec
 
 
 register(
-    ModelSpec(
+    RegisteredModel(
         name="single-cnn",
         model_cls=SingleCNN,
         config_cls=SingleCNNConfig,
@@ -45,7 +45,7 @@ register(
     )
 )
 register(
-    ModelSpec(
+    RegisteredModel(
         name="cnn-lstm",
         model_cls=CNNLSTM,
         config_cls=CNNLSTMConfig,
@@ -55,7 +55,7 @@ register(
     )
 )
 register(
-    ModelSpec(
+    RegisteredModel(
         name="deep-retina",
         model_cls=DeepRetina,
         config_cls=DeepRetinaConfig,
@@ -65,7 +65,7 @@ register(
     )
 )
 register(
-    ModelSpec(
+    RegisteredModel(
         name="fullyconv",
         model_cls=FullyConv,
         config_cls=FullyConvConfig,
@@ -75,7 +75,7 @@ register(
     )
 )
 register(
-    ModelSpec(
+    RegisteredModel(
         name="ln",
         model_cls=LNModel,
         config_cls=LNConfig,
@@ -85,7 +85,7 @@ register(
     )
 )
 register(
-    ModelSpec(
+    RegisteredModel(
         name="streaming",
         model_cls=StreamingModel,
         config_cls=StreamingConfig,
@@ -115,7 +115,7 @@ def make_config(name: str, config: dict[str, Any] | ModelConfig | None) -> Model
     return spec.config_cls(**values)
 
 
-def get_spec(name: str) -> ModelSpec:
+def get_spec(name: str) -> RegisteredModel:
     if name not in MODEL_REGISTRY:
         raise ModelConfigError(
             f"unknown model {name!r}; choose one of {', '.join(sorted(MODEL_REGISTRY))}"

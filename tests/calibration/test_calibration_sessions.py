@@ -19,7 +19,7 @@ from calibration.runner import (
     wait_until_received,
 )
 from calibration.session import SessionLog, TrialRecord
-from calibration.stimulation import TrialStimulator
+from calibration.trial_stimulator import TrialStimulator
 from hardware.arrays import ElectrodeArray
 from hardware.audit import AuditLog, inspect_log
 from hardware.calibration_file import load_calibration

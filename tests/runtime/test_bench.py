@@ -137,8 +137,8 @@ def test_preview_composes_camera_ratemap_and_phosphenes(
 ) -> None:
     from hardware.arrays import load_array
     from hardware.types import StimulationFrame
+    from runtime.live_preview import PreviewThread, rate_map_image
     from runtime.loop import BinView
-    from runtime.preview import PreviewThread, rate_map_image
 
     arr = load_array("utah96")
     prev = PreviewThread(toy_spec, arr, None, tmp_path / "p.avi")

@@ -1,7 +1,7 @@
 """The simulated stimulator in its own process: lower priority than the loop, still working.
 
 Why a test: on a 2-core computer the simulator must not preempt the real-time loop each time
-a datagram wakes it (runtime.stimulation.STIMULATOR_NICE); and a niced simulator must still
+a datagram wakes it (runtime.hardware_chain.STIMULATOR_NICE); and a niced simulator must still
 receive, check and accept every frame sent through the real UDP link.
 """
 
@@ -16,7 +16,7 @@ import pytest
 
 from hardware.chain import STIMULATOR_NICE
 from hardware.types import StimulationFrame
-from runtime.stimulation import build_chain
+from runtime.hardware_chain import build_chain
 
 
 @pytest.mark.skipif(not hasattr(os, "getpriority"), reason="POSIX priorities")

@@ -8,7 +8,7 @@ import pytest
 from scipy.ndimage import maximum_filter
 
 from hardware.calibration_file import ElectrodeCalibration, PatientCalibration
-from hardware.preview import TAU_MS, PhospheneRenderer, phosphene_diameter_deg
+from hardware.phosphene_preview import TAU_MS, PhospheneRenderer, phosphene_diameter_deg
 from hardware.retinotopy import DEFAULT_MAP, WedgeDipoleMap
 
 

@@ -1,6 +1,6 @@
 """`npe run --preview`: camera view | predicted rate map | phosphene preview, side by side.
 
-Why a thread: rendering phosphenes (`hardware.preview.PhospheneRenderer`) and encoding video
+Why a thread: rendering phosphenes (`hardware.phosphene_preview.PhospheneRenderer`) and encoding video
 take milliseconds, far too much for the 10 ms bin. The loop's observer only copies the
 newest bin into a preallocated slot; the preview thread renders the newest slot at ~30 fps
 and shows it in a window, or writes a video when there is no display (headless OpenCV has
@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from hardware.arrays import ElectrodeArray
 from hardware.calibration_file import PatientCalibration
-from hardware.preview import PhospheneRenderer
+from hardware.phosphene_preview import PhospheneRenderer
 from hardware.types import StimulationFrame
 from runtime.loop import BinView
 from runtime.spec import ModelSpec
