@@ -12,9 +12,11 @@ import typer
 
 from calibration.cli import app as calibration_app
 from encoder.cli import app as encoder_app
+from export.bench_torch import bench_torch_eager
 from export.cli import app as export_app
 from hardware.cli import app as hardware_app
 from runtime.cli import app as runtime_app
+from runtime.cli import set_eager_timer
 
 app = typer.Typer(
     name="npe",
@@ -26,6 +28,10 @@ app = typer.Typer(
 
 for sub_app in (encoder_app, export_app, runtime_app, hardware_app, calibration_app):
     app.add_typer(sub_app)
+
+# `npe bench --checkpoint` times PyTorch eager with export's timer: the runtime may not
+# import export or torch, so the composition plugs it in (torch loads only when it runs).
+set_eager_timer(bench_torch_eager)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Command-line sub-app of the `runtime` package (composed into `npe` by npe_cli).
 
 `npe run`: camera (or file/images/synthetic) → bundle → hardware pipeline → stimulator, live.
-`npe bench`: offline latency benchmark of a bundle (see runtime.bench).
+`npe bench`: offline latency benchmark of a bundle (see runtime.bench; its `--checkpoint`
+PyTorch timer is export's, plugged in by npe_cli through `set_eager_timer`).
 Heavy imports (onnxruntime, cv2, numpy-heavy modules) happen inside the commands so that
 `npe --help` stays fast.
 """
@@ -14,10 +15,13 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from runtime.bench.timing import EagerTimer
 
 app = typer.Typer(no_args_is_help=True)
 # Logs and CI are not terminals: give tables room instead of rich's 80-column default.
@@ -38,14 +42,14 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from hardware.link import LinkError
     from hardware.pipeline import PipelineConfigError
     from hardware.safety import SafetyConfigError
-    from runtime.bench import BenchError
+    from runtime.bench.timing import BenchError
+    from runtime.bench.witness import WitnessError
     from runtime.bundle import BundleError
     from runtime.inference import InferenceError
     from runtime.preprocess import PreprocessError
     from runtime.realtime import RealtimeError
     from runtime.sources import SourceError
     from runtime.spec import SpecError
-    from runtime.witness import WitnessError
 
     return (
         ArrayError,
@@ -266,6 +270,17 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+# `npe bench --checkpoint`'s PyTorch-eager timer. The runtime never imports torch or export,
+# so the `npe` composition (npe_cli) plugs export's timer in; None: the option refuses.
+_eager_timer: EagerTimer | None = None
+
+
+def set_eager_timer(timer: EagerTimer | None) -> None:
+    """Give `npe bench --checkpoint` its PyTorch-eager timer (npe_cli: export.bench_torch)."""
+    global _eager_timer
+    _eager_timer = timer
+
+
 @app.command("bench")
 def bench_command(
     bundle: Path | None = typer.Option(None, help="Bundle directory (default: the shipped one)."),
@@ -334,6 +349,7 @@ def bench_command(
                 bins=bins,
                 source=source,
                 checkpoint=checkpoint,
+                eager_timer=_eager_timer,
                 sweep=sweep,
                 realtime=realtime,
                 array=array,

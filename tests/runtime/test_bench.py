@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.toymodel import build_toy_model
 
-from runtime.bench import evaluate_targets, run_benchmark
-from runtime.flops import count_flops
+from runtime.bench.flops import count_flops
+from runtime.bench.report import evaluate_targets, run_benchmark
 from runtime.inference import InferenceError, OrtEngine, SessionSettings
 from runtime.spec import ModelSpec
-from runtime.toymodel import build_toy_model
 
 
 def test_flops_match_a_hand_count(tmp_path: Path) -> None:
