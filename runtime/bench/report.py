@@ -409,6 +409,11 @@ def run_benchmark(
     checkpoint: a run directory of the same model, timed in PyTorch eager by `eager_timer`
     (export's `bench_torch_eager`, passed in by the caller: the runtime never imports torch).
     """
+    if checkpoint is not None and eager_timer is None:  # refused before anything is written
+        raise BenchError(
+            "--checkpoint needs the PyTorch-eager timer of the export package, which only "
+            "`npe bench` plugs in (the runtime alone has no torch)"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     progress("machine")
     report: dict[str, Any] = {
@@ -429,11 +434,7 @@ def run_benchmark(
     results = bench_forms(spec, settings, runs, warmup)
     if checkpoint is not None:
         progress("inference: PyTorch eager")
-        if eager_timer is None:
-            raise BenchError(
-                "--checkpoint needs the PyTorch-eager timer of the export package, which only "
-                "`npe bench` plugs in (the runtime alone has no torch)"
-            )
+        assert eager_timer is not None  # checked before anything was written
         try:
             results += eager_timer(checkpoint, spec, settings.intra_op_threads, runs, warmup)
         except ImportError as exc:
