@@ -11,9 +11,29 @@ handed to `run_benchmark` as `eager_timer` (the `npe` composition does that for 
     witness  empty-loop processes that tell the machine's stalls from the runtime's own
 """
 
-from runtime.bench.report import evaluate_targets, host_steal_s, run_benchmark
-from runtime.bench.timing import BenchError, EagerTimer, InferenceResult, time_calls
-from runtime.bench.witness import WitnessError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runtime.bench.report import evaluate_targets, host_steal_s, run_benchmark
+    from runtime.bench.timing import BenchError, EagerTimer, InferenceResult, time_calls
+    from runtime.bench.witness import WitnessError
+
+# Loaded on first use (PEP 562), not here: each witness runs as `python -m
+# runtime.bench.witness` and must start with nothing but its own small module (no
+# onnxruntime, and no runpy warning about a module imported before it runs).
+_WHERE = {
+    "BenchError": "timing",
+    "EagerTimer": "timing",
+    "InferenceResult": "timing",
+    "time_calls": "timing",
+    "WitnessError": "witness",
+    "evaluate_targets": "report",
+    "host_steal_s": "report",
+    "run_benchmark": "report",
+}
 
 __all__ = [
     "BenchError",
@@ -25,3 +45,9 @@ __all__ = [
     "run_benchmark",
     "time_calls",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"runtime.bench.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'runtime.bench' has no attribute {name!r}")
