@@ -15,8 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 if TYPE_CHECKING:
     from runtime.bench.timing import InferenceResult
     from runtime.spec import ModelSpec
@@ -26,6 +24,7 @@ def bench_torch_eager(
     run_dir: Path, spec: ModelSpec, threads: int, runs: int, warmup: int
 ) -> list[InferenceResult]:
     """Full window (and, for stateful models, one step) of the checkpoint, batch 1, no grad."""
+    import numpy as np
     import torch
 
     from encoder.checkpoint import load_checkpoint
