@@ -20,10 +20,12 @@ from typer._click.exceptions import ClickException
 
 from calibration.cli import app as calibration_app
 from encoder.cli import app as encoder_app
+from export.bench_torch import bench_torch_eager
 from export.cli import app as export_app
 from hardware.cli import app as hardware_app
 from npe_errors import NpeError, fail
 from runtime.cli import app as runtime_app
+from runtime.cli import set_eager_timer
 
 app = typer.Typer(
     name="npe",
@@ -96,6 +98,11 @@ def main() -> None:
     except typer.Abort:
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# `npe bench --checkpoint` times PyTorch eager with export's timer: the runtime may not
+# import export or torch, so the composition plugs it in (torch loads only when it runs).
+set_eager_timer(bench_torch_eager)
 
 
 if __name__ == "__main__":

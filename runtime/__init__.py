@@ -1,8 +1,8 @@
 """Runtime: frames in, windows binned, rates predicted with ONNX Runtime, stimulation out.
 
 Imports `hardware` and reads bundles; never imports torch or `encoder`, so it runs on the
-prosthesis's own computer with only numpy, onnxruntime and opencv (checked statically by the
-test command).
+prosthesis's own computer with only numpy, onnxruntime and opencv (enforced by a test and
+by `lint-imports`, pyproject.toml).
 
 Live path, one module per job:
     spec        the model as the runtime sees it (from a verified bundle)
@@ -14,6 +14,8 @@ Live path, one module per job:
     loop        the per-bin loop: faults → zero stimulation, overload → dropped bins
     hardware_chain    the hardware side of a run (hardware.chain plus the mapping pipeline)
     status, live_preview, clock, latency   live status line, rate-map preview, clocks, records
+Offline: `npe bench` is the subpackage `runtime.bench` (no torch either; the PyTorch-eager
+comparison is `export.bench_torch`). Test models live in tests/support/, not here.
 The names below are the public API (imported lazily, see npe_exports).
 """
 

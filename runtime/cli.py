@@ -1,7 +1,8 @@
 """Command-line sub-app of the `runtime` package (composed into `npe` by npe_cli).
 
 `npe run`: camera (or file/images/synthetic) → bundle → hardware pipeline → stimulator, live.
-`npe bench`: offline latency benchmark of a bundle (see runtime.bench).
+`npe bench`: offline latency benchmark of a bundle (see runtime.bench; its `--checkpoint`
+PyTorch timer is export's, plugged in by npe_cli through `set_eager_timer`).
 Heavy imports (onnxruntime, cv2, numpy-heavy modules) happen inside the commands so that
 `npe --help` stays fast.
 """
@@ -13,7 +14,7 @@ import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -23,6 +24,9 @@ from npe_config import config_option, write_effective_config
 from npe_console import make_console
 from npe_errors import ExitCode, NpeError, fail
 from runtime.options import ExecutionDevice, FormChoice, Precision
+
+if TYPE_CHECKING:
+    from runtime.bench.timing import EagerTimer
 
 app = typer.Typer(no_args_is_help=True)
 # Status and tables go to stderr (stdout stays free for --json); laid out as every npe command.
@@ -230,6 +234,17 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+# `npe bench --checkpoint`'s PyTorch-eager timer. The runtime never imports torch or export,
+# so the `npe` composition (npe_cli) plugs export's timer in; None: the option refuses.
+_eager_timer: EagerTimer | None = None
+
+
+def set_eager_timer(timer: EagerTimer | None) -> None:
+    """Give `npe bench --checkpoint` its PyTorch-eager timer (npe_cli: export.bench_torch)."""
+    global _eager_timer
+    _eager_timer = timer
+
+
 @app.command("bench")
 def bench_command(
     ctx: typer.Context,
@@ -300,6 +315,7 @@ def bench_command(
                 bins=bins,
                 source=source,
                 checkpoint=checkpoint,
+                eager_timer=_eager_timer,
                 sweep=sweep,
                 realtime=realtime,
                 array=array,

@@ -4,7 +4,7 @@ Why a separate type from the bundle manifest: the live loop should depend on a h
 checked numbers (frame clock, window, geometry, contrast convention, output positions and
 the ONNX tensor names of each form), not on the full export schema. `spec_from_bundle`
 is the single place that reads a verified `runtime.bundle.Bundle`; tests and benchmarks
-can also build a spec directly around tiny ONNX models (`runtime.toymodel`).
+can also build a spec directly around tiny ONNX models (`tests/support/toymodel.py`).
 """
 
 from __future__ import annotations

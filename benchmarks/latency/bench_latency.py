@@ -2,8 +2,7 @@
 
     python benchmarks/latency/bench_latency.py [npe bench options...]
 
-Defaults: the shipped default bundle (or, while none is shipped, the toy rate-map model of
-`runtime.toymodel` written as a bundle) with PyTorch eager timings of the shipped checkpoint
+Defaults: the shipped default bundle with PyTorch eager timings of the shipped checkpoint
 it was exported from (export/default_checkpoint), 1000 timed inference runs per form after 100 of
 warm-up, the thread/spinning sweep, and 10 000 end-to-end bins from a synthetic noise scene
 through the utah96 pipeline and the UDP link to a simulated stimulator. Results go to
@@ -15,11 +14,11 @@ with --checkpoint; streaming step ≥ 5× cheaper than the full window).
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
-from runtime.bundle import default_bundle_path
-from runtime.cli import app
+# `npe` itself (not runtime.cli's sub-app): the composition plugs export's PyTorch timer
+# into `bench --checkpoint`.
+from npe_cli import app
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CHECKPOINT = HERE.parents[1] / "export" / "default_checkpoint"
@@ -31,16 +30,10 @@ def main(argv: list[str]) -> None:
         args += ["--out", str(HERE / "results")]
     if "--sweep" not in args and "--no-sweep" not in args:
         args.append("--sweep")
-    with tempfile.TemporaryDirectory(prefix="npe-toy-bundle-") as tmp:
-        if "--bundle" not in args and not (default_bundle_path() / "manifest.json").is_file():
-            from runtime.toymodel import write_toy_bundle
-
-            print("no default bundle shipped yet: benchmarking the toy rate-map model")
-            args += ["--bundle", str(write_toy_bundle(Path(tmp) / "toy"))]
-        elif "--bundle" not in args and "--checkpoint" not in args and DEFAULT_CHECKPOINT.is_dir():
-            # The shipped checkpoint the default bundle was exported from: PyTorch eager timing.
-            args += ["--checkpoint", str(DEFAULT_CHECKPOINT)]
-        app(["bench", *args], standalone_mode=True)
+    if "--bundle" not in args and "--checkpoint" not in args and DEFAULT_CHECKPOINT.is_dir():
+        # The shipped checkpoint the default bundle was exported from: PyTorch eager timing.
+        args += ["--checkpoint", str(DEFAULT_CHECKPOINT)]
+    app(["bench", *args], standalone_mode=True)
 
 
 if __name__ == "__main__":

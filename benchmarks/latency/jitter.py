@@ -4,7 +4,7 @@ Why: the runtime drops a bin only when its work starts about a whole period late
 2-core virtual machine that can happen with no work at all, when the hypervisor runs another
 guest on our core or the kernel is busy. This script measures that floor the way cyclictest
 does: an empty loop sleeping to the same 100 Hz deadlines with the runtime's own
-`RealClock` (`runtime.witness`), recording how late each wake-up is. Run it alone for the
+`RealClock` (`runtime.bench.witness`), recording how late each wake-up is. Run it alone for the
 platform's floor, or beside `npe bench --realtime` as a witness and then `compare` the two:
 a stall both saw at the same monotonic time came from the machine, not from the runtime's
 work (`npe bench --realtime --witness` does the same with Python witnesses, in one step).
@@ -24,7 +24,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,10 +31,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from runtime.bench import host_steal_s
-from runtime.witness import (
+from runtime.bench.witness import (
     DEFAULT_TOL_MS,
     LateWake,
     StallAttribution,
@@ -74,7 +71,7 @@ def measure(hz: float, ticks: int, spin_us: float, cpu: int | None) -> dict[str,
     late, t0, period = run_empty_loop(hz, ticks, spin_ns=int(spin_us * 1e3))
     steal1 = host_steal_s()
     settings = {"loop": "python", "hz": hz, "ticks": ticks, "spin_us": spin_us, "cpu": cpu}
-    wake = summarise_wakes(late, t0, period, "python empty loop (runtime.witness)", cpu)
+    wake = summarise_wakes(late, t0, period, "python empty loop (runtime.bench.witness)", cpu)
     return _report(wake, settings, _steal(steal0, steal1))
 
 

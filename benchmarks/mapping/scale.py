@@ -3,7 +3,7 @@
 Per-bin p50/p99 of rates → safe frames for {96, 384, 1,024} electrodes × {2,048, 8,192,
 32,768} rates, the general (pre-kernel) path on the same bins, allocations per bin, and the
 shipped bundle's model step measured with onnxruntime in the same run for the ratio. The
-measuring code is `runtime.bench_scale.run_scale` (torch-free). Prints a table, writes JSON
+measuring code is `runtime.bench.scale.run_scale` (torch-free). Prints a table, writes JSON
 (default benchmarks/mapping/results.json).
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runtime.bench_scale import ELECTRODES, RATES, run_scale
+from runtime.bench.scale import ELECTRODES, RATES, run_scale
 
 
 def main() -> None:

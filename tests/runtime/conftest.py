@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.toymodel import build_toy_model
 
 from hardware.types import StimulationFrame
 from runtime.spec import ModelSpec
-from runtime.toymodel import build_toy_model
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.toymodel import build_toy_model
 
-from runtime.bench import evaluate_targets, run_benchmark
-from runtime.flops import count_flops
+from runtime.bench.flops import count_flops
+from runtime.bench.report import evaluate_targets, run_benchmark
 from runtime.inference import InferenceError, OrtEngine, SessionSettings
 from runtime.spec import ModelSpec
-from runtime.toymodel import build_toy_model
 
 
 def test_flops_match_a_hand_count(tmp_path: Path) -> None:
@@ -177,3 +177,45 @@ def test_rt_priority_out_of_range_is_refused() -> None:
 
     with pytest.raises(RealtimeError, match=r"1\.\.99"):
         set_rt_priority(120)
+
+
+def test_checkpoint_without_an_eager_timer_is_refused(tmp_path: Path, toy_spec: ModelSpec) -> None:
+    # The runtime has no torch: PyTorch timing exists only when the caller (npe) plugs it in.
+    from runtime.bench import BenchError
+
+    with pytest.raises(BenchError, match="PyTorch-eager timer of the export package"):
+        _small_benchmark(toy_spec, tmp_path / "out", checkpoint=tmp_path, runs=3, bins=0)
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_an_eager_timer_adds_its_rows_and_the_ort_vs_torch_target(
+    tmp_path: Path, toy_spec: ModelSpec
+) -> None:
+    # A stand-in timer with the real signature (torch's own one is tested in tests/export).
+    from runtime.bench import InferenceResult, time_calls
+
+    seen: list[tuple[Path, int, int, int]] = []
+
+    def timer(
+        run_dir: Path, spec: ModelSpec, threads: int, runs: int, warmup: int
+    ) -> list[InferenceResult]:
+        seen.append((run_dir, threads, runs, warmup))
+        samples = time_calls(lambda: sum(range(20_000)), runs, warmup)
+        return [InferenceResult("PyTorch eager window", {"torch_threads": threads}, samples)]
+
+    report = _small_benchmark(
+        toy_spec,
+        tmp_path / "out",
+        checkpoint=tmp_path,
+        eager_timer=timer,
+        runs=7,
+        warmup=2,
+        bins=0,
+        peak_size=128,
+    )
+    assert seen == [(tmp_path, 1, 7, 2)]
+    names = [r["name"] for r in report["inference"]]
+    assert "PyTorch eager window" in names and "ORT fp32 window" in names
+    ratio = report["targets"]["ort_vs_torch"]["ratio_p50"]
+    inf = {r["name"]: r["stats"]["p50"] for r in report["inference"]}
+    assert ratio == pytest.approx(inf["PyTorch eager window"] / inf["ORT fp32 window"])

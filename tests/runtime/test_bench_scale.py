@@ -1,4 +1,4 @@
-"""runtime.bench_scale: the scaling table's measuring function on a few small cells (the
+"""runtime.bench.scale: the scaling table's measuring function on a few small cells (the
 full table is `benchmarks/mapping/scale.py`)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.bench_scale import grid_field, implant_for, measure_cell, run_scale
+from runtime.bench.scale import grid_field, implant_for, measure_cell, run_scale
 
 
 def test_geometries_and_implants():

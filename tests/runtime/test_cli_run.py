@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.toymodel import write_toy_bundle
 
 from hardware.audit import inspect_log, read_frames
 from runtime.bundle import default_bundle_path
-from runtime.toymodel import write_toy_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -173,9 +173,10 @@ def test_runtime_imports_and_runs_without_torch(tmp_path: Path, toy_bundle: Path
     code = BLOCK_TORCH + textwrap.dedent(
         f"""
         import importlib, pkgutil, runtime
-        live = [m.name for m in pkgutil.iter_modules(runtime.__path__) if m.name != "bench_torch"]
+        live = [m.name for m in pkgutil.walk_packages(runtime.__path__, "runtime.")]
+        assert "runtime.bench.report" in live, live  # subpackages are walked too
         for name in live:
-            importlib.import_module("runtime." + name)
+            importlib.import_module(name)
         from runtime.cli import app
         app(["run", "--bundle", {str(toy_bundle)!r}, "--source", "synthetic:bar",
              "--as-fast-as-possible", "--duration", "0.5", "--camera-fov-deg", "40",

@@ -1,4 +1,4 @@
-"""Wake-up witnesses (`runtime.witness`): their counts, the matching, the real process.
+"""Wake-up witnesses (`runtime.bench.witness`): their counts, the matching, the real process.
 
 Why tested: `npe bench --witness` and the README's claim that dropped bins sit at the
 machine's floor rest on these; a wrong threshold or time base would blame the machine for
@@ -13,8 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from runtime.loop import Stall
-from runtime.witness import (
+from runtime.bench.witness import (
     LateWake,
     WakeReport,
     WitnessError,
@@ -23,6 +22,7 @@ from runtime.witness import (
     run_empty_loop,
     summarise_wakes,
 )
+from runtime.loop import Stall
 
 P = 10_000_000  # 100 Hz in ns
 

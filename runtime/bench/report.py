@@ -3,15 +3,15 @@
 Parts (REFERENCES.md "Runtime facts": batch 1, ≥ 1024 queries after warm-up, p50/p90/p99/
 p99.9/max, CPU model and flags, versions, thread settings, model hash):
 1. inference alone: every form of the bundle (ORT fp32/INT8, step vs full window), and
-   PyTorch eager when a checkpoint is given (`runtime.bench_torch`, the only place torch is
-   imported, lazily);
+   PyTorch eager when a checkpoint is given (timed by `export.bench_torch`, which the caller
+   passes in: nothing under `runtime/` imports torch);
 2. end to end: a synthetic or video source as fast as possible through preprocessing,
    binning, inference, the hardware pipeline and the UDP link to the simulated stimulator
    (its own process by default), per stage; bins whose work exceeded one bin period are the
    bins a real-time run would have dropped (`--realtime` runs it paced instead and counts
-   real drops; `--witness` adds an empty loop on each core, `runtime.witness`, to tell which
+   real drops; `--witness` adds an empty loop on each core, `runtime.bench.witness`, to tell which
    late bins the machine caused);
-3. FLOPs per call (runtime.flops) and achieved GFLOP/s beside a numpy matmul peak measured
+3. FLOPs per call (runtime.bench.flops) and achieved GFLOP/s beside a numpy matmul peak measured
    on the same number of threads.
 Targets (issue 5, 2 cores): e2e p99 ≤ 5 ms at 100 bins/s with 0 dropped over 10 000 bins;
 ORT ≥ 2× PyTorch eager; streaming step ≥ 5× cheaper than the full window.
@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -35,53 +35,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hardware.arrays import DEFAULT_ARRAY
-from runtime.errors import NpeRuntimeError
+from runtime.bench.timing import BenchError, EagerTimer, InferenceResult, time_calls
+from runtime.bench.witness import WakeReport, WitnessProcess, attribute_stalls
 from runtime.hardware_chain import StimulatorMode
 from runtime.inference import OrtEngine, SessionSettings
 from runtime.latency import summarise_ns
 from runtime.spec import FormSpec, ModelSpec
-from runtime.witness import WakeReport, WitnessProcess, attribute_stalls
 
 TARGET_E2E_P99_MS = 5.0
 TARGET_ORT_VS_TORCH = 2.0
 TARGET_STEP_VS_WINDOW = 5.0
-
-
-class BenchError(NpeRuntimeError, RuntimeError):
-    """A benchmark part that cannot run as asked (e.g. a checkpoint torch cannot load)."""
-
-
-@dataclass
-class InferenceResult:
-    """Timing of one way of running the model (ns per call)."""
-
-    name: str
-    settings: dict[str, Any]
-    samples_ns: NDArray[np.int64]
-    flops: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def stats(self) -> dict[str, float]:
-        s = summarise_ns({"x": self.samples_ns})["x"]
-        s["throughput_per_s"] = 1e9 / float(np.mean(self.samples_ns))
-        s["runs"] = float(self.samples_ns.size)
-        if self.flops:
-            s["gflop_per_call"] = self.flops / 1e9
-            s["gflops_achieved"] = self.flops / float(np.median(self.samples_ns))
-        return s
-
-
-def time_calls(fn: Callable[[], object], runs: int, warmup: int) -> NDArray[np.int64]:
-    """[runs] ns of fn() after `warmup` untimed calls (monotonic clock)."""
-    for _ in range(warmup):
-        fn()
-    out = np.empty(runs, dtype=np.int64)
-    mono = time.monotonic_ns
-    for i in range(runs):
-        t = mono()
-        fn()
-        out[i] = mono() - t
-    return out
 
 
 def machine_info() -> dict[str, Any]:
@@ -160,7 +123,7 @@ def bench_forms(
     spec: ModelSpec, settings: SessionSettings, runs: int, warmup: int
 ) -> list[InferenceResult]:
     """Every form of the bundle, batch 1, with the same session settings."""
-    from runtime.flops import count_flops
+    from runtime.bench.flops import count_flops
 
     rng = np.random.default_rng(0)
     results = []
@@ -225,7 +188,7 @@ def bench_end_to_end(
 ) -> tuple[dict[str, Any], NDArray[np.int64]]:
     """Run the live loop for n_bins (as fast as possible unless realtime); per-stage stats.
 
-    witness (real time only): one `runtime.witness.WitnessProcess` pinned to each core this
+    witness (real time only): one `runtime.bench.witness.WitnessProcess` pinned to each core this
     process may use, running from before the clock starts until the run ends; their late
     wake-ups are matched against the run's stalls (`out["witness"]`).
     """
@@ -430,6 +393,7 @@ def run_benchmark(
     bins: int = 10_000,
     source: str = "synthetic:noise",
     checkpoint: Path | None = None,
+    eager_timer: EagerTimer | None = None,
     sweep: bool = False,
     realtime: bool = False,
     array: str = DEFAULT_ARRAY,
@@ -441,7 +405,16 @@ def run_benchmark(
     witness: bool = False,
     progress: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
-    """Run every part, write bench.json and latency_hist.png into out_dir, return the report."""
+    """Run every part, write bench.json and latency_hist.png into out_dir, return the report.
+
+    checkpoint: a run directory of the same model, timed in PyTorch eager by `eager_timer`
+    (export's `bench_torch_eager`, passed in by the caller: the runtime never imports torch).
+    """
+    if checkpoint is not None and eager_timer is None:  # refused before anything is written
+        raise BenchError(
+            "--checkpoint needs the PyTorch-eager timer of the export package, which only "
+            "`npe bench` plugs in (the runtime alone has no torch)"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     progress("machine")
     report: dict[str, Any] = {
@@ -462,10 +435,9 @@ def run_benchmark(
     results = bench_forms(spec, settings, runs, warmup)
     if checkpoint is not None:
         progress("inference: PyTorch eager")
-        from runtime.bench_torch import bench_torch_eager  # torch only here, lazily
-
+        assert eager_timer is not None  # checked before anything was written
         try:
-            results += bench_torch_eager(checkpoint, spec, settings.intra_op_threads, runs, warmup)
+            results += eager_timer(checkpoint, spec, settings.intra_op_threads, runs, warmup)
         except ImportError as exc:
             raise BenchError(f"--checkpoint needs torch and the encoder package ({exc})") from exc
         except Exception as exc:  # checkpoint/model errors of the encoder package

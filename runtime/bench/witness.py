@@ -11,7 +11,7 @@ GIL), pinned to one core, sleeping to the same bin-rate deadlines with the same
 loop's `Stall` records against the witnesses' late wake-ups.
 
 Used by `npe bench --realtime --witness` and `benchmarks/latency/jitter.py`; the child
-process is this module (`python -m runtime.witness`).
+process is this module (`python -m runtime.bench.witness`).
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ class WitnessProcess:
     def __init__(self, hz: float, cpu: int | None, max_seconds: float = 3600.0) -> None:
         if not hz > 0 or not max_seconds > 0:
             raise ValueError(f"witness needs hz > 0 and max_seconds > 0, got {hz}, {max_seconds}")
-        args = [sys.executable, "-m", "runtime.witness", "--hz", f"{hz!r}"]
+        args = [sys.executable, "-m", "runtime.bench.witness", "--hz", f"{hz!r}"]
         args += ["--max-seconds", f"{max_seconds!r}"]
         if cpu is not None:
             args += ["--cpu", str(cpu)]
@@ -302,7 +302,7 @@ def _child(hz: float, cpu: int | None, max_seconds: float) -> None:
         os.sched_setaffinity(0, {cpu})
     print("ready", flush=True)
     late, t0, period = run_empty_loop(hz, max(1, int(hz * max_seconds)), lambda: stopping)
-    report = summarise_wakes(late, t0, period, "python empty loop (runtime.witness)", cpu)
+    report = summarise_wakes(late, t0, period, "python empty loop (runtime.bench.witness)", cpu)
     print(json.dumps(report.to_dict()), flush=True)
 
 

@@ -1,5 +1,9 @@
-"""PyTorch-eager timing for `npe bench --checkpoint RUN_DIR` — the ONLY runtime module that
-imports torch (and `encoder`), lazily, so the live path never needs them.
+"""PyTorch-eager timing for `npe bench --checkpoint RUN_DIR`, on the side that has torch.
+
+Why here and not in `runtime/`: the runtime never imports torch or `encoder`. `npe_cli`
+hands `bench_torch_eager` to the runtime's bench command (`runtime.cli.set_eager_timer`);
+torch and the runtime's timing helpers are imported inside the call, so `npe --help` stays
+fast.
 
 It times, batch 1, no grad, with the same thread count as the ORT session, the same work
 as the bundle's forms: the full window (`forward_maps` for rate-map models, else `forward`)
@@ -9,20 +13,22 @@ on [1, T, H, W], and, for stateful models, one `step` on [1, H, W] with carried 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from runtime.bench import InferenceResult, time_calls
-from runtime.spec import ModelSpec
+if TYPE_CHECKING:
+    from runtime.bench.timing import InferenceResult
+    from runtime.spec import ModelSpec
 
 
 def bench_torch_eager(
     run_dir: Path, spec: ModelSpec, threads: int, runs: int, warmup: int
 ) -> list[InferenceResult]:
+    """Full window (and, for stateful models, one step) of the checkpoint, batch 1, no grad."""
+    import numpy as np
     import torch
 
     from encoder.checkpoint import load_checkpoint
+    from runtime.bench.timing import InferenceResult, time_calls
 
     torch.set_num_threads(threads)
     ckpt = load_checkpoint(run_dir)
