@@ -253,6 +253,11 @@ def evaluate_command(
         None, "--figures", help="Directory for PNG figures (default RUN_DIR/figures)."
     ),
     no_figures: bool = typer.Option(False, "--no-figures", help="Skip the PNG figures."),
+    max_noise_ratio: float = typer.Option(
+        0.5,
+        "--max-noise-ratio",
+        help="FEVE leaves out cells whose noise variance exceeds this fraction of the total.",
+    ),
     smooth_ms: float = typer.Option(
         50.0, "--smooth-ms", help="Boxcar smoothing before correlating (0 = raw 10 ms bins)."
     ),
@@ -281,7 +286,12 @@ def evaluate_command(
             rec = read_recording(data)
             progress.update(task, description="predicting test split and repeats")
             result, preds = ev.evaluate(
-                ckpt, rec, data_name=str(data), smooth_ms=smooth_ms, device=device
+                ckpt,
+                rec,
+                data_name=str(data),
+                smooth_ms=smooth_ms,
+                device=device,
+                max_noise_ratio=max_noise_ratio,
             )
             out_json = ev.write_result(result, json_out or run_dir / "evaluation.json")
             written = [out_json]
@@ -334,8 +344,13 @@ def evaluate_command(
     for col in (
         "mean PCC",
         "mean FEV",
+        "FEVE (cells)",
+        "median gain",
+        "median |rate err|",
         "ceiling PCC",
         "PCC / ceiling",
+        "split-half",
+        "oracle",
         "test PCC (single trial)",
         "cells",
         "repeats",
@@ -344,8 +359,13 @@ def evaluate_command(
     table.add_row(
         fmt(result.mean_pcc),
         fmt(result.mean_fev),
+        f"{fmt(result.mean_feve)} ({result.n_cells_feve})",
+        fmt(result.median_gain),
+        fmt(result.median_abs_mean_rate_error),
         fmt(result.ceiling_pcc),
         fmt(result.fraction_of_ceiling),
+        fmt(result.split_half_ceiling),
+        fmt(result.oracle_ceiling),
         fmt(result.test_pcc),
         str(result.n_cells),
         str(result.n_repeats),
