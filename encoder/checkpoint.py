@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from encoder.errors import EncoderError
 from encoder.models import RetinaModel
+from encoder.timebase import ms_from_frames
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "checkpoint.json"
@@ -133,10 +134,12 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def make_meta(model: RetinaModel, **fields: Any) -> CheckpointMeta:
-    """CheckpointMeta for `model` (name, config, window and frame shape taken from the model)."""
+    """CheckpointMeta for `model` (name, config, frame rate, window and frame shape taken from
+    the model)."""
     base: dict[str, Any] = {
         "model_name": model.name,
         "model_config_dict": model.config_dict(),
+        "frame_rate_hz": model.frame_rate_hz,
         "window_frames": model.window_frames,
         "frame_shape": model.frame_shape,
     }
@@ -162,6 +165,8 @@ def save_checkpoint(run_dir: str | Path, model: RetinaModel, meta: CheckpointMet
         problems.append(f"window {meta.window_frames} ≠ model window {model.window_frames}")
     if tuple(meta.frame_shape) != model.frame_shape:
         problems.append(f"frame_shape {meta.frame_shape} ≠ model {model.frame_shape}")
+    if abs(meta.frame_rate_hz - model.frame_rate_hz) > 1e-9 * model.frame_rate_hz:
+        problems.append(f"frame rate {meta.frame_rate_hz:g} Hz ≠ model {model.frame_rate_hz:g} Hz")
     if problems:
         raise CheckpointError("checkpoint meta disagrees with the model: " + "; ".join(problems))
     run_dir = Path(run_dir)
@@ -193,19 +198,36 @@ def read_meta(run_dir: str | Path) -> CheckpointMeta:
         raise CheckpointError(f"{path}: invalid field {where!r}: {first['msg']}") from exc
 
 
+#: Config fields of older checkpoints that counted frames, and the `_ms` field that replaced
+#: each. Why: a frame count means a different duration at every frame rate; an old checkpoint
+#: records its frame rate, so the count converts exactly (`frames_from_ms` gives it back).
+LEGACY_FRAME_FIELDS: dict[str, dict[str, str]] = {
+    "cnn-lstm": {"lstm_steps": "lstm_ms"},
+    "streaming": {"temporal2": "temporal2_ms"},
+}
+
 #: Config fields added after checkpoints of a model were already being written, with the
 #: value that rebuilds the layout such an older checkpoint was trained with. Why: the saved
 #: config holds every field (`config_dict`), so a missing one means an older checkpoint, and
 #: the new field's default would describe a different network than its weights.
 LEGACY_CONFIG: dict[str, dict[str, Callable[[CheckpointMeta], Any]]] = {
     # before layer 1's temporal stage: purely spatial layer 1 = LSTM over the whole window
-    "cnn-lstm": {"lstm_steps": lambda meta: meta.window_frames},
+    "cnn-lstm": {"lstm_ms": lambda meta: ms_from_frames(meta.window_frames, meta.frame_rate_hz)},
 }
 
 
 def _saved_config(meta: CheckpointMeta) -> dict[str, Any]:
-    """The checkpoint's model config, with LEGACY_CONFIG filling fields it predates."""
+    """The checkpoint's model config in ms, converting or filling the fields it predates.
+
+    Frame-counted fields become ms at the checkpoint's frame rate, a missing `window_ms`
+    comes from its `window_frames`, and LEGACY_CONFIG fills fields added later.
+    """
     config = meta.model_config_dict
+    for old, new in LEGACY_FRAME_FIELDS.get(meta.model_name, {}).items():
+        if old in config and new not in config:
+            config[new] = ms_from_frames(int(config.pop(old)), meta.frame_rate_hz)
+    if "window_ms" not in config:
+        config["window_ms"] = ms_from_frames(meta.window_frames, meta.frame_rate_hz)
     for field, value in LEGACY_CONFIG.get(meta.model_name, {}).items():
         if field not in config:
             config[field] = value(meta)
@@ -230,10 +252,16 @@ def load_checkpoint(run_dir: str | Path) -> LoadedCheckpoint:
             _saved_config(meta),
             meta.n_cells,
             (meta.frame_shape[0], meta.frame_shape[1]),
-            meta.window_frames,
+            meta.frame_rate_hz,
         )
     except (ModelConfigError, TypeError) as exc:
         raise CheckpointError(f"{run_dir / META_FILE}: cannot rebuild the model: {exc}") from exc
+    if model.window_frames != meta.window_frames:
+        raise CheckpointError(
+            f"{run_dir / META_FILE}: window_ms {model.config.window_ms:g} ms is "
+            f"{model.window_frames} frames at {meta.frame_rate_hz:g} Hz, but the checkpoint "
+            f"records a {meta.window_frames}-frame window"
+        )
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:

@@ -35,7 +35,8 @@ def models_command(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the table as JSON."),
     height: int = typer.Option(32, help="Frame height (px) for the parameter counts."),
     width: int = typer.Option(32, help="Frame width (px)."),
-    window: int = typer.Option(25, help="Window (frames): 25 = 250 ms at 100 Hz."),
+    frame_rate: float = typer.Option(100.0, "--frame-rate", help="Frame rate (Hz) of the input."),
+    window_ms: float = typer.Option(250.0, "--window-ms", help="Stimulus history (ms)."),
     cells: int = typer.Option(32, help="Number of cells for the population models."),
 ) -> None:
     """List every model with its parameter count at the default input size."""
@@ -43,44 +44,56 @@ def models_command(
 
     from encoder.models import MODEL_REGISTRY, ModelConfigError, build_model
 
-    table = Table(title=f"npe models ({height}×{width} px, {window} frames, {cells} cells)")
-    for col in ("model", "parameters", "original", "loss", "stateful", "rate maps"):
-        table.add_column(col, justify="right" if col == "parameters" else "left", no_wrap=True)
-    table.caption = "summaries: `npe models --json FILE`"
     rows: list[dict[str, Any]] = []
+    models = []
     for name, spec in MODEL_REGISTRY.items():
         n_cells = 1 if name == "single-cnn" else cells
         try:
-            model = build_model(name, None, n_cells, (height, width), window)
+            model = build_model(
+                name, {"window_ms": window_ms}, n_cells, (height, width), frame_rate
+            )
         except ModelConfigError as exc:
             raise fail(str(exc)) from exc
-        row = {
-            "model": name,
-            "parameters": model.n_parameters(),
-            "original_parameters": spec.original_params,
-            "n_cells": n_cells,
-            "loss": spec.default_loss,
-            "stateful": model.stateful,
-            "ratemap": model.ratemap,
-            "summary": spec.summary,
-        }
-        rows.append(row)
+        models.append(model)
+        rows.append(
+            {
+                "model": name,
+                "parameters": model.n_parameters(),
+                "original_parameters": spec.original_params,
+                "n_cells": n_cells,
+                "loss": spec.default_loss,
+                "stateful": model.stateful,
+                "ratemap": model.ratemap,
+                "summary": spec.summary,
+            }
+        )
+    window = models[0].window_frames
+    table = Table(
+        title=f"npe models ({height}×{width} px, {window_ms:g} ms = {window} frames at "
+        f"{frame_rate:g} Hz, {cells} cells)"
+    )
+    for col in ("model", "parameters", "original", "loss", "stateful", "rate maps"):
+        table.add_column(col, justify="right" if col == "parameters" else "left", no_wrap=True)
+    table.caption = "summaries: `npe models --json FILE`"
+    for row in rows:
         table.add_row(
-            name,
+            str(row["model"]),
             f"{row['parameters']:,}",
-            spec.original_params,
-            spec.default_loss,
-            "yes" if model.stateful else "",
-            "yes" if model.ratemap else "",
+            str(row["original_parameters"]),
+            str(row["loss"]),
+            "yes" if row["stateful"] else "",
+            "yes" if row["ratemap"] else "",
         )
     console.print(table)
     if json_out is not None:
-        json_out.write_text(
-            json.dumps(
-                {"frame_shape": [height, width], "window_frames": window, "models": rows}, indent=2
-            )
-            + "\n"
-        )
+        payload = {
+            "frame_shape": [height, width],
+            "frame_rate_hz": frame_rate,
+            "window_ms": window_ms,
+            "window_frames": window,
+            "models": rows,
+        }
+        json_out.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 @app.command("train")
@@ -241,6 +254,11 @@ def evaluate_command(
         None, "--figures", help="Directory for PNG figures (default RUN_DIR/figures)."
     ),
     no_figures: bool = typer.Option(False, "--no-figures", help="Skip the PNG figures."),
+    max_noise_ratio: float = typer.Option(
+        0.5,
+        "--max-noise-ratio",
+        help="FEVE leaves out cells whose noise variance exceeds this fraction of the total.",
+    ),
     smooth_ms: float = typer.Option(
         50.0, "--smooth-ms", help="Boxcar smoothing before correlating (0 = raw 10 ms bins)."
     ),
@@ -269,7 +287,12 @@ def evaluate_command(
             rec = read_recording(data)
             progress.update(task, description="predicting test split and repeats")
             result, preds = ev.evaluate(
-                ckpt, rec, data_name=str(data), smooth_ms=smooth_ms, device=device
+                ckpt,
+                rec,
+                data_name=str(data),
+                smooth_ms=smooth_ms,
+                device=device,
+                max_noise_ratio=max_noise_ratio,
             )
             out_json = ev.write_result(result, json_out or run_dir / "evaluation.json")
             written = [out_json]
@@ -322,8 +345,13 @@ def evaluate_command(
     for col in (
         "mean PCC",
         "mean FEV",
+        "FEVE (cells)",
+        "median gain",
+        "median |rate err|",
         "ceiling PCC",
         "PCC / ceiling",
+        "split-half",
+        "oracle",
         "test PCC (single trial)",
         "cells",
         "repeats",
@@ -332,8 +360,13 @@ def evaluate_command(
     table.add_row(
         fmt(result.mean_pcc),
         fmt(result.mean_fev),
+        f"{fmt(result.mean_feve)} ({result.n_cells_feve})",
+        fmt(result.median_gain),
+        fmt(result.median_abs_mean_rate_error),
         fmt(result.ceiling_pcc),
         fmt(result.fraction_of_ceiling),
+        fmt(result.split_half_ceiling),
+        fmt(result.oracle_ceiling),
         fmt(result.test_pcc),
         str(result.n_cells),
         str(result.n_repeats),

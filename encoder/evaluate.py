@@ -6,8 +6,17 @@ Metrics (per cell, then the mean over cells):
   (Cadena et al. 2019): FEV = 1 − (MSE − σ²_noise) / (Var[y] − σ²_noise), where MSE is the mean
   squared error of the prediction against every single trial, Var[y] the variance of all
   single-trial responses and σ²_noise the mean across-trial variance per time bin.
+* `feve`: FEV restricted to reliable cells, as openretina reports it: cells whose noise
+  variance is more than `max_noise_ratio` of their total variance are excluded (NaN).
+* `gain`: least-squares slope of the trial average on the prediction (1 = right level; a
+  prediction at half the true rate has gain 2 and PCC 1). `mean_rate_error`: relative error of
+  the mean predicted rate, (mean pred − mean obs) / mean obs. Why: PCC ignores scale and
+  offset, so a right-shape, wrong-level model (rates off 20× on a novel scene) looked good.
 * `ceiling`: Pearson r of the noise-free true rates with the trial average (synthetic data
   only): the best any model can do against a trial average of this many repeats.
+* `split_half`, `oracle`: noise ceilings from the repeats alone (real data has no truth):
+  the Spearman–Brown-corrected correlation of two half-averages (mean over random splits), and
+  the leave-one-out oracle correlation (each trial with the mean of the others).
 * `test_pcc`: Pearson r with the single-trial counts of the test split (noisy, no repeats needed).
 
 Responses are compared after a boxcar smoothing of `smooth_ms` (default 50 ms, 5 bins at
@@ -21,14 +30,12 @@ default synthetic natural recording the ceiling is r = 0.91 at 10 ms and 0.98 at
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict
 from scipy.ndimage import uniform_filter1d
 
 from encoder.batching import predict_frames
@@ -37,6 +44,9 @@ from encoder.errors import EncoderError
 from encoder.recording import Recording
 
 DEFAULT_SMOOTH_MS = 50.0
+#: FEVE excludes cells whose noise variance exceeds this fraction of their total variance.
+DEFAULT_MAX_NOISE_RATIO = 0.5
+SPLIT_HALF_DRAWS = 20
 
 
 class EvaluationError(EncoderError, ValueError):
@@ -73,6 +83,81 @@ def fev(pred: NDArray[np.floating], trials: NDArray[np.floating]) -> NDArray[np.
     return np.where(explainable > 0, value, np.nan)
 
 
+def noise_ratio(trials: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Per cell: mean across-trial variance / variance of all single trials (1 = pure noise)."""
+    trials = np.asarray(trials, np.float64)
+    var_y = trials.reshape(-1, trials.shape[2]).var(0)
+    noise = trials.var(0, ddof=1).mean(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(var_y > 0, noise / var_y, np.nan)
+
+
+def feve(
+    pred: NDArray[np.floating],
+    trials: NDArray[np.floating],
+    max_noise_ratio: float = DEFAULT_MAX_NOISE_RATIO,
+) -> NDArray[np.float64]:
+    """FEV of the reliable cells only: NaN where noise / total variance > `max_noise_ratio`."""
+    ratio = noise_ratio(trials)
+    return np.where(ratio <= max_noise_ratio, fev(pred, trials), np.nan)
+
+
+def gain(pred: NDArray[np.floating], obs: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Least-squares slope of `obs` on `pred` per column; NaN for a constant prediction."""
+    p = np.asarray(pred, np.float64)
+    o = np.asarray(obs, np.float64)
+    dp = p - p.mean(0)
+    var = (dp**2).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = (dp * (o - o.mean(0))).sum(0) / var
+    return np.where(var > 0, slope, np.nan)
+
+
+def mean_rate_error(pred: NDArray[np.floating], obs: NDArray[np.floating]) -> NDArray[np.float64]:
+    """(mean predicted − mean observed) / mean observed per column; NaN for a silent cell."""
+    mp = np.asarray(pred, np.float64).mean(0)
+    mo = np.asarray(obs, np.float64).mean(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(mo > 0, (mp - mo) / mo, np.nan)
+
+
+def split_half_ceiling(
+    trials: NDArray[np.floating], draws: int = SPLIT_HALF_DRAWS, seed: int = 0
+) -> NDArray[np.float64]:
+    """Spearman–Brown-corrected split-half correlation per cell, mean over random splits.
+
+    trials: [R ≥ 2, n, n_cells]. r of the two half-averages, corrected to R repeats with
+    2r / (1 + r): the reliability of the full trial average, from the repeats alone.
+    """
+    trials = np.asarray(trials, np.float64)
+    n_rep = trials.shape[0]
+    if n_rep < 2:
+        raise EvaluationError(f"split-half ceiling: need ≥ 2 repeats, got {n_rep}")
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(draws):
+        order = rng.permutation(n_rep)
+        a, b = order[: n_rep // 2], order[n_rep // 2 :]
+        r = pearson(trials[a].mean(0), trials[b].mean(0))
+        values.append(2 * r / (1 + r))
+    with np.errstate(invalid="ignore"):
+        return np.asarray(
+            np.nanmean(np.stack(values), 0) if np.isfinite(values).any() else values[0]
+        )
+
+
+def oracle_correlation(trials: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Leave-one-out oracle per cell: mean over trials of r(trial, mean of the other trials)."""
+    trials = np.asarray(trials, np.float64)
+    n_rep = trials.shape[0]
+    if n_rep < 2:
+        raise EvaluationError(f"oracle correlation: need ≥ 2 repeats, got {n_rep}")
+    total = trials.sum(0)
+    rs = np.stack([pearson(trials[i], (total - trials[i]) / (n_rep - 1)) for i in range(n_rep)])
+    with np.errstate(invalid="ignore"):
+        return np.asarray(np.nanmean(rs, 0)) if np.isfinite(rs).any() else rs[0]
+
+
 def smooth(x: NDArray[np.floating], bins: int, axis: int = 0) -> NDArray[np.float64]:
     """Centred boxcar of `bins` bins along `axis` (identity for bins ≤ 1)."""
     arr: NDArray[np.float64] = np.asarray(x, np.float64)
@@ -85,9 +170,14 @@ def _nanmean(x: NDArray[np.floating]) -> float | None:
     return float(np.nanmean(x)) if np.isfinite(x).any() else None
 
 
-@dataclass(frozen=True)
-class EvaluationResult:
-    """Everything `npe evaluate` reports (JSON keys = field names)."""
+def _nanmedian(x: NDArray[np.floating]) -> float | None:
+    return float(np.nanmedian(x)) if np.isfinite(x).any() else None
+
+
+class EvaluationResult(BaseModel):
+    """Everything `npe evaluate` reports (JSON keys = field names; NaN written as null)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
     model: str
     data: str
@@ -98,23 +188,29 @@ class EvaluationResult:
     per_cell_pcc: list[float | None]
     mean_fev: float | None
     per_cell_fev: list[float | None]
+    max_noise_ratio: float
+    mean_feve: float | None
+    per_cell_feve: list[float | None]
+    n_cells_feve: int
+    per_cell_noise_ratio: list[float | None]
+    median_gain: float | None
+    per_cell_gain: list[float | None]
+    median_abs_mean_rate_error: float | None
+    per_cell_mean_rate_error: list[float | None]
     ceiling_pcc: float | None
     per_cell_ceiling: list[float | None] | None
     fraction_of_ceiling: float | None
+    split_half_ceiling: float | None
+    per_cell_split_half: list[float | None]
+    oracle_ceiling: float | None
+    per_cell_oracle: list[float | None]
     test_pcc: float | None
     per_cell_test_pcc: list[float | None]
     cell_ids: list[str]
     cell_types: list[str]
 
     def to_json(self) -> str:
-        def clean(v: Any) -> Any:
-            if isinstance(v, float) and not math.isfinite(v):
-                return None
-            if isinstance(v, list):
-                return [clean(x) for x in v]
-            return v
-
-        return json.dumps({k: clean(v) for k, v in asdict(self).items()}, indent=2) + "\n"
+        return self.model_dump_json(indent=2) + "\n"
 
 
 @dataclass(frozen=True)
@@ -157,12 +253,15 @@ def evaluate(
     data_name: str = "",
     smooth_ms: float = DEFAULT_SMOOTH_MS,
     device: str = "cpu",
+    max_noise_ratio: float = DEFAULT_MAX_NOISE_RATIO,
 ) -> tuple[EvaluationResult, Predictions]:
     """Evaluate a loaded checkpoint on `recording` (test split + repeats)."""
     import torch
 
     if smooth_ms < 0:
         raise EvaluationError(f"--smooth-ms must be ≥ 0, got {smooth_ms}")
+    if not 0.0 < max_noise_ratio <= 1.0:
+        raise EvaluationError(f"--max-noise-ratio must lie in (0, 1], got {max_noise_ratio}")
     cells = cell_indices(ckpt, recording)
     model = ckpt.model.to(device).eval()
     window = model.window_frames
@@ -176,7 +275,8 @@ def evaluate(
     test_r = pearson(test_pred, test_obs)
 
     rep_pred = rep_avg = rep_truth = None
-    pcc_r = fev_r = ceil_r = np.full(len(cells), np.nan)
+    nan = np.full(len(cells), np.nan)
+    pcc_r = fev_r = feve_r = ratio_r = gain_r = err_r = ceil_r = half_r = oracle_r = nan
     n_repeats = 0
     reps = recording.repeats
     if reps is not None:
@@ -199,8 +299,14 @@ def evaluate(
         rep_pred = smooth(rpred, bins)
         rep_avg = trials_s.mean(0)
         pcc_r = pearson(rep_pred, rep_avg)
+        gain_r = gain(rep_pred, rep_avg)
+        err_r = mean_rate_error(rep_pred, rep_avg)
         if n_repeats >= 2:
             fev_r = fev(rep_pred, trials_s)
+            ratio_r = noise_ratio(trials_s)
+            feve_r = feve(rep_pred, trials_s, max_noise_ratio)
+            half_r = split_half_ceiling(trials_s)
+            oracle_r = oracle_correlation(trials_s)
         if reps.truth_rates_hz is not None:
             truth = reps.truth_rates_hz[rframes][:, cells] / recording.frame_rate_hz
             rep_truth = smooth(truth, bins)
@@ -216,9 +322,22 @@ def evaluate(
         per_cell_pcc=_listify(pcc_r),
         mean_fev=_nanmean(fev_r),
         per_cell_fev=_listify(fev_r),
+        max_noise_ratio=max_noise_ratio,
+        mean_feve=_nanmean(feve_r),
+        per_cell_feve=_listify(feve_r),
+        n_cells_feve=int(np.isfinite(feve_r).sum()),
+        per_cell_noise_ratio=_listify(ratio_r),
+        median_gain=_nanmedian(gain_r),
+        per_cell_gain=_listify(gain_r),
+        median_abs_mean_rate_error=_nanmedian(np.abs(err_r)),
+        per_cell_mean_rate_error=_listify(err_r),
         ceiling_pcc=ceiling,
         per_cell_ceiling=_listify(ceil_r) if rep_truth is not None else None,
         fraction_of_ceiling=(mean_pcc / ceiling) if mean_pcc is not None and ceiling else None,
+        split_half_ceiling=_nanmean(half_r),
+        per_cell_split_half=_listify(half_r),
+        oracle_ceiling=_nanmean(oracle_r),
+        per_cell_oracle=_listify(oracle_r),
         test_pcc=_nanmean(test_r),
         per_cell_test_pcc=_listify(test_r),
         cell_ids=list(ckpt.meta.cells.ids),

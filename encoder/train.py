@@ -20,7 +20,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -284,7 +284,7 @@ def _apply_init_from(model: RetinaModel, init_from: str, freeze: str) -> None:
 def _label_types(model: RetinaModel, cell_types: list[str]) -> None:
     if isinstance(model, RateMapMixin):
         labels = model.label_types_from_cells(cell_types)
-        model.config = replace(model.config, type_labels=tuple(labels))  # type: ignore[call-arg]
+        model.config = model.config.model_copy(update={"type_labels": tuple(labels)})
 
 
 def train(
@@ -318,16 +318,16 @@ def train(
     data = Path(data)
     rec = recording if recording is not None else read_recording(data)
     cells = resolve_cells(rec, config.cells)
-    from encoder.windows import window_frames_for
-
-    window = window_frames_for(rec.frame_rate_hz)
     torch.set_num_threads(max(1, config.threads))
     torch.manual_seed(config.seed)
     dist = init_distributed(device)
     run_dir = Path(run_dir)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    model = build_model(config.model, config.model_config, len(cells), rec.frame_shape, window)
+    model = build_model(
+        config.model, config.model_config, len(cells), rec.frame_shape, rec.frame_rate_hz
+    )
+    window = model.window_frames
     if config.init_from is not None:
         _apply_init_from(model, config.init_from, config.freeze)
     model.to(device)

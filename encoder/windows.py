@@ -27,17 +27,14 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from encoder.recording import Recording, stimulus_as_contrast
-
-DEFAULT_WINDOW_MS = 250.0  # YADLRetina's input history (REFERENCES.md)
+from encoder.timebase import DEFAULT_WINDOW_MS, frames_from_ms
 
 
 def window_frames_for(frame_rate_hz: float, window_ms: float = DEFAULT_WINDOW_MS) -> int:
     """Number of frames covering `window_ms` at `frame_rate_hz` (25 at 100 Hz, 30 at 120 Hz)."""
-    if not (np.isfinite(frame_rate_hz) and frame_rate_hz > 0):
-        raise ValueError(f"frame_rate_hz must be a positive number, got {frame_rate_hz}")
     if not (np.isfinite(window_ms) and window_ms > 0):
         raise ValueError(f"window_ms must be a positive number, got {window_ms}")
-    return max(1, round(window_ms / 1000.0 * frame_rate_hz))
+    return frames_from_ms(window_ms, frame_rate_hz)
 
 
 class WindowedRecording(Dataset[tuple[Tensor, Tensor]]):

@@ -1,13 +1,13 @@
 """Retina models: one module per model, a shared interface (`RetinaModel`) and the registry.
 
-`build_model(name, config, n_cells, frame_shape, window_frames)` builds any registered model;
+`build_model(name, config, n_cells, frame_shape, frame_rate_hz)` builds any registered model;
 `MODEL_REGISTRY` lists them with their default loss and the original work's parameter count.
 """
 
 from encoder.models.base import (
+    DEFAULT_FRAME_RATE_HZ,
     DEFAULT_FRAME_SHAPE,
     DEFAULT_N_CELLS,
-    DEFAULT_WINDOW_FRAMES,
     ModelConfig,
     ModelConfigError,
     RetinaModel,
@@ -21,9 +21,9 @@ from encoder.models.registry import (
 )
 
 __all__ = [
+    "DEFAULT_FRAME_RATE_HZ",
     "DEFAULT_FRAME_SHAPE",
     "DEFAULT_N_CELLS",
-    "DEFAULT_WINDOW_FRAMES",
     "MODEL_REGISTRY",
     "ModelConfig",
     "ModelConfigError",

@@ -10,19 +10,21 @@ a ~25× saving that keeps training within the 2-core budget of the accuracy benc
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from encoder.errors import EncoderError
+from encoder.timebase import DEFAULT_WINDOW_MS, frames_from_ms
 
 #: Input size used to report parameter counts (`npe models`): the synthetic retina's default
 #: 32×32 px frames at 100 Hz with a 250 ms window (REFERENCES: YADLRetina's 250 ms window).
 DEFAULT_FRAME_SHAPE: tuple[int, int] = (32, 32)
+DEFAULT_FRAME_RATE_HZ: float = 100.0
 DEFAULT_WINDOW_FRAMES: int = 25
 DEFAULT_N_CELLS: int = 32
 
@@ -31,12 +33,20 @@ class ModelConfigError(EncoderError, ValueError):
     """A model name or configuration that cannot build a model."""
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """Base of every model's hyper-parameters; subclasses add their own fields."""
+class ModelConfig(BaseModel):
+    """Base of every model's hyper-parameters; subclasses add their own fields.
+
+    Every temporal extent is a duration in ms (fields end in `_ms`), never a frame count: the
+    model turns it into frames at build time from the recording's frame rate
+    (`encoder.timebase.frames_from_ms`), so a config means the same network at 30 or 120 Hz.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window_ms: float = Field(default=DEFAULT_WINDOW_MS, gt=0)  # stimulus history seen
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump(mode="json")
 
 
 def two_conv_output_shape(
@@ -69,7 +79,9 @@ class RetinaModel(nn.Module):
     """Base class: `forward(x [B, T, H, W] contrast) -> [B, n_cells]` expected counts per bin.
 
     Subclasses set the class attributes and implement `forward`; `forward_chunk` has a generic
-    (window-unfolding) implementation that per-frame models override.
+    (window-unfolding) implementation that per-frame models override. The window is
+    `config.window_ms` turned into frames at `frame_rate_hz`; subclasses turn their own `_ms`
+    fields into frames with `self.frames(ms)` and report them in `temporal_frames`.
     """
 
     name: ClassVar[str] = ""
@@ -82,20 +94,35 @@ class RetinaModel(nn.Module):
         config: ModelConfig,
         n_cells: int,
         frame_shape: tuple[int, int],
-        window_frames: int,
+        frame_rate_hz: float,
     ) -> None:
         super().__init__()
         if n_cells < 1:
             raise ModelConfigError(f"n_cells must be ≥ 1, got {n_cells}")
         if len(frame_shape) != 2 or min(frame_shape) < 1:
             raise ModelConfigError(f"frame_shape must be (height, width) ≥ 1, got {frame_shape}")
-        if window_frames < 1:
-            raise ModelConfigError(f"window_frames must be ≥ 1, got {window_frames}")
+        if not (math.isfinite(frame_rate_hz) and frame_rate_hz > 0):
+            raise ModelConfigError(f"frame_rate_hz must be a positive number, got {frame_rate_hz}")
         self.config = config
         self.n_cells = int(n_cells)
         self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
-        self.window_frames = int(window_frames)
+        self.frame_rate_hz = float(frame_rate_hz)
+        self.window_frames = self.frames(config.window_ms)
         self._penalty: Tensor | None = None
+
+    def frames(self, ms: float) -> int:
+        """`ms` as whole frames at this model's frame rate (the shared `frames_from_ms`)."""
+        try:
+            return frames_from_ms(ms, self.frame_rate_hz)
+        except ValueError as exc:
+            raise ModelConfigError(f"{self.name}: {exc}") from exc
+
+    def temporal_frames(self) -> dict[str, int]:
+        """Frames this model uses for each `_ms` field of its config (checked by the tests).
+
+        Subclasses with more temporal fields extend it; the window is common to all.
+        """
+        return {"window_ms": self.window_frames}
 
     # ----------------------------------------------------------------- generic API
     def forward_chunk(self, x: Tensor) -> Tensor:

@@ -6,10 +6,11 @@ window and a linear readout to all cells with softplus (REFERENCES: YADLRetina, 
 parameters; the hidden size 150 gives ~1.5M at 32×32 input).
 
 Layer 1 is space-time separable: a per-frame spatial convolution, then a causal temporal
-convolution over the last `temporal1` = T − `lstm_steps` + 1 frames of its responses, and
+convolution over the last `temporal1` = T − L + 1 frames of its responses (L = `lstm_ms` in
+frames at the recording's frame rate), and
 only then the rectification. Why: retinal subunits (bipolar cells) filter in time *before*
 they rectify, and so does the synthetic retina; with purely spatial convolutions (this model's first
-layout, still what `lstm_steps` ≥ T gives) the ReLU discards the sign of a response before
+layout, still what `lstm_ms` ≥ `window_ms` gives) the ReLU discards the sign of a response before
 the LSTM can filter it in time. On the benchmark's natural movie that layout converged to
 0.859 mean PCC (87.8 % of the ceiling) in 9.6 min; with the temporal stage (16 taps, LSTM
 over the last 10 frames) to 0.886 (90.5 %) in 6.5 min (benchmarks/accuracy). The model stays
@@ -47,32 +48,31 @@ the deployment model with exact window semantics in step form is `streaming`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
+from pydantic import Field
 from torch import Tensor, nn
 
 from encoder.models.base import (
     ModelConfig,
-    ModelConfigError,
     RetinaModel,
     gaussian_noise,
     two_conv_output_shape,
 )
 
 
-@dataclass(frozen=True)
 class CNNLSTMConfig(ModelConfig):
     filters1: int = 8
     kernel1: int = 15
     filters2: int = 12
     kernel2: int = 5
-    # Frames the LSTM runs over; layer 1's temporal filter spans the rest of the window
-    # (temporal1 = window − lstm_steps + 1; lstm_steps ≥ window: purely spatial layer 1).
-    lstm_steps: int = 10
+    # History the LSTM runs over (ms; 10 frames at 100 Hz); layer 1's temporal filter spans
+    # the rest of the window (temporal1 = window − lstm frames + 1 frames; an LSTM history of
+    # the whole window or more: purely spatial layer 1).
+    lstm_ms: float = Field(default=100.0, gt=0)
     hidden: int = 150
     noise_sigma: float = 0.1
     dropout: float = 0.2
@@ -86,14 +86,17 @@ class CNNLSTM(RetinaModel):
     config: CNNLSTMConfig
 
     def __init__(
-        self, config: CNNLSTMConfig, n_cells: int, frame_shape: tuple[int, int], window_frames: int
+        self,
+        config: CNNLSTMConfig,
+        n_cells: int,
+        frame_shape: tuple[int, int],
+        frame_rate_hz: float,
     ) -> None:
-        super().__init__(config, n_cells, frame_shape, window_frames)
+        super().__init__(config, n_cells, frame_shape, frame_rate_hz)
         c = config
         h2, w2 = two_conv_output_shape("cnn-lstm", frame_shape, c.kernel1, c.kernel2)
-        if c.lstm_steps < 1:
-            raise ModelConfigError(f"cnn-lstm: lstm_steps must be ≥ 1, got {c.lstm_steps}")
-        self.temporal1 = max(1, window_frames - c.lstm_steps + 1)
+        self.lstm_frames = min(self.frames(c.lstm_ms), self.window_frames)
+        self.temporal1 = self.window_frames - self.lstm_frames + 1
         self.conv1 = nn.Conv2d(1, c.filters1, c.kernel1)
         # Layer 1's temporal stage: a causal (temporal1, 1) conv over per-frame responses,
         # before the rectification (see module docstring). None when temporal1 == 1.
@@ -123,6 +126,9 @@ class CNNLSTM(RetinaModel):
         with torch.no_grad():  # forget-gate bias 1: remember by default
             self.lstm_input.bias[c.hidden : 2 * c.hidden] = 1.0
         nn.init.constant_(self.readout.bias, -2.0)
+
+    def temporal_frames(self) -> dict[str, int]:
+        return {**super().temporal_frames(), "lstm_ms": self.lstm_frames}
 
     def init_output_bias(self, mean_counts: NDArray[np.floating]) -> None:
         """Start each cell's output at its mean count per bin: mean_counts [n_cells] ≥ 0.

@@ -8,8 +8,6 @@ window (25 frames at 100 Hz) so every model sees the same 250 ms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -17,7 +15,6 @@ from torch import Tensor, nn
 from encoder.models.base import ModelConfig, RetinaModel, gaussian_noise, two_conv_output_shape
 
 
-@dataclass(frozen=True)
 class DeepRetinaConfig(ModelConfig):
     filters1: int = 16
     kernel1: int = 15
@@ -38,12 +35,12 @@ class DeepRetina(RetinaModel):
         config: DeepRetinaConfig,
         n_cells: int,
         frame_shape: tuple[int, int],
-        window_frames: int,
+        frame_rate_hz: float,
     ) -> None:
-        super().__init__(config, n_cells, frame_shape, window_frames)
+        super().__init__(config, n_cells, frame_shape, frame_rate_hz)
         c = config
         h2, w2 = two_conv_output_shape("deep-retina", frame_shape, c.kernel1, c.kernel2)
-        self.conv1 = nn.Conv2d(window_frames, c.filters1, c.kernel1)
+        self.conv1 = nn.Conv2d(self.window_frames, c.filters1, c.kernel1)
         self.conv2 = nn.Conv2d(c.filters1, c.filters2, c.kernel2)
         self.dense = nn.Linear(c.filters2 * h2 * w2, n_cells)
         nn.init.constant_(self.dense.bias, -2.0)

@@ -10,8 +10,6 @@ gap reported for this model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -26,7 +24,6 @@ from encoder.models.base import (
 )
 
 
-@dataclass(frozen=True)
 class FullyConvConfig(ModelConfig):
     filters1: int = 8
     kernel1: int = 15
@@ -50,14 +47,14 @@ class FullyConv(RateMapMixin, RetinaModel):
         config: FullyConvConfig,
         n_cells: int,
         frame_shape: tuple[int, int],
-        window_frames: int,
+        frame_rate_hz: float,
     ) -> None:
-        super().__init__(config, n_cells, frame_shape, window_frames)
+        super().__init__(config, n_cells, frame_shape, frame_rate_hz)
         c = config
         if c.kernel1 % 2 == 0 or c.kernel2 % 2 == 0:
             raise ModelConfigError("fullyconv: kernel1 and kernel2 must be odd ('same' padding)")
         self.conv1 = nn.Conv2d(
-            window_frames, c.filters1, c.kernel1, padding=c.kernel1 // 2, stride=c.map_stride
+            self.window_frames, c.filters1, c.kernel1, padding=c.kernel1 // 2, stride=c.map_stride
         )
         self.conv2 = nn.Conv2d(c.filters1, c.filters2, c.kernel2, padding=c.kernel2 // 2)
         self.readout = nn.Conv2d(c.filters2, c.n_types, 1)

@@ -9,7 +9,6 @@ fitted per cell by Poisson maximum likelihood. This is the reference every CNN m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,6 @@ from torch import Tensor, nn
 from encoder.models.base import ModelConfig, RetinaModel
 
 
-@dataclass(frozen=True)
 class LNConfig(ModelConfig):
     fit_iterations: int = 200  # LBFGS iterations of the nonlinearity fit
 
@@ -81,11 +79,13 @@ class LNModel(RetinaModel):
     config: LNConfig
 
     def __init__(
-        self, config: LNConfig, n_cells: int, frame_shape: tuple[int, int], window_frames: int
+        self, config: LNConfig, n_cells: int, frame_shape: tuple[int, int], frame_rate_hz: float
     ) -> None:
-        super().__init__(config, n_cells, frame_shape, window_frames)
+        super().__init__(config, n_cells, frame_shape, frame_rate_hz)
         h, w = frame_shape
-        self.filters = nn.Parameter(torch.zeros(n_cells, window_frames, h, w), requires_grad=False)
+        self.filters = nn.Parameter(
+            torch.zeros(n_cells, self.window_frames, h, w), requires_grad=False
+        )
         self.g_mean = nn.Parameter(torch.zeros(n_cells), requires_grad=False)
         self.g_std = nn.Parameter(torch.ones(n_cells), requires_grad=False)
         self.gain = nn.Parameter(torch.ones(n_cells), requires_grad=False)

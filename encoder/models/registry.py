@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import ValidationError
 
 from encoder.models.base import ModelConfig, ModelConfigError, RetinaModel
 from encoder.models.cnn_lstm import CNNLSTM, CNNLSTMConfig
@@ -107,12 +108,16 @@ def make_config(name: str, config: dict[str, Any] | ModelConfig | None) -> Model
                 f"{name}: expected a {spec.config_cls.__name__}, got {type(config).__name__}"
             )
         return config
-    fields = {f.name: f for f in dataclasses.fields(spec.config_cls)}
+    fields = spec.config_cls.model_fields
     unknown = sorted(set(config) - set(fields))
     if unknown:
         raise ModelConfigError(f"{name}: unknown config keys {unknown}; known: {sorted(fields)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-    return spec.config_cls(**values)
+    try:
+        return spec.config_cls.model_validate(config)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ModelConfigError(f"{name}: config {where!r}: {first['msg']}") from exc
 
 
 def get_spec(name: str) -> RegisteredModel:
@@ -128,8 +133,12 @@ def build_model(
     config: dict[str, Any] | ModelConfig | None,
     n_cells: int,
     frame_shape: tuple[int, int],
-    window_frames: int,
+    frame_rate_hz: float,
 ) -> RetinaModel:
-    """Build model `name` for `n_cells` cells, [H, W] frames and a `window_frames` window."""
+    """Build model `name` for `n_cells` cells and [H, W] frames at `frame_rate_hz`.
+
+    The config's durations (`window_ms`, …) become frames here, from the recording's frame
+    rate, so one config describes the same network in time at every frame rate.
+    """
     spec = get_spec(name)
-    return spec.model_cls(make_config(name, config), n_cells, tuple(frame_shape), window_frames)  # type: ignore[arg-type]
+    return spec.model_cls(make_config(name, config), n_cells, tuple(frame_shape), frame_rate_hz)  # type: ignore[arg-type]

@@ -9,15 +9,12 @@ had ~150k parameters at its input size; `npe models` reports ours at the default
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
 from encoder.models.base import ModelConfig, RetinaModel, two_conv_output_shape
 
 
-@dataclass(frozen=True)
 class SingleCNNConfig(ModelConfig):
     filters1: int = 5
     kernel1: int = 15
@@ -36,12 +33,12 @@ class SingleCNN(RetinaModel):
         config: SingleCNNConfig,
         n_cells: int,
         frame_shape: tuple[int, int],
-        window_frames: int,
+        frame_rate_hz: float,
     ) -> None:
-        super().__init__(config, n_cells, frame_shape, window_frames)
+        super().__init__(config, n_cells, frame_shape, frame_rate_hz)
         c = config
         h2, w2 = two_conv_output_shape("single-cnn", frame_shape, c.kernel1, c.kernel2)
-        self.conv1 = nn.Conv2d(window_frames, c.filters1, c.kernel1)
+        self.conv1 = nn.Conv2d(self.window_frames, c.filters1, c.kernel1)
         self.conv2 = nn.Conv2d(c.filters1, c.filters2, c.kernel2)
         self.dense = nn.Linear(c.filters2 * h2 * w2, n_cells)
         for layer in (self.conv1, self.conv2, self.dense):

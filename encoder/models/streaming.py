@@ -2,7 +2,8 @@
 
 Each layer is a per-frame spatial convolution followed by a causal temporal convolution
 (a Conv3d with kernel (T_k, 1, 1), i.e. mixing channels over the last T_k frames at each
-pixel). The two temporal kernels span exactly the window: T1 + T2 − 1 = window_frames.
+pixel). The two temporal kernels span exactly the window: T1 + T2 − 1 = window frames
+(T2 from `temporal2_ms` at the recording's frame rate).
 
 Why this shape: a new camera frame needs only *one* frame of spatial convolutions plus a
 T_k-tap dot product per channel and pixel over cached spatial responses; nothing of the past
@@ -17,10 +18,9 @@ and location per recorded cell (semantic loss of Xu et al. 2017) during training
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from encoder.models.base import (
@@ -33,7 +33,6 @@ from encoder.models.base import (
 )
 
 
-@dataclass(frozen=True)
 class StreamingConfig(ModelConfig):
     spatial1: int = 8  # spatial filters of layer 1 (YADLRetina: 8 filters, 15 px)
     kernel1: int = 15
@@ -41,7 +40,9 @@ class StreamingConfig(ModelConfig):
     spatial2: int = 12  # YADLRetina: 12 filters, 5 px
     kernel2: int = 5
     channels2: int = 12
-    temporal2: int = 5  # taps of the second temporal conv; the first gets window − temporal2 + 1
+    # Span of the second temporal conv (ms; 5 taps at 100 Hz); the first gets the rest of the
+    # window: T1 = window − T2 + 1 frames.
+    temporal2_ms: float = Field(default=50.0, gt=0)
     n_types: int = 8
     map_stride: int = 2
     noise_sigma: float = 0.1  # Deep Retina: Gaussian noise σ 0.1 after each conv
@@ -61,18 +62,20 @@ class StreamingModel(RateMapMixin, RetinaModel):
         config: StreamingConfig,
         n_cells: int,
         frame_shape: tuple[int, int],
-        window_frames: int,
+        frame_rate_hz: float,
     ) -> None:
-        super().__init__(config, n_cells, frame_shape, window_frames)
+        super().__init__(config, n_cells, frame_shape, frame_rate_hz)
         c = config
         if c.kernel1 % 2 == 0 or c.kernel2 % 2 == 0:
             raise ModelConfigError("streaming: kernel1 and kernel2 must be odd ('same' padding)")
-        if not 1 <= c.temporal2 <= window_frames:
+        self.t2 = self.frames(c.temporal2_ms)
+        if self.t2 > self.window_frames:
             raise ModelConfigError(
-                f"streaming: temporal2 must lie in [1, window_frames={window_frames}]"
+                f"streaming: temporal2_ms {c.temporal2_ms:g} ms ({self.t2} frames at "
+                f"{self.frame_rate_hz:g} Hz) is longer than the window of "
+                f"{self.window_frames} frames ({c.window_ms:g} ms)"
             )
-        self.t1 = window_frames - c.temporal2 + 1
-        self.t2 = c.temporal2
+        self.t1 = self.window_frames - self.t2 + 1
         # Layer 1 runs at the map stride: 4× less work for every later stage, and the readout
         # grid is the layer-1 grid (output pixel i is centred on input pixel i·stride).
         self.space1 = nn.Conv2d(
@@ -89,6 +92,9 @@ class StreamingModel(RateMapMixin, RetinaModel):
         nn.init.constant_(
             self.readout.bias, -2.0
         )  # start near a low rate, typical of RGC baselines
+
+    def temporal_frames(self) -> dict[str, int]:
+        return {**super().temporal_frames(), "temporal2_ms": self.t2}
 
     # ------------------------------------------------------------------ stages
     def _spatial(self, conv: nn.Conv2d, x: Tensor) -> Tensor:

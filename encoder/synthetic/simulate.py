@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from encoder.recording import CellInfo, Recording, Repeats
 from encoder.synthetic.config import SimulationConfig
 from encoder.synthetic.retina import Retina, build_retina
-from encoder.synthetic.stimuli import generate_stimulus
+from encoder.synthetic.stimuli import HELD_OUT_SCENES, TRAINING_SCENES, generate_stimulus
 
 CONFIG_ATTR = "synthetic_config"
 DRIVE_MEAN_ATTR = "synthetic_drive_mean"
@@ -67,7 +67,13 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
 
     say(f"generating {n_main} frames of {config.stimulus} stimulus")
     stimulus = generate_stimulus(
-        config.stimulus, n_main, *size, fr, _rng(config, _MAIN_STIM), config.checker_px
+        config.stimulus,
+        n_main,
+        *size,
+        fr,
+        _rng(config, _MAIN_STIM),
+        config.checker_px,
+        scenes=TRAINING_SCENES,
     )
     say("computing retina drive")
     drive = retina.drive(stimulus)
@@ -83,6 +89,7 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
         fr,
         _rng(config, _REPEAT_STIM),
         config.checker_px,
+        scenes=HELD_OUT_SCENES,  # novel scenes: the repeat figures measure generalisation
     )
     rep_rates = retina.respond(rep_stimulus)
 

@@ -99,3 +99,20 @@ def test_sta_command_writes_png_arrays_and_centres(
     report = json.loads((out / "sta.json").read_text())
     assert [c["id"] for c in report["cells"]] == list(rec.cells.ids)
     assert all(c["center_error_px"] <= 1.0 for c in report["cells"])
+
+
+def test_simulate_at_40_hz_natural_scenes_and_models_keep_their_durations(tmp_path: Path) -> None:
+    """`npe simulate --frame-rate 40` works, and a model built for that recording keeps the
+    CNN-LSTM's temporal stage (the 40 Hz failure of frame-counted hyper-parameters)."""
+    from encoder.models import build_model
+
+    out = tmp_path / "sim40.h5"
+    args = ["simulate", "--out", str(out), "--stimulus", "natural", "--duration-scale", "0.003"]
+    args += ["--size", "16", "--seed", "4", "--repeats", "2", "--repeat-seconds", "1"]
+    result = runner.invoke(app, [*args, "--frame-rate", "40"])
+    assert result.exit_code == 0, result.output
+    rec = read_recording(out)
+    assert rec.frame_rate_hz == 40.0
+    assert rec.repeats is not None and rec.repeats.stimulus.shape[0] == 40  # 1 s at 40 Hz
+    model = build_model("cnn-lstm", {"kernel1": 5, "kernel2": 3, "hidden": 4}, 2, (16, 16), 40.0)
+    assert model.window_frames == 10 and model.temporal1 > 1  # type: ignore[attr-defined,operator]

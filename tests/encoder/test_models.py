@@ -16,25 +16,48 @@ from encoder.models import MODEL_REGISTRY, ModelConfigError, RetinaModel, build_
 
 FRAME = (16, 16)
 WINDOW = 8
+RATE_HZ = 100.0
+WINDOW_MS = WINDOW * 1000.0 / RATE_HZ  # 80 ms = 8 frames at 100 Hz
 N_CELLS = 3
 WINDOW_TINY_DATA = 5  # window of test_models_data's 20 Hz recordings
 
 #: Tiny configs so every model runs on 16×16 frames in milliseconds.
 TINY: dict[str, dict[str, Any]] = {
-    "single-cnn": {"kernel1": 5, "kernel2": 3},
-    # lstm_steps 4 of an 8-frame window: layer 1 filters over the other 5 frames in time
-    "cnn-lstm": {"kernel1": 5, "kernel2": 3, "hidden": 8, "dropout": 0.0, "lstm_steps": 4},
-    "deep-retina": {"kernel1": 5, "kernel2": 3, "filters1": 4, "filters2": 4},
-    "fullyconv": {"kernel1": 5, "kernel2": 3, "filters1": 4, "filters2": 4, "n_types": 3},
-    "ln": {},
+    "single-cnn": {"window_ms": WINDOW_MS, "kernel1": 5, "kernel2": 3},
+    # LSTM over 40 ms = 4 of the 8 frames: layer 1 filters over the other 5 frames in time
+    "cnn-lstm": {
+        "window_ms": WINDOW_MS,
+        "kernel1": 5,
+        "kernel2": 3,
+        "hidden": 8,
+        "dropout": 0.0,
+        "lstm_ms": 40.0,
+    },
+    "deep-retina": {
+        "window_ms": WINDOW_MS,
+        "kernel1": 5,
+        "kernel2": 3,
+        "filters1": 4,
+        "filters2": 4,
+    },
+    "fullyconv": {
+        "window_ms": WINDOW_MS,
+        "kernel1": 5,
+        "kernel2": 3,
+        "filters1": 4,
+        "filters2": 4,
+        "n_types": 3,
+    },
+    "ln": {"window_ms": WINDOW_MS},
     "streaming": {
+        "window_ms": WINDOW_MS,
         "kernel1": 5,
         "kernel2": 3,
         "spatial1": 3,
         "channels1": 3,
         "spatial2": 3,
         "channels2": 3,
-        "temporal2": 3,
+        "temporal2_ms": 30.0,
         "n_types": 3,
     },
 }
@@ -42,7 +65,7 @@ TINY: dict[str, dict[str, Any]] = {
 
 def tiny_model(name: str, seed: int = 0) -> RetinaModel:
     torch.manual_seed(seed)
-    model = build_model(name, TINY[name], N_CELLS, FRAME, WINDOW)
+    model = build_model(name, TINY[name], N_CELLS, FRAME, RATE_HZ)
     if name == "ln":  # give the closed-form model non-trivial filters
         with torch.no_grad():
             model.filters.normal_()  # type: ignore[operator]
@@ -137,8 +160,8 @@ def test_streaming_step_maps_equal_forward_maps_on_other_frame_size() -> None:
 @pytest.mark.parametrize("lstm_steps", [4, WINDOW])
 def test_cnn_lstm_step_equals_forward_sequence(lstm_steps: int) -> None:
     torch.manual_seed(0)
-    config = {**TINY["cnn-lstm"], "lstm_steps": lstm_steps}
-    model = build_model("cnn-lstm", config, N_CELLS, FRAME, WINDOW).eval()
+    config = {**TINY["cnn-lstm"], "lstm_ms": lstm_steps * 1000.0 / RATE_HZ}
+    model = build_model("cnn-lstm", config, N_CELLS, FRAME, RATE_HZ).eval()
     x = torch.randn(2, WINDOW + 3, *FRAME)
     state = model.init_state(2)  # type: ignore[operator]
     outs = []
@@ -165,19 +188,19 @@ def test_cnn_lstm_step_equals_forward_sequence(lstm_steps: int) -> None:
     assert list(model.state_names()) == ["lstm_h", "lstm_c", "cache1"][: len(expected)]  # type: ignore[operator]
 
 
-def test_cnn_lstm_lstm_steps_sets_the_temporal_stage() -> None:
-    """Layer 1's temporal filter spans T − lstm_steps + 1 frames; lstm_steps ≥ T gives the
-    purely spatial layout; lstm_steps < 1 is refused by name."""
+def test_cnn_lstm_lstm_ms_sets_the_temporal_stage() -> None:
+    """Layer 1's temporal filter spans T − L + 1 frames (L = lstm_ms in frames); an LSTM
+    history ≥ the window gives the purely spatial layout; lstm_ms ≤ 0 is refused by name."""
     torch.manual_seed(0)
-    model = build_model("cnn-lstm", TINY["cnn-lstm"], N_CELLS, FRAME, WINDOW).eval()
+    model = build_model("cnn-lstm", TINY["cnn-lstm"], N_CELLS, FRAME, RATE_HZ).eval()
     assert model.temporal1 == WINDOW - 4 + 1  # type: ignore[attr-defined]
     assert model.time1 is not None  # type: ignore[attr-defined]
     spatial = build_model(
-        "cnn-lstm", {**TINY["cnn-lstm"], "lstm_steps": 99}, N_CELLS, FRAME, WINDOW
+        "cnn-lstm", {**TINY["cnn-lstm"], "lstm_ms": 990.0}, N_CELLS, FRAME, WINDOW
     )
     assert spatial.time1 is None  # type: ignore[attr-defined]
-    with pytest.raises(ModelConfigError, match="lstm_steps"):
-        build_model("cnn-lstm", {**TINY["cnn-lstm"], "lstm_steps": 0}, N_CELLS, FRAME, WINDOW)
+    with pytest.raises(ModelConfigError, match="lstm_ms"):
+        build_model("cnn-lstm", {**TINY["cnn-lstm"], "lstm_ms": 0}, N_CELLS, FRAME, RATE_HZ)
 
 
 def test_cnn_lstm_temporal_stage_starts_as_the_spatial_layout() -> None:
@@ -185,9 +208,9 @@ def test_cnn_lstm_temporal_stage_starts_as_the_spatial_layout() -> None:
     computes what the purely spatial layout with the same other weights computes (from
     random taps it did not learn white noise; cnn_lstm module docstring)."""
     torch.manual_seed(0)
-    temporal = build_model("cnn-lstm", TINY["cnn-lstm"], N_CELLS, FRAME, WINDOW).eval()
+    temporal = build_model("cnn-lstm", TINY["cnn-lstm"], N_CELLS, FRAME, RATE_HZ).eval()
     spatial = build_model(
-        "cnn-lstm", {**TINY["cnn-lstm"], "lstm_steps": WINDOW}, N_CELLS, FRAME, WINDOW
+        "cnn-lstm", {**TINY["cnn-lstm"], "lstm_ms": WINDOW_MS}, N_CELLS, FRAME, WINDOW
     ).eval()
     shared = {k: v for k, v in temporal.state_dict().items() if not k.startswith("time1.")}
     spatial.load_state_dict(shared)
@@ -239,11 +262,11 @@ def test_semantic_loss_is_lower_for_one_hot_selection() -> None:
 
 def test_build_model_refuses_bad_names_and_configs() -> None:
     with pytest.raises(ModelConfigError, match="unknown model 'nope'"):
-        build_model("nope", None, 1, FRAME, WINDOW)
+        build_model("nope", None, 1, FRAME, RATE_HZ)
     with pytest.raises(ModelConfigError, match="unknown config keys \\['hiden'\\]"):
-        build_model("cnn-lstm", {"hiden": 3}, 1, FRAME, WINDOW)
+        build_model("cnn-lstm", {"hiden": 3}, 1, FRAME, RATE_HZ)
     with pytest.raises(ModelConfigError, match="smaller than"):
-        build_model("single-cnn", None, 1, FRAME, WINDOW)  # 15 + 5 px kernels on 16 px frames
+        build_model("single-cnn", None, 1, FRAME, RATE_HZ)  # 15 + 5 px kernels on 16 px frames
 
 
 def test_npe_models_lists_every_model_with_parameter_count(tmp_path: Path) -> None:
@@ -255,7 +278,7 @@ def test_npe_models_lists_every_model_with_parameter_count(tmp_path: Path) -> No
     rows = {r["model"]: r for r in json.loads(out.read_text())["models"]}
     assert set(rows) == set(MODEL_REGISTRY)
     for name, row in rows.items():
-        expected = build_model(name, None, row["n_cells"], (32, 32), 25).n_parameters()
+        expected = build_model(name, None, row["n_cells"], (32, 32), 100.0).n_parameters()
         assert row["parameters"] == expected
         assert name in result.output
     # the population CNN-LSTM has the original's ~1.5M parameters at the default input
@@ -293,7 +316,8 @@ def test_cnn_lstm_learns_white_noise_with_a_large_learning_step(tmp_path: Path) 
     path = data.write_tiny(tmp_path / "white_noise.h5")  # 12×12 binary white noise, 3 cells
     config = TrainConfig(
         model="cnn-lstm",
-        model_config=TINY["cnn-lstm"],
+        # the data's 20 Hz: default 250 ms window = 5 frames, LSTM over 200 ms = 4 of them
+        model_config={**TINY["cnn-lstm"], "window_ms": 250.0, "lstm_ms": 200.0},
         lr=1e-2,
         batch_size=4,
         chunk_frames=16,
@@ -318,4 +342,4 @@ def test_frames_smaller_than_the_receptive_field_are_refused_by_name(name: str) 
     with pytest.raises(
         ModelConfigError, match=rf"{name}: frames of \[12, 40\] px .* receptive field"
     ):
-        build_model(name, None, n_cells=3, frame_shape=(12, 40), window_frames=25)
+        build_model(name, None, n_cells=3, frame_shape=(12, 40), frame_rate_hz=100.0)

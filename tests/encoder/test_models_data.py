@@ -83,7 +83,7 @@ TINY_STREAMING = {
     "channels1": 4,
     "spatial2": 4,
     "channels2": 4,
-    "temporal2": 2,
+    "temporal2_ms": 100.0,  # 2 frames at 20 Hz
     "n_types": 3,
     "noise_sigma": 0.0,
 }

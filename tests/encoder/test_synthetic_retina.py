@@ -224,3 +224,42 @@ def test_bad_configs_are_refused() -> None:
     with pytest.raises(SimulationConfigError, match="duration_scale"):
         SimulationConfig(duration_scale=-1.0)
     assert len(CELL_TYPES) == 5
+
+
+def test_repeat_clip_shows_only_scenes_held_out_of_training() -> None:
+    """The repeated clip's natural images never appear in the train/val/test movie, so the
+    repeat figures measure generalisation to novel scenes."""
+    from encoder.synthetic.stimuli import HELD_OUT_SCENES, TRAINING_SCENES, plan_fixations
+
+    assert HELD_OUT_SCENES and TRAINING_SCENES
+    assert not set(HELD_OUT_SCENES) & set(TRAINING_SCENES)
+    for pool in (HELD_OUT_SCENES, TRAINING_SCENES):
+        fixations = plan_fixations(20000, np.random.default_rng(0), 100.0, scenes=pool)
+        assert {image for _, _, image in fixations} == set(pool)  # all used, nothing else
+    with pytest.raises(ValueError, match="scenes"):
+        plan_fixations(10, np.random.default_rng(0), 100.0, scenes=(99,))
+    # the simulator draws its repeat clip from the held-out pool, its main movie from the rest
+    from encoder.synthetic.simulate import _REPEAT_STIM, _rng
+
+    cfg = replace(SMALL, stimulus="natural")
+    sim = simulate(cfg)
+    assert sim.recording.repeats is not None
+    again = generate_stimulus(
+        "natural",
+        cfg.repeat_frames,
+        cfg.height,
+        cfg.width,
+        cfg.frame_rate_hz,
+        _rng(cfg, _REPEAT_STIM),
+        scenes=HELD_OUT_SCENES,
+    )
+    np.testing.assert_array_equal(sim.recording.repeats.stimulus, again)
+    unrestricted = generate_stimulus(
+        "natural",
+        cfg.repeat_frames,
+        cfg.height,
+        cfg.width,
+        cfg.frame_rate_hz,
+        _rng(cfg, _REPEAT_STIM),
+    )
+    assert not np.array_equal(unrestricted, again)

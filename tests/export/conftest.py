@@ -28,14 +28,14 @@ CELL_TYPES = ("ON transient", "OFF sustained", "unknown")
 
 TINY_CONFIGS: dict[str, dict[str, Any]] = {
     "single-cnn": {"filters1": 2, "kernel1": 5, "filters2": 2, "kernel2": 3},
-    # lstm_steps 3 of 6 frames: layer 1's temporal stage (and its cache state) is exported
+    # LSTM over 30 ms = 3 of 6 frames: layer 1's temporal stage (and its cache) is exported
     "cnn-lstm": {
         "filters1": 2,
         "kernel1": 5,
         "filters2": 2,
         "kernel2": 3,
         "hidden": 8,
-        "lstm_steps": 3,
+        "lstm_ms": 30.0,
     },
     "deep-retina": {"filters1": 2, "kernel1": 5, "filters2": 2, "kernel2": 3},
     "fullyconv": {
@@ -54,7 +54,7 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
         "spatial2": 2,
         "kernel2": 3,
         "channels2": 2,
-        "temporal2": 3,
+        "temporal2_ms": 30.0,
         "n_types": 2,
         "type_labels": ["ON", "OFF"],
     },
@@ -63,7 +63,8 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
 
 def tiny_model(kind: str, seed: int = 0) -> Any:
     torch.manual_seed(seed)
-    return build_model(kind, TINY_CONFIGS.get(kind), N_CELLS, FRAME_SHAPE, WINDOW).eval()
+    config = {**TINY_CONFIGS.get(kind, {}), "window_ms": WINDOW * 1000.0 / RATE_HZ}
+    return build_model(kind, config, N_CELLS, FRAME_SHAPE, RATE_HZ).eval()
 
 
 def make_recording(
