@@ -313,6 +313,7 @@ class ImplantPipeline:
         self._max_active = np.array(float(implant.limits.max_active_electrodes))
         self._total_near = np.array(implant.limits.max_total_current_ua * _MARGIN * (1.0 - 1e-9))
         self._amp_flat = [slot[0].reshape(-1) for slot in self._slots]
+        self._scratch = _slot(n_arrays, width)
         #: Bins the implant kernel served / bins that went array by array.
         self.kernel_bins = 0
         self.general_bins = 0
@@ -374,7 +375,7 @@ class ImplantPipeline:
             p.last_events = []
         self.kernel_bins += 1
         if self._implant_limits_near(at):
-            self._limit_implant(frames)
+            self._limit_implant(frames, at)
         return frames
 
     def _implant_limits_near(self, at: int) -> bool:
@@ -390,29 +391,45 @@ class ImplantPipeline:
         np.greater(self._acc_last, self._total_near, out=self._flag)
         return bool(self._flag[0])
 
-    def _limit_implant(self, frames: tuple[StimulationFrame, ...]) -> None:
-        """Implant-wide caps, in place on the frames (they are this call's own frames)."""
+    def _limit_implant(self, frames: tuple[StimulationFrame, ...], at: int | None = None) -> None:
+        """Implant-wide caps, in place on the frames (they are this call's own frames).
+
+        Works on one [arrays, width] slot: the ring slot `at` the frames are views of, or a
+        scratch slot the frames are copied into and back from (general-path bins).
+        """
+        slot: tuple[np.ndarray, ...]
+        if at is None:
+            slot = self._scratch
+            for a, f in enumerate(frames):
+                n = f.n_electrodes
+                src = _fields(f)
+                for j in range(5):
+                    slot[j][a, :n] = src[j]
+                    slot[j][a, n:] = 0
+        else:
+            slot = self._slots[at]
+        if self._limit_slot(slot) and at is None:
+            for a, f in enumerate(frames):
+                n = f.n_electrodes
+                dst = _fields(f)
+                for j in range(5):
+                    dst[j][:] = slot[j][a, :n]
+
+    def _limit_slot(self, slot: tuple[np.ndarray, ...]) -> bool:
+        """The implant caps on one slot; True if anything changed."""
         lim = self.implant.limits
-        active = 0
-        total = 0.0
-        for f in frames:
-            live = (f.amplitude_ua > 0) & (f.n_pulses > 0)
-            active += int(np.count_nonzero(live))
-            total += float(np.sum(f.amplitude_ua, where=live, dtype=np.float64))
+        amp, pulses = slot[0].reshape(-1), slot[4].reshape(-1)
+        live = (amp > 0) & (pulses > 0)
+        active = int(np.count_nonzero(live))
+        a64 = np.where(live, amp, 0).astype(np.float64)
+        changed = False
         if active > lim.max_active_electrodes:
-            amps = np.concatenate(
-                [
-                    np.where((f.amplitude_ua > 0) & (f.n_pulses > 0), f.amplitude_ua, 0)
-                    for f in frames
-                ]
-            )
-            order = np.argsort(-amps.astype(np.float64), kind="stable")
-            drop = np.zeros(amps.shape[0], dtype=bool)
+            order = np.argsort(-a64, kind="stable")
+            drop = np.zeros(a64.shape[0], dtype=bool)
             drop[order[lim.max_active_electrodes :]] = True
-            at = 0
-            for f in frames:
-                _zero_where(f, drop[at : at + f.n_electrodes])
-                at += f.n_electrodes
+            _zero_fields(slot, drop)
+            a64[drop] = 0.0
+            changed = True
             self._event(
                 "implant_active_cap",
                 f"{active} electrodes active over the implant, the "
@@ -420,19 +437,19 @@ class ImplantPipeline:
                 active,
                 lim.max_active_electrodes,
             )
-            total = sum(float(np.sum(f.amplitude_ua, dtype=np.float64)) for f in frames)
+        total = float(a64.sum())
         if total > lim.max_total_current_ua * _MARGIN:
             scale = lim.max_total_current_ua * _MARGIN**2 / total
-            for f in frames:
-                a = f.amplitude_ua.astype(np.float64) * scale
-                np.copyto(f.amplitude_ua, a, casting="same_kind")
-                _zero_where(f, f.amplitude_ua < _MIN_DELIVERABLE_UA)
+            np.copyto(amp, amp.astype(np.float64) * scale, casting="same_kind")
+            _zero_fields(slot, amp < _MIN_DELIVERABLE_UA)
+            changed = True
             self._event(
                 "implant_total_current_cap",
                 "total current over the implant scaled down proportionally",
                 total,
                 lim.max_total_current_ua,
             )
+        return changed
 
     def _event(self, kind: str, detail: str, value: float, limit: float) -> None:
         ev = SafetyEvent(kind, detail, None, float(value), float(limit))
@@ -444,10 +461,15 @@ class ImplantPipeline:
         return tuple(p.zero(reason) for p in self._order)
 
 
-def _zero_where(frame: StimulationFrame, mask: np.ndarray) -> None:
-    for name in ("amplitude_ua", "phase_width_us", "interphase_gap_us", "pulse_rate_hz"):
-        getattr(frame, name)[mask] = 0.0
-    frame.n_pulses[mask] = 0
+def _fields(f: StimulationFrame) -> tuple[np.ndarray, ...]:
+    return (f.amplitude_ua, f.phase_width_us, f.interphase_gap_us, f.pulse_rate_hz, f.n_pulses)
+
+
+def _zero_fields(slot: tuple[np.ndarray, ...], mask_flat: np.ndarray) -> None:
+    """Turn off the electrodes of a slot where mask_flat [arrays·width] is True."""
+    mask = mask_flat.reshape(slot[0].shape)
+    for x in slot:
+        x[mask] = 0
 
 
 def check_implant(
