@@ -435,13 +435,16 @@ class MappingKernel:
         np.logical_or.accumulate(flat_mask, out=self._bacc)
         return bool(self._bacc_last)
 
-    def _row_cumsum_i(self, x_bool: NDArray[np.bool_], out: NDArray[np.int64]) -> None:
-        """out[a, i] = number of True in x[a, :i+1] (integers: exact from a flat sum)."""
+    def _row_cumsum_i(self, x_bool: NDArray[np.bool_]) -> None:
+        """self._i1[a, i] = number of True in x[a, :i+1] (integers: exact from a flat sum)."""
         np.copyto(self._i3, x_bool)
+        if self.n_arrays == 1:  # one row: the flat running sum is the row's
+            np.add.accumulate(self._i3_flat, out=self._i1_flat)
+            return
         np.add.accumulate(self._i3_flat, out=self._iacc_flat)
         self._iacc_ext.take(self._row_prev_end, out=self._row_base_i, mode="clip")
         self._row_base_i.take(self._row_of, out=self._row_base_full, mode="clip")
-        np.subtract(self._iacc, self._row_base_full, out=out)
+        np.subtract(self._iacc, self._row_base_full, out=self._i1)
 
     def _cap_active_and_total(self) -> None:
         """Per array: keep the k strongest drives (stable), then drop along that order past
@@ -458,19 +461,19 @@ class MappingKernel:
         gt, eq, sel = self._b1, self._b2, self._on
         np.greater(m, self._t, out=gt)
         np.equal(m, self._t, out=eq)
-        self._row_cumsum_i(gt, self._i1)
+        self._row_cumsum_i(gt)
         # rem[a] = k − (number above the threshold in row a); ties kept by index up to rem.
         self._i1.take(self._row_last, out=self._rem2, mode="clip")
         np.subtract(self._k_i, self._rem2, out=self._rem)
         self._rem.take(self._row_of, out=self._rem_full, mode="clip")
-        self._row_cumsum_i(eq, self._i1)
+        self._row_cumsum_i(eq)
         np.less_equal(self._i1, self._rem_full, out=self._live)
         np.logical_and(eq, self._live, out=eq)
         np.logical_or(gt, eq, out=gt)
         np.logical_and(sel, gt, out=sel)  # selected: on and among the row's k strongest
         # Slot of each selected electrode (its rank by index within its row); others → pad.
         pos, si = self._i1, self._sel_i
-        self._row_cumsum_i(sel, pos)
+        self._row_cumsum_i(sel)
         np.copyto(si, sel)
         np.subtract(pos, self._one_i, out=pos)
         np.add(pos, self._slot_base, out=pos)
