@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,8 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hardware.arrays import ArrayError, ElectrodeArray, Placement, load_array
 from hardware.calibration_file import PatientCalibration
+from hardware.kernel import KernelArray, MappingKernel
 from hardware.mapping import MappingConfig
-from hardware.pipeline import StimulationPipeline
+from hardware.pipeline import RING_FRAMES, StimulationPipeline, _slot
 from hardware.retinotopy import DEFAULT_MAP, WedgeDipoleMap
 from hardware.safety import _MARGIN, _MIN_DELIVERABLE_UA, SafetyEvent, SafetyLimits
 from hardware.types import RateField, StimulationFrame
@@ -272,44 +274,162 @@ class ImplantPipeline:
             for a in implant.arrays
         }
         self._order = list(self.pipelines.values())
+        self.mapping = self._order[0].mapping
+        self.limits = limits
         self.events: Counter[str] = Counter()
         self.last_events: list[SafetyEvent] = []
+        # One kernel for every array (built per rate-field geometry), writing into a ring of
+        # [arrays, width] slots; each slot's frames are made once, as views of its rows.
+        n_arrays = len(self._order)
+        width = max(p.array.n for p in self._order)
+        self._slots = [_slot(n_arrays, width) for _ in range(RING_FRAMES)]
+        self._ring = [
+            tuple(
+                StimulationFrame(
+                    0,
+                    0,
+                    p.array.electrode_ids,
+                    *(f[a, : p.array.n] for f in slot),  # type: ignore[arg-type]
+                )
+                for a, p in enumerate(self._order)
+            )
+            for slot in self._slots
+        ]
+        self._ring_at = 0
+        self.kernel: MappingKernel | None = None
+        self._kernel_key: tuple[bytes, bytes] | None = None
+        self._kernel_pos: object = None
+        self._kernel_pol: object = None
+        # Implant-wide check buffers (so that a bin within the implant limits allocates
+        # nothing here either).
+        size = n_arrays * width
+        self._amp64 = np.zeros(size)
+        self._live = np.zeros(size, dtype=bool)
+        self._live_f = np.zeros(size)
+        self._acc = np.zeros(size)
+        self._acc_last = self._acc[-1:]
+        self._flag = np.zeros(1, dtype=bool)
+        self._zero = np.array(0.0)
+        self._max_active = np.array(float(implant.limits.max_active_electrodes))
+        self._total_near = np.array(implant.limits.max_total_current_ua * _MARGIN * (1.0 - 1e-9))
+        self._amp_flat = [slot[0].reshape(-1) for slot in self._slots]
+        self._scratch = _slot(n_arrays, width)
+        #: Bins the implant kernel served / bins that went array by array.
+        self.kernel_bins = 0
+        self.general_bins = 0
+
+    def kernel_for(self, field: RateField) -> MappingKernel:
+        """The implant's kernel for `field`'s geometry (see `StimulationPipeline.kernel_for`)."""
+        if (
+            self.kernel is not None
+            and field.positions_deg is self._kernel_pos
+            and field.polarity is self._kernel_pol
+        ):
+            return self.kernel
+        pos = np.ascontiguousarray(field.positions_deg, dtype=np.float64)
+        pol = np.ascontiguousarray(field.polarity, dtype=np.int8)
+        key = (pos.tobytes(), pol.tobytes())
+        if self.kernel is None or key != self._kernel_key:
+            parts = [
+                KernelArray(p.sampler.weights(pos, pol), p.model, p.ceiling_ua, p.enforcer)
+                for p in self._order
+            ]
+            self.kernel = MappingKernel(parts, self.mapping, self.limits)
+            self.kernel.bind_ring(self._slots)
+            self._kernel_key = key
+        self._kernel_pos, self._kernel_pol = field.positions_deg, field.polarity
+        return self.kernel
 
     def warm_up(self, rate_field: RateField) -> None:
-        """Warm every array's kernel (see `StimulationPipeline.warm_up`)."""
+        """Warm the implant kernel and every array's general path (no frame, no event)."""
         for p in self._order:
             p.warm_up(rate_field)
+        self.kernel_for(rate_field).run(np.zeros(rate_field.n))
 
     def process(self, rate_field: RateField) -> tuple[StimulationFrame, ...]:
-        """One bin: one frame per array, in the implant's order. Never raises on bad values."""
-        frames = tuple(p.process(rate_field) for p in self._order)
+        """One bin: one frame per array, in the implant's order. Never raises on bad values.
+
+        Bins without a safety event go through the implant kernel into a ring slot (the
+        frames stay unchanged for RING_FRAMES - 1 further bins); the others array by array.
+        """
         self.last_events = []
-        self._limit_implant(frames)
+        at = self._ring_at
+        try:
+            kernel = self.kernel_for(rate_field)
+            kernel.use_slot(at)
+            ok = rate_field.rates_hz.shape == (kernel.n_entries,) and kernel.run(
+                rate_field.rates_hz
+            )
+        except Exception:  # the arrays' own pipelines report it on the general path
+            ok = False
+        if not ok:
+            self.general_bins += 1
+            frames = tuple(p.process(rate_field) for p in self._order)
+            self._limit_implant(frames)
+            return frames
+        frames = self._ring[at]
+        self._ring_at = (at + 1) % RING_FRAMES
+        ts = rate_field.timestamp_ns or time.monotonic_ns()
+        for f, p in zip(frames, self._order, strict=True):
+            f._restamp(p._next_sequence(), ts)
+            p.last_events = []
+        self.kernel_bins += 1
+        if self._implant_limits_near(at):
+            self._limit_implant(frames, at)
         return frames
 
-    def _limit_implant(self, frames: tuple[StimulationFrame, ...]) -> None:
-        """Implant-wide caps, in place on the frames (they are this call's own frames)."""
+    def _implant_limits_near(self, at: int) -> bool:
+        """Whether the implant-wide caps might bind (then `_limit_implant` decides exactly)."""
+        np.copyto(self._amp64, self._amp_flat[at])
+        np.greater(self._amp64, self._zero, out=self._live)
+        np.copyto(self._live_f, self._live)
+        np.add.accumulate(self._live_f, out=self._acc)
+        np.greater(self._acc_last, self._max_active, out=self._flag)
+        if self._flag[0]:
+            return True
+        np.add.accumulate(self._amp64, out=self._acc)
+        np.greater(self._acc_last, self._total_near, out=self._flag)
+        return bool(self._flag[0])
+
+    def _limit_implant(self, frames: tuple[StimulationFrame, ...], at: int | None = None) -> None:
+        """Implant-wide caps, in place on the frames (they are this call's own frames).
+
+        Works on one [arrays, width] slot: the ring slot `at` the frames are views of, or a
+        scratch slot the frames are copied into and back from (general-path bins).
+        """
+        slot: tuple[np.ndarray, ...]
+        if at is None:
+            slot = self._scratch
+            for a, f in enumerate(frames):
+                n = f.n_electrodes
+                src = _fields(f)
+                for j in range(5):
+                    slot[j][a, :n] = src[j]
+                    slot[j][a, n:] = 0
+        else:
+            slot = self._slots[at]
+        if self._limit_slot(slot) and at is None:
+            for a, f in enumerate(frames):
+                n = f.n_electrodes
+                dst = _fields(f)
+                for j in range(5):
+                    dst[j][:] = slot[j][a, :n]
+
+    def _limit_slot(self, slot: tuple[np.ndarray, ...]) -> bool:
+        """The implant caps on one slot; True if anything changed."""
         lim = self.implant.limits
-        active = 0
-        total = 0.0
-        for f in frames:
-            live = (f.amplitude_ua > 0) & (f.n_pulses > 0)
-            active += int(np.count_nonzero(live))
-            total += float(np.sum(f.amplitude_ua, where=live, dtype=np.float64))
+        amp, pulses = slot[0].reshape(-1), slot[4].reshape(-1)
+        live = (amp > 0) & (pulses > 0)
+        active = int(np.count_nonzero(live))
+        a64 = np.where(live, amp, 0).astype(np.float64)
+        changed = False
         if active > lim.max_active_electrodes:
-            amps = np.concatenate(
-                [
-                    np.where((f.amplitude_ua > 0) & (f.n_pulses > 0), f.amplitude_ua, 0)
-                    for f in frames
-                ]
-            )
-            order = np.argsort(-amps.astype(np.float64), kind="stable")
-            drop = np.zeros(amps.shape[0], dtype=bool)
+            order = np.argsort(-a64, kind="stable")
+            drop = np.zeros(a64.shape[0], dtype=bool)
             drop[order[lim.max_active_electrodes :]] = True
-            at = 0
-            for f in frames:
-                _zero_where(f, drop[at : at + f.n_electrodes])
-                at += f.n_electrodes
+            _zero_fields(slot, drop)
+            a64[drop] = 0.0
+            changed = True
             self._event(
                 "implant_active_cap",
                 f"{active} electrodes active over the implant, the "
@@ -317,19 +437,19 @@ class ImplantPipeline:
                 active,
                 lim.max_active_electrodes,
             )
-            total = sum(float(np.sum(f.amplitude_ua, dtype=np.float64)) for f in frames)
+        total = float(a64.sum())
         if total > lim.max_total_current_ua * _MARGIN:
             scale = lim.max_total_current_ua * _MARGIN**2 / total
-            for f in frames:
-                a = f.amplitude_ua.astype(np.float64) * scale
-                np.copyto(f.amplitude_ua, a, casting="same_kind")
-                _zero_where(f, f.amplitude_ua < _MIN_DELIVERABLE_UA)
+            np.copyto(amp, amp.astype(np.float64) * scale, casting="same_kind")
+            _zero_fields(slot, amp < _MIN_DELIVERABLE_UA)
+            changed = True
             self._event(
                 "implant_total_current_cap",
                 "total current over the implant scaled down proportionally",
                 total,
                 lim.max_total_current_ua,
             )
+        return changed
 
     def _event(self, kind: str, detail: str, value: float, limit: float) -> None:
         ev = SafetyEvent(kind, detail, None, float(value), float(limit))
@@ -341,10 +461,15 @@ class ImplantPipeline:
         return tuple(p.zero(reason) for p in self._order)
 
 
-def _zero_where(frame: StimulationFrame, mask: np.ndarray) -> None:
-    for name in ("amplitude_ua", "phase_width_us", "interphase_gap_us", "pulse_rate_hz"):
-        getattr(frame, name)[mask] = 0.0
-    frame.n_pulses[mask] = 0
+def _fields(f: StimulationFrame) -> tuple[np.ndarray, ...]:
+    return (f.amplitude_ua, f.phase_width_us, f.interphase_gap_us, f.pulse_rate_hz, f.n_pulses)
+
+
+def _zero_fields(slot: tuple[np.ndarray, ...], mask_flat: np.ndarray) -> None:
+    """Turn off the electrodes of a slot where mask_flat [arrays·width] is True."""
+    mask = mask_flat.reshape(slot[0].shape)
+    for x in slot:
+        x[mask] = 0
 
 
 def check_implant(

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from hardware.arrays import ElectrodeArray
 from hardware.calibration_file import PatientCalibration
 from hardware.errors import HardwareError
-from hardware.kernel import MappingKernel
+from hardware.kernel import KernelArray, MappingKernel
 from hardware.mapping import MappingConfig, RateSampler, electrode_model
 from hardware.retinotopy import DEFAULT_MAP, WedgeDipoleMap
 from hardware.safety import EnforcedBatch, SafetyEnforcer, SafetyEvent, SafetyLimits
@@ -110,8 +110,13 @@ class StimulationPipeline:
         #: Bins the kernel served / bins that went the general path (events, faults).
         self.kernel_bins = 0
         self.general_bins = 0
-        # The frames `process` returns: a ring, filled in place (no object per bin).
-        self._ring = [StimulationFrame.zeros(array.electrode_ids, 0, 0) for _ in range(RING_FRAMES)]
+        # The frames `process` returns: a ring of [1, n] slots the kernel writes into, each
+        # with a frame made once whose arrays are views of its slot (no object per bin).
+        self._slots = [_slot(1, array.n) for _ in range(RING_FRAMES)]
+        self._ring = [
+            StimulationFrame(0, 0, array.electrode_ids, *(f[0] for f in slot))
+            for slot in self._slots
+        ]
         self._ring_at = 0
         above = self.model.enabled & (self.model.max_comfortable_ua > self.ceiling_ua)
         if above.any():
@@ -174,9 +179,9 @@ class StimulationPipeline:
         key = (pos.tobytes(), pol.tobytes())
         if self.kernel is None or key != self._kernel_key:
             weights = self.sampler.weights(pos, pol)
-            self.kernel = MappingKernel(
-                weights, self.model, self.mapping, self.limits, self.ceiling_ua, self.enforcer
-            )
+            part = KernelArray(weights, self.model, self.ceiling_ua, self.enforcer)
+            self.kernel = MappingKernel([part], self.mapping, self.limits)
+            self.kernel.bind_ring(self._slots)
             self._kernel_key = key
         self._kernel_pos, self._kernel_pol = field.positions_deg, field.polarity
         return self.kernel
@@ -281,20 +286,16 @@ class StimulationPipeline:
         """
         try:
             kernel = self.kernel_for(rate_field)
+            kernel.use_slot(self._ring_at)
             if rate_field.rates_hz.shape == (kernel.n_entries,) and kernel.run(rate_field.rates_hz):
-                return self._fill_ring(kernel, rate_field.timestamp_ns)
+                return self._fill_ring(rate_field.timestamp_ns)
             return self.process_batch(rate_field, rate_field.rates_hz[None, :])[0]
         except Exception as exc:
             return self.zero(f"internal error: {exc!r}")
 
-    def _fill_ring(self, kernel: MappingKernel, timestamp_ns: int) -> StimulationFrame:
+    def _fill_ring(self, timestamp_ns: int) -> StimulationFrame:
         frame = self._ring[self._ring_at]
         self._ring_at = (self._ring_at + 1) % RING_FRAMES
-        np.copyto(frame.amplitude_ua, kernel.amplitude_ua)
-        np.copyto(frame.phase_width_us, kernel.phase_width_us)
-        np.copyto(frame.interphase_gap_us, kernel.interphase_gap_us)
-        np.copyto(frame.pulse_rate_hz, kernel.pulse_rate_hz)
-        np.copyto(frame.n_pulses, kernel.n_pulses)
         frame._restamp(self._next_sequence(), timestamp_ns or time.monotonic_ns())
         self.last_events = []
         self.kernel_bins += 1
@@ -309,11 +310,33 @@ class StimulationPipeline:
         )
 
 
-def _copy_fields(kernel: MappingKernel) -> tuple[NDArray[np.generic], ...]:
+def _copy_fields(kernel: MappingKernel, row: int = 0) -> tuple[NDArray[np.generic], ...]:
+    n = kernel.sizes[row]
     return (
-        kernel.amplitude_ua.copy(),
-        kernel.phase_width_us.copy(),
-        kernel.interphase_gap_us.copy(),
-        kernel.pulse_rate_hz.copy(),
-        kernel.n_pulses.copy(),
+        kernel.amplitude_ua[row, :n].copy(),
+        kernel.phase_width_us[row, :n].copy(),
+        kernel.interphase_gap_us[row, :n].copy(),
+        kernel.pulse_rate_hz[row, :n].copy(),
+        kernel.n_pulses[row, :n].copy(),
+    )
+
+
+Slot = tuple[
+    NDArray[np.float32],
+    NDArray[np.float32],
+    NDArray[np.float32],
+    NDArray[np.float32],
+    NDArray[np.uint16],
+]
+
+
+def _slot(rows: int, width: int) -> Slot:
+    """One ring slot: the five [rows, width] frame fields a kernel writes into."""
+    f = np.float32
+    return (
+        np.zeros((rows, width), f),
+        np.zeros((rows, width), f),
+        np.zeros((rows, width), f),
+        np.zeros((rows, width), f),
+        np.zeros((rows, width), np.uint16),
     )

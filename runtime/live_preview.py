@@ -104,7 +104,27 @@ class PreviewThread:
             if view.rates is not None:
                 np.copyto(self._rates, view.rates)
             self._has_rates = view.rates is not None
-            self._stim = view.stim
+            # A copy into a frame of our own: the pipeline refills its frames in a ring
+            # (hardware.pipeline.RING_FRAMES), so the loop's frame is not ours to keep.
+            src = view.stim
+            mine = self._stim
+            fields = ("amplitude_ua", "phase_width_us", "interphase_gap_us", "pulse_rate_hz")
+            if mine is None or mine.electrode_ids != src.electrode_ids:
+                self._stim = StimulationFrame(
+                    src.sequence,
+                    src.timestamp_ns,
+                    src.electrode_ids,
+                    src.amplitude_ua.copy(),
+                    src.phase_width_us.copy(),
+                    src.interphase_gap_us.copy(),
+                    src.pulse_rate_hz.copy(),
+                    src.n_pulses.copy(),
+                )
+            else:
+                for f in fields:
+                    np.copyto(getattr(mine, f), getattr(src, f))
+                np.copyto(mine.n_pulses, src.n_pulses)
+                mine._restamp(src.sequence, src.timestamp_ns)
             self._new = True
 
     def start(self) -> None:

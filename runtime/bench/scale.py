@@ -155,17 +155,21 @@ def measure_cell(
     fields = [RateField(rates[i], positions, polarity) for i in range(m)]
     single = len(implant.arrays) == 1
     pipes: list[StimulationPipeline]
+    counted: list[StimulationPipeline] | list[ImplantPipeline]
     if single:
         one = StimulationPipeline(implant.arrays[0].array, None, limits)
         pipes = [one]
+        counted = [one]
         step: Callable[[int], object] = lambda b: one.process(fields[b % m])  # noqa: E731
     else:
         imp = ImplantPipeline(implant, limits)
         pipes = list(imp.pipelines.values())
+        counted = [imp]
         step = lambda b: imp.process(fields[b % m])  # noqa: E731
     kernel_ns = _time(step, bins, warmup)
-    served = sum(p.kernel_bins for p in pipes)
-    general = sum(p.general_bins for p in pipes)
+    served = sum(p.kernel_bins for p in counted)
+    general = sum(p.general_bins for p in counted)
+    nnz = sum(p.kernel.weight_nnz for p in counted if p.kernel is not None)
 
     def general_step(b: int) -> None:
         f = fields[b % m]
@@ -191,7 +195,7 @@ def measure_cell(
         kernel_share=served / max(1, served + general),
         alloc_net_blocks_per_bin=net,
         alloc_peak_bytes_per_bin=peak,
-        weight_nnz=sum(p.kernel.weight_nnz for p in pipes if p.kernel is not None),
+        weight_nnz=nnz,
     )
 
 

@@ -148,3 +148,48 @@ def test_calibration_for_an_unknown_array_is_refused():
     imp = load_implant("utah16x64")
     with pytest.raises(ImplantError, match="not in the implant"):
         ImplantPipeline(imp, SafetyLimits(), calibrations={"nowhere": None})  # type: ignore[dict-item]
+
+
+def test_implant_kernel_equals_each_arrays_general_path_bit_for_bit():
+    """The fused kernel over 16 arrays (some calibrated) gives, array by array, exactly the
+    general path's fields; bins it declines carry an event or a bad rate."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "_kernel_tests", Path(__file__).with_name("test_kernel.py")
+    )
+    assert spec is not None and spec.loader is not None
+    kt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kt)
+    FIELDS, _calibration = kt.FIELDS, kt._calibration
+
+    full = load_implant("utah16x64")
+    imp = type(full)(
+        full.name, full.arrays, ImplantLimits(max_active_electrodes=4096, max_total_current_ua=1e6)
+    )
+    rng = np.random.default_rng(3)
+    cals = {a.label: _calibration(a.array, rng) for a in imp.arrays[::3]}
+    limits = SafetyLimits(max_total_current_ua=700.0)
+    pipe = ImplantPipeline(imp, limits, calibrations=cals)
+    ref = [StimulationPipeline(a.array, cals.get(a.label), limits) for a in imp.arrays]
+    pos, pol, rng = full_field(n=4096, seed=4)
+    served = 0
+    for k in range(30):
+        rates = rng.gamma(1.0, float(10 ** rng.uniform(0.5, 2.5)), len(pos)).astype(np.float32)
+        if k % 7 == 3:
+            rates[rng.integers(0, len(rates))] = np.inf
+        field = RateField(rates, pos, pol)
+        before = pipe.kernel_bins
+        frames = pipe.process(field)
+        want = [r._reference(r.currents(rates[None].astype(np.float64), field)) for r in ref]
+        if pipe.kernel_bins > before:
+            served += 1
+            for f, (fields, events) in zip(frames, want, strict=True):
+                assert events[0] == []
+                for name, w in zip(FIELDS, fields, strict=True):
+                    np.testing.assert_array_equal(getattr(f, name), w[0], err_msg=name)
+        else:
+            assert any(ev[0] for _, ev in want) or not np.isfinite(rates).all()
+        assert check_implant(frames, imp, limits) == []
+    assert served >= 10
