@@ -284,6 +284,12 @@ def bench_command(
         help="With --realtime: run an empty loop on each core beside it and say which late "
         "bins the machine caused (each witness uses ~1.3% of its core, measured).",
     ),
+    scale: bool = typer.Option(
+        False,
+        help="Instead: the scaling table of mapping + safety for {96, 384, 1,024} electrodes × "
+        "{2,048, 8,192, 32,768} rates beside the model step (scale.json).",
+    ),
+    scale_bins: int = typer.Option(1000, min=10, help="With --scale: timed bins per cell."),
 ) -> None:
     """Latency benchmark: inference alone, end to end, FLOPs vs matmul peak; table, JSON, PNG."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -299,6 +305,9 @@ def bench_command(
     out_dir = (
         out if out is not None else Path("npe-bench") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     )
+    if scale:
+        _bench_scale(ctx, bundle, out_dir, scale_bins)
+        return
     try:
         spec = load_model_spec(bundle)
         scheduling = set_rt_priority(rt_priority) if rt_priority else "normal scheduling"
@@ -331,6 +340,24 @@ def bench_command(
     write_effective_config(out_dir, ctx)
     print_bench(report)
     console.print(f"JSON: {out_dir / 'bench.json'} · histogram: {out_dir / 'latency_hist.png'}")
+
+
+def _bench_scale(ctx: typer.Context, bundle: Path | None, out_dir: Path, bins: int) -> None:
+    """`npe bench --scale`: the mapping + safety scaling table, printed and written as JSON."""
+    from runtime.bench.scale import print_scale, run_scale
+
+    try:
+        with console.status("measuring") as status:
+            report = run_scale(
+                bundle=bundle, bins=bins, progress=lambda s: status.update(f"measuring {s}")
+            )
+    except _expected_errors() as exc:
+        raise fail(str(exc)) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "scale.json").write_text(report.model_dump_json(indent=1), encoding="utf-8")
+    write_effective_config(out_dir, ctx)
+    print_scale(console, report)
+    console.print(f"JSON: {out_dir / 'scale.json'}")
 
 
 def print_bench(report: dict[str, Any]) -> None:

@@ -16,9 +16,8 @@ import platform
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
-from runtime.bench.scale import ELECTRODES, RATES, run_scale
+from runtime.bench.scale import ELECTRODES, RATES, print_scale, run_scale
 
 
 def main() -> None:
@@ -36,45 +35,7 @@ def main() -> None:
             with_model=not args.no_model,
             progress=lambda s: status.update(f"measuring {s}"),
         )
-    t = Table(title="mapping + safety per bin (ms)")
-    for col in (
-        "electrodes",
-        "arrays",
-        "rates",
-        "geometry",
-        "p50",
-        "p99",
-        "general p50",
-        "speed-up",
-        "kernel bins",
-        "alloc blocks/bin",
-        "peak B/bin",
-    ):
-        t.add_column(col, justify="right")
-    for c in report.cells:
-        t.add_row(
-            str(c.electrodes),
-            str(c.arrays),
-            str(c.rates),
-            c.geometry,
-            f"{c.p50_ms:.4f}",
-            f"{c.p99_ms:.4f}",
-            f"{c.general_p50_ms:.4f}",
-            f"{c.speedup_p50:.1f}×",
-            f"{c.kernel_share:.0%}",
-            f"{c.alloc_net_blocks_per_bin:.3f}",
-            str(c.alloc_peak_bytes_per_bin),
-        )
-    con.print(t)
-    if report.model_step_p50_ms is not None:
-        con.print(
-            f"model step (ORT, shipped bundle) p50 {report.model_step_p50_ms:.4f} ms, "
-            f"p99 {report.model_step_p99_ms:.4f} ms"
-        )
-    for k, v in report.ratios.items():
-        con.print(f"  {k}: {v:.3f}")
-    for k, ok in report.targets.items():
-        con.print(f"  target {k}: {'met' if ok else 'NOT met'}")
+    print_scale(con, report)
     doc = report.model_dump()
     doc["machine"] = {
         "platform": platform.platform(),

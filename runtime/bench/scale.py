@@ -24,6 +24,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -303,3 +304,32 @@ def run_scale(
         targets=targets,
         notes=notes,
     )
+
+
+def print_scale(console: Any, report: ScaleReport) -> None:
+    """The scaling table, the model step, the ratios and which targets are met (rich)."""
+    from rich.table import Table
+
+    t = Table(title="mapping + safety per bin (ms)")
+    for col in (
+        "electrodes", "arrays", "rates", "geometry", "p50", "p99", "general p50", "speed-up",
+        "kernel bins", "alloc blocks/bin", "peak B/bin",
+    ):  # fmt: skip
+        t.add_column(col, justify="right")
+    for c in report.cells:
+        t.add_row(
+            str(c.electrodes), str(c.arrays), str(c.rates), c.geometry, f"{c.p50_ms:.4f}",
+            f"{c.p99_ms:.4f}", f"{c.general_p50_ms:.4f}", f"{c.speedup_p50:.1f}×",
+            f"{c.kernel_share:.0%}", f"{c.alloc_net_blocks_per_bin:.3f}",
+            str(c.alloc_peak_bytes_per_bin),
+        )  # fmt: skip
+    console.print(t)
+    if report.model_step_p50_ms is not None:
+        console.print(
+            f"model step (ORT, shipped bundle) p50 {report.model_step_p50_ms:.4f} ms, "
+            f"p99 {report.model_step_p99_ms:.4f} ms"
+        )
+    for k, v in report.ratios.items():
+        console.print(f"  {k}: {v:.3f}")
+    for k, ok in report.targets.items():
+        console.print(f"  target {k}: {'met' if ok else 'NOT met'}")

@@ -36,3 +36,26 @@ def test_run_scale_small_table_with_the_model_step():
     assert [c.geometry for c in report.cells] == ["shipped bundle", "grid ±10°"]
     assert "shipped utah96 / model step (p50)" in report.ratios
     assert any(k.startswith("utah96 ≤ 0.3") for k in report.targets)
+
+
+def test_npe_bench_scale_prints_the_table_and_writes_json(tmp_path):
+    """`npe bench --scale`: every electrodes × rates cell and the shipped-bundle row, with the
+    ratios to the model step measured in the same run, and whether each target is met."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from npe_cli import app
+
+    out = tmp_path / "scale"
+    res = CliRunner().invoke(app, ["bench", "--scale", "--scale-bins", "10", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((out / "scale.json").read_text())
+    cells = {
+        (c["electrodes"], c["rates"]) for c in doc["cells"] if c["geometry"] != "shipped bundle"
+    }
+    assert cells == {(e, r) for e in (96, 384, 1024) for r in (2048, 8192, 32768)}
+    assert doc["model_step_p50_ms"] > 0
+    assert any("model step" in k for k in doc["ratios"])
+    assert "mapping + safety per bin" in res.output and "target" in res.output
+    assert (out / "npe-config.toml").exists()

@@ -5,12 +5,12 @@ otherwise change under it."""
 from __future__ import annotations
 
 import numpy as np
-from runtime.live_preview import PreviewThread
 
 from hardware.arrays import load_array
 from hardware.pipeline import RING_FRAMES, StimulationPipeline
 from hardware.safety import SafetyLimits
 from hardware.types import RateField
+from runtime.live_preview import PreviewThread
 from runtime.loop import BinView
 from runtime.spec import ModelSpec
 
