@@ -146,7 +146,9 @@ def deploy_keygen(
 def deploy_build(
     bundle: Path = typer.Option(..., "--bundle", help="bundle directory"),
     array: str = typer.Option("utah96", "--array", help="electrode array name or file"),
-    limits: Path | None = typer.Option(None, "--limits", help="safety limits file (default: built-in)"),
+    limits: Path | None = typer.Option(
+        None, "--limits", help="safety limits file (default: built-in)"
+    ),
     calibration: Path | None = typer.Option(None, "--calibration", help="patient calibration file"),
     key: Path = typer.Option(..., "--key", help="Ed25519 private key (.key from keygen)"),
     out: Path = typer.Option(..., "--out", help="package file to write (.npepkg)"),
@@ -187,7 +189,9 @@ def deploy_build(
 def deploy_verify(
     package: Path = typer.Argument(..., help="package file"),
     keys: Path | None = typer.Option(
-        None, "--keys", help="trusted key directory (default: $NPE_TRUSTED_KEYS or ~/.config/npe/trusted_keys)"
+        None,
+        "--keys",
+        help="trusted key directory (default: $NPE_TRUSTED_KEYS or ~/.config/npe/trusted_keys)",
     ),
 ) -> None:
     """Verify signature, key trust and revocation, and every member, then load the contents."""

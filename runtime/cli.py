@@ -134,8 +134,9 @@ def run_command(
         "then its bundle, array, calibration, limits and run settings replace those flags.",
     ),
     trusted_keys: Path | None = typer.Option(
-        None, help="Trusted public keys for --package (default: $NPE_TRUSTED_KEYS or "
-        "~/.config/npe/trusted_keys)."
+        None,
+        help="Trusted public keys for --package (default: $NPE_TRUSTED_KEYS or "
+        "~/.config/npe/trusted_keys).",
     ),
     dev_unsigned: bool = typer.Option(
         False,

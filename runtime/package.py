@@ -72,7 +72,7 @@ class RunConfig(_Strict):
 
     form: str | None = None
     precision: str = "fp32"
-    camera_fov_deg: float = Field(60.0, gt=0.0, le=180.0)
+    camera_fov_deg: float = Field(default=60.0, gt=0.0, le=180.0)
 
 
 class PackageManifest(_Strict):
@@ -319,7 +319,9 @@ def verify_package(path: Path, keys_dir: Path | None = None) -> VerifiedPackage:
     try:
         sig = Signature.model_validate_json(contents[SIGNATURE_NAME])
     except ValidationError as exc:
-        raise PackageError(f"{path}: malformed {SIGNATURE_NAME} ({exc.errors()[0]['msg']})") from None
+        raise PackageError(
+            f"{path}: malformed {SIGNATURE_NAME} ({exc.errors()[0]['msg']})"
+        ) from None
     trusted = trusted_public_keys(keys_dir)
     if sig.key_id in revoked_ids(keys_dir):
         raise PackageError(f"{path}: signed by revoked key {sig.key_id}; refused")

@@ -76,7 +76,7 @@ def test_tampered_member_is_refused_naming_it(
     data[10] ^= 1
     bad = tmp_path / "bad.npepkg"
     _rewrite(pkg, bad, {"limits.json": bytes(data)})
-    with pytest.raises(PackageError, match="'limits.json' was altered"):
+    with pytest.raises(PackageError, match=r"'limits\.json' was altered"):
         verify_package(bad, trusted)
 
 
@@ -191,8 +191,18 @@ def test_npe_run_package_end_to_end(signed: tuple[Path, Path, str], tmp_path: Pa
     pkg, trusted, kid = signed
     log = tmp_path / "run" / "audit.log"
     proc = _npe(
-        "run", "--package", str(pkg), "--trusted-keys", str(trusted), "--duration", "1",
-        "--source", "synthetic:bar", "--log", str(log), cwd=tmp_path,
+        "run",
+        "--package",
+        str(pkg),
+        "--trusted-keys",
+        str(trusted),
+        "--duration",
+        "1",
+        "--source",
+        "synthetic:bar",
+        "--log",
+        str(log),
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = inspect_log(log)
@@ -211,8 +221,20 @@ def test_npe_run_refuses_a_revoked_package_and_stimulates_nothing(
     (keys / f"{kid}.pub").write_bytes((trusted / f"{kid}.pub").read_bytes())
     assert _npe("deploy", "revoke", kid, "--keys", str(keys), cwd=tmp_path).returncode == 0
     log = tmp_path / "run" / "audit.log"
-    proc = _npe("run", "--package", str(pkg), "--trusted-keys", str(keys), "--duration", "1",
-                "--source", "synthetic:bar", "--log", str(log), cwd=tmp_path)
+    proc = _npe(
+        "run",
+        "--package",
+        str(pkg),
+        "--trusted-keys",
+        str(keys),
+        "--duration",
+        "1",
+        "--source",
+        "synthetic:bar",
+        "--log",
+        str(log),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert "revoked key" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not log.exists()  # no chain was opened, nothing was sent
