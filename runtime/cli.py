@@ -172,6 +172,8 @@ def run_command(
     if package is not None:
         if dev_unsigned:
             raise _fail("--package and --dev-unsigned exclude each other")
+        if bundle is not None or calibration is not None or limits is not None:
+            raise _fail("--package fixes the bundle, calibration and limits; drop those flags")
         from runtime.package import extract_package
 
         try:

@@ -249,3 +249,30 @@ def test_prosthesis_mode_refuses_unsigned_and_dev_flag_is_audited(tmp_path: Path
     proc = _npe(*args, "--dev-unsigned", cwd=tmp_path, NPE_PROSTHESIS_MODE="1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert inspect_log(log).events_by_kind.get(EVENT_DEV_UNSIGNED) == 1
+
+
+def test_npe_run_package_refuses_flags_it_fixes(
+    signed: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    pkg, trusted, _ = signed
+    proc = _npe(
+        "run",
+        "--package",
+        str(pkg),
+        "--trusted-keys",
+        str(trusted),
+        "--bundle",
+        str(default_bundle_path()),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2 and "--package fixes" in proc.stderr
+
+
+def test_deploy_verify_cli_refuses_unsigned(signed: tuple[Path, Path, str], tmp_path: Path) -> None:
+    pkg, trusted, _ = signed
+    bad = tmp_path / "unsigned.npepkg"
+    _rewrite(pkg, bad, {"package.sig": None})
+    proc = _npe("deploy", "verify", str(bad), "--keys", str(trusted), cwd=tmp_path)
+    assert proc.returncode == 2 and "unsigned package" in proc.stderr
+    ok = _npe("deploy", "verify", str(pkg), "--keys", str(trusted), cwd=tmp_path)
+    assert ok.returncode == 0 and "OK" in ok.stdout
