@@ -389,7 +389,14 @@ def validate_contents(root: Path) -> ExtractedPackage:
     lim = SafetyLimits.load(root / "limits.json")
     cal_path = root / "calibration.json"
     cal = load_calibration(cal_path) if cal_path.exists() else None
-    StimulationPipeline(arr, cal, lim)  # refuses a calibration that does not fit the array
+    if cal is not None:
+        unknown = sorted(set(cal.by_id()) - set(arr.electrode_ids))
+        if arr.name not in cal.arrays or unknown:
+            raise PackageError(
+                f"calibration.json does not fit array {arr.name!r} (calibration arrays "
+                f"{list(cal.arrays)}, unknown electrodes {unknown[:5]})"
+            )
+    StimulationPipeline(arr, cal, lim)  # refuses limits the mapping cannot meet
     try:
         run = RunConfig.model_validate_json((root / "run.json").read_bytes())
     except ValidationError as exc:

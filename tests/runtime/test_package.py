@@ -276,3 +276,44 @@ def test_deploy_verify_cli_refuses_unsigned(signed: tuple[Path, Path, str], tmp_
     assert proc.returncode == 2 and "unsigned package" in proc.stderr
     ok = _npe("deploy", "verify", str(pkg), "--keys", str(trusted), cwd=tmp_path)
     assert ok.returncode == 0 and "OK" in ok.stdout
+
+
+def _calibration(path: Path, array_name: str, electrode_id: str) -> Path:
+    from hardware.calibration_file import (
+        ElectrodeCalibration,
+        PatientCalibration,
+        save_calibration,
+    )
+
+    cal = PatientCalibration(
+        version=1,
+        patient_id="p",
+        arrays=(array_name,),
+        electrodes=(
+            ElectrodeCalibration(
+                electrode_id=electrode_id,
+                threshold_ua=30,
+                max_comfortable_ua=60,
+                phosphene_deg=(0.0, 0.0),
+            ),
+        ),
+    )
+    return save_calibration(cal, path)
+
+
+def test_calibration_is_packaged_and_checked_against_the_array(tmp_path: Path) -> None:
+    from hardware.arrays import load_array
+
+    utah = load_array("utah96")
+    keys = tmp_path / "k"
+    kid = generate_keypair(keys)
+    good = _calibration(tmp_path / "good.json", utah.name, utah.electrode_ids[0])
+    out = tmp_path / "p.npepkg"
+    build_package(default_bundle_path(), "utah96", None, good, keys / f"{kid}.key", out)
+    ext = extract_package(out, keys)
+    assert ext.calibration is not None and ext.calibration.read_bytes() == good.read_bytes()
+    bad = _calibration(tmp_path / "bad.json", utah.name, "no-such-electrode")
+    out2 = tmp_path / "p2.npepkg"
+    with pytest.raises(PackageError, match="does not fit array"):
+        build_package(default_bundle_path(), "utah96", None, bad, keys / f"{kid}.key", out2)
+    assert not out2.exists()
