@@ -114,3 +114,102 @@ def inspect_command(
     from export.inspect_view import manifest_tables
 
     console.print(manifest_tables(bundle))
+
+
+deploy_app = typer.Typer(
+    no_args_is_help=True, help="Signed deployment packages: keygen, build, verify, revoke."
+)
+app.add_typer(deploy_app, name="deploy")
+
+
+@deploy_app.command("keygen")
+def deploy_keygen(
+    out: Path = typer.Option(..., "--out", help="directory for <key_id>.key and <key_id>.pub"),
+) -> None:
+    """Make an Ed25519 signing key pair (private key mode 0600; copy the .pub to trusted keys)."""
+    from runtime.package import PackageError, generate_keypair
+
+    try:
+        kid = generate_keypair(out)
+    except PackageError as exc:
+        raise fail(str(exc), 2) from None
+    typer.echo(f"key {kid}: {out / (kid + '.key')} (secret), {out / (kid + '.pub')} (public)")
+
+
+@deploy_app.command("build")
+def deploy_build(
+    bundle: Path = typer.Option(..., "--bundle", help="bundle directory"),
+    array: str = typer.Option("utah96", "--array", help="electrode array name or file"),
+    limits: Path | None = typer.Option(
+        None, "--limits", help="safety limits file (default: built-in)"
+    ),
+    calibration: Path | None = typer.Option(None, "--calibration", help="patient calibration file"),
+    key: Path = typer.Option(..., "--key", help="Ed25519 private key (.key from keygen)"),
+    out: Path = typer.Option(..., "--out", help="package file to write (.npepkg)"),
+    form: str | None = typer.Option(None, help="step | window for the run (default: step)"),
+    precision: str = typer.Option("fp32", help="fp32 | int8 for the run"),
+    camera_fov_deg: float = typer.Option(60.0, help="camera field of view for the run"),
+) -> None:
+    """Check every part with the runtime's loaders, sign, and write one package archive."""
+    from pydantic import ValidationError
+
+    from export.deploy import build_package
+    from hardware.arrays import ArrayError
+    from hardware.calibration_file import CalibrationError
+    from hardware.pipeline import PipelineConfigError
+    from hardware.safety import SafetyConfigError
+    from runtime.bundle import BundleError
+    from runtime.package import RunConfig
+
+    try:
+        run = RunConfig(form=form, precision=precision, camera_fov_deg=camera_fov_deg)
+        manifest = build_package(bundle, array, limits, calibration, key, out, run)
+    except ValidationError as exc:
+        raise fail(f"run configuration refused: {exc.errors()[0]['msg']}", 2) from None
+    except (
+        BundleError,
+        ArrayError,
+        CalibrationError,
+        PipelineConfigError,
+        SafetyConfigError,
+        ValueError,
+    ) as exc:
+        raise fail(str(exc), 2) from None
+    typer.echo(f"package written to {out} ({len(manifest.members)} members, signed)")
+
+
+@deploy_app.command("verify")
+def deploy_verify(
+    package: Path = typer.Argument(..., help="package file"),
+    keys: Path | None = typer.Option(
+        None,
+        "--keys",
+        help="trusted key directory (default: $NPE_TRUSTED_KEYS or ~/.config/npe/trusted_keys)",
+    ),
+) -> None:
+    """Verify signature, key trust and revocation, and every member, then load the contents."""
+    import shutil
+
+    from runtime.package import extract_package
+
+    try:
+        ext = extract_package(package, keys)
+    except ValueError as exc:
+        raise fail(f"package refused: {exc}", 2) from None
+    shutil.rmtree(ext.root, ignore_errors=True)
+    typer.echo(f"{package}: OK, signed by {ext.key_id}, manifest sha256 {ext.sha256[:16]}")
+
+
+@deploy_app.command("revoke")
+def deploy_revoke(
+    key_id: str = typer.Argument(..., help="key id (16 hex digits) to revoke"),
+    keys: Path = typer.Option(..., "--keys", help="trusted key directory holding revoked.json"),
+) -> None:
+    """Add a key id to the directory's revocation list; packages it signed are then refused."""
+    from runtime.package import PackageError, revoke_key
+
+    try:
+        path = revoke_key(key_id, keys)
+    except PackageError as exc:
+        raise fail(str(exc), 2) from None
+    typer.echo(f"key {key_id} revoked in {path}")

@@ -65,6 +65,11 @@ ENTRY = np.dtype(
 MAX_PAYLOAD = 1 << 22
 TYPE_SESSION, TYPE_FRAME, TYPE_EVENT = 1, 2, 3
 TYPE_NAMES = {TYPE_SESSION: "session", TYPE_FRAME: "frame", TYPE_EVENT: "event"}
+#: Event kind: a run used a signed deployment package (detail: path, key id, manifest sha256).
+EVENT_PACKAGE_VERIFIED = "package_verified"
+#: Event kind: a run used unsigned inputs under `npe run --dev-unsigned` (a development run;
+#: a prosthesis computer refuses unsigned input without it).
+EVENT_DEV_UNSIGNED = "dev_unsigned"
 
 
 class AuditError(HardwareError, OSError):

@@ -101,6 +101,22 @@ def run_command(
         help="Busy-wait the last N µs before each bin instead of sleeping (keeps the core "
         "awake; costs that share of one core; see README, latency).",
     ),
+    package: Path | None = typer.Option(
+        None,
+        help="Signed deployment package (npe deploy build): verified against --trusted-keys, "
+        "then its bundle, array, calibration, limits and run settings replace those flags.",
+    ),
+    trusted_keys: Path | None = typer.Option(
+        None,
+        help="Trusted public keys for --package (default: $NPE_TRUSTED_KEYS or "
+        "~/.config/npe/trusted_keys).",
+    ),
+    dev_unsigned: bool = typer.Option(
+        False,
+        "--dev-unsigned",
+        help="Development run from unsigned inputs; needed in prosthesis mode "
+        "($NPE_PROSTHESIS_MODE=1), and logged in the audit log.",
+    ),
 ) -> None:
     """Stream frames through the model to the stimulator, live (Ctrl-C stops safely)."""
     from rich.live import Live
@@ -117,6 +133,36 @@ def run_command(
 
     expected = _expected_errors()
     tune_interpreter()
+    from runtime.package import prosthesis_mode
+
+    unpacked = None
+    if package is not None:
+        if dev_unsigned:
+            raise fail("--package and --dev-unsigned exclude each other")
+        if bundle is not None or calibration is not None or limits is not None:
+            raise fail("--package fixes the bundle, calibration and limits; drop those flags")
+        from runtime.package import extract_package
+
+        try:
+            unpacked = extract_package(package, trusted_keys)
+        except expected as exc:
+            raise fail(f"package refused: {exc}") from None
+        import atexit
+        import shutil
+
+        # The simulated stimulator process reads the array file after start: keep the
+        # private copy for the whole run, remove it when npe exits.
+        atexit.register(shutil.rmtree, unpacked.root, True)
+        bundle, calibration, limits = unpacked.bundle, unpacked.calibration, unpacked.limits
+        array = str(unpacked.array)
+        form = FormChoice(unpacked.run.form) if unpacked.run.form else None
+        precision = Precision(unpacked.run.precision)
+        camera_fov_deg = unpacked.run.camera_fov_deg
+    elif prosthesis_mode() and not dev_unsigned:
+        raise fail(
+            "prosthesis mode: refusing unsigned input; give --package P (signed), or "
+            "--dev-unsigned for a development run"
+        )
     run_dir = log.parent if log is not None else default_run_dir()
     log_path = log if log is not None else run_dir / "audit.log"
     summary_path = summary_json if summary_json is not None else log_path.with_name("summary.json")
@@ -145,6 +191,19 @@ def run_command(
         )
     except expected as exc:
         raise fail(str(exc)) from None
+    from hardware.audit import EVENT_DEV_UNSIGNED, EVENT_PACKAGE_VERIFIED
+
+    if unpacked is not None:
+        chain.audit.event(
+            EVENT_PACKAGE_VERIFIED,
+            f"{package}: key {unpacked.key_id}, manifest sha256 {unpacked.sha256}",
+        )
+    elif dev_unsigned:
+        chain.audit.event(
+            EVENT_DEV_UNSIGNED,
+            f"unsigned inputs (bundle {bundle or 'default'}, array {array}, calibration "
+            f"{calibration}, limits {limits}); prosthesis mode {prosthesis_mode()}",
+        )
 
     clock: BinClock = VirtualClock() if as_fast_as_possible else RealClock(int(spin_us * 1e3))
     prev = None
@@ -213,6 +272,12 @@ def run_command(
         link_stats=link_stats,
         stimulator=_jsonable(stim_stats),
         preview=(str(prev.video_path) if prev and prev.video_path else None),
+        package=(
+            {"path": str(package), "key_id": unpacked.key_id, "sha256": unpacked.sha256}
+            if unpacked is not None
+            else None
+        ),
+        dev_unsigned=dev_unsigned,
     )
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(summary.model_dump_json(indent=2), encoding="utf-8")

@@ -131,6 +131,10 @@ class RunContext(BaseModel):
     link_stats: LinkStats
     stimulator: dict[str, Any]
     preview: str | None = None
+    #: The signed deployment package the run came from (path, key id, manifest sha256).
+    package: dict[str, str] | None = None
+    #: Whether unsigned inputs were allowed explicitly (--dev-unsigned; logged in the audit).
+    dev_unsigned: bool = False
 
 
 class RunSummary(BaseModel):
