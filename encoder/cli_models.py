@@ -107,9 +107,13 @@ def train_command(
     max_epochs: int = typer.Option(100, "--max-epochs"),
     patience: int = typer.Option(5, help="Early stopping: epochs without val-loss improvement."),
     batch_size: int = typer.Option(8, "--batch-size", help="Chunks per optimiser step."),
-    chunk_frames: int = typer.Option(64, "--chunk-frames", help="Predicted frames per chunk."),
-    epoch_frames: int | None = typer.Option(
-        None, "--epoch-frames", help="Training frames per epoch (random subset; default all)."
+    chunk_ms: float = typer.Option(
+        640.0, "--chunk-ms", help="Predicted stimulus time per chunk (ms; 64 frames at 100 Hz)."
+    ),
+    epoch_ms: float | None = typer.Option(
+        None,
+        "--epoch-ms",
+        help="Training stimulus time per epoch (ms, random subset; default all).",
     ),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
     lr_decay: float = typer.Option(
@@ -160,9 +164,9 @@ def train_command(
         lr_decay=lr_decay,
         lr_decay_patience=lr_decay_patience,
         batch_size=batch_size,
-        chunk_frames=chunk_frames,
+        chunk_ms=chunk_ms,
         max_epochs=max_epochs,
-        epoch_frames=epoch_frames,
+        epoch_ms=epoch_ms,
         patience=patience,
         max_minutes=max_minutes,
         seed=seed,
