@@ -344,36 +344,29 @@ def evaluate_command(
     def fmt(v: float | None) -> str:
         return "—" if v is None else f"{v:.3f}"
 
-    table = Table(title=f"{result.model} on {data.name} (smoothing {result.smooth_ms:.0f} ms)")
-    for col in (
-        "mean PCC",
-        "mean FEV",
-        "FEVE (cells)",
-        "median gain",
-        "median |rate err|",
-        "ceiling PCC",
-        "PCC / ceiling",
-        "split-half",
-        "oracle",
-        "test PCC (single trial)",
-        "cells",
-        "repeats",
-    ):
-        table.add_column(col, justify="right")
-    table.add_row(
-        fmt(result.mean_pcc),
-        fmt(result.mean_fev),
-        f"{fmt(result.mean_feve)} ({result.n_cells_feve})",
-        fmt(result.median_gain),
-        fmt(result.median_abs_mean_rate_error),
-        fmt(result.ceiling_pcc),
-        fmt(result.fraction_of_ceiling),
-        fmt(result.split_half_ceiling),
-        fmt(result.oracle_ceiling),
-        fmt(result.test_pcc),
-        str(result.n_cells),
-        str(result.n_repeats),
-    )
-    console.print(table)
+    # Two narrow tables (accuracy, then ceilings) so that an 80-column terminal keeps them readable.
+    title = f"{result.model} on {data.name} (smoothing {result.smooth_ms:.0f} ms)"
+    accuracy = {
+        "mean PCC": fmt(result.mean_pcc),
+        "mean FEV": fmt(result.mean_fev),
+        f"FEVE ({result.n_cells_feve} cells)": fmt(result.mean_feve),
+        "median gain": fmt(result.median_gain),
+        "median |rate err|": fmt(result.median_abs_mean_rate_error),
+        "test PCC": fmt(result.test_pcc),
+    }
+    ceilings = {
+        "truth ceiling": fmt(result.ceiling_pcc),
+        "PCC / ceiling": fmt(result.fraction_of_ceiling),
+        "split-half": fmt(result.split_half_ceiling),
+        "oracle": fmt(result.oracle_ceiling),
+        "cells": str(result.n_cells),
+        "repeats": str(result.n_repeats),
+    }
+    for heading, values in ((title, accuracy), ("noise ceilings", ceilings)):
+        table = Table(title=heading)
+        for col in values:
+            table.add_column(col, justify="right")
+        table.add_row(*values.values())
+        console.print(table)
     for path in written:
         console.print(f"wrote {path}")
