@@ -107,9 +107,13 @@ def train_command(
     max_epochs: int = typer.Option(100, "--max-epochs"),
     patience: int = typer.Option(5, help="Early stopping: epochs without val-loss improvement."),
     batch_size: int = typer.Option(8, "--batch-size", help="Chunks per optimiser step."),
-    chunk_frames: int = typer.Option(64, "--chunk-frames", help="Predicted frames per chunk."),
-    epoch_frames: int | None = typer.Option(
-        None, "--epoch-frames", help="Training frames per epoch (random subset; default all)."
+    chunk_ms: float = typer.Option(
+        640.0, "--chunk-ms", help="Predicted stimulus time per chunk (ms; 64 frames at 100 Hz)."
+    ),
+    epoch_ms: float | None = typer.Option(
+        None,
+        "--epoch-ms",
+        help="Training stimulus time per epoch (ms, random subset; default all).",
     ),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
     lr_decay: float = typer.Option(
@@ -160,9 +164,9 @@ def train_command(
         lr_decay=lr_decay,
         lr_decay_patience=lr_decay_patience,
         batch_size=batch_size,
-        chunk_frames=chunk_frames,
+        chunk_ms=chunk_ms,
         max_epochs=max_epochs,
-        epoch_frames=epoch_frames,
+        epoch_ms=epoch_ms,
         patience=patience,
         max_minutes=max_minutes,
         seed=seed,
@@ -341,36 +345,29 @@ def evaluate_command(
     def fmt(v: float | None) -> str:
         return "—" if v is None else f"{v:.3f}"
 
-    table = Table(title=f"{result.model} on {data.name} (smoothing {result.smooth_ms:.0f} ms)")
-    for col in (
-        "mean PCC",
-        "mean FEV",
-        "FEVE (cells)",
-        "median gain",
-        "median |rate err|",
-        "ceiling PCC",
-        "PCC / ceiling",
-        "split-half",
-        "oracle",
-        "test PCC (single trial)",
-        "cells",
-        "repeats",
-    ):
-        table.add_column(col, justify="right")
-    table.add_row(
-        fmt(result.mean_pcc),
-        fmt(result.mean_fev),
-        f"{fmt(result.mean_feve)} ({result.n_cells_feve})",
-        fmt(result.median_gain),
-        fmt(result.median_abs_mean_rate_error),
-        fmt(result.ceiling_pcc),
-        fmt(result.fraction_of_ceiling),
-        fmt(result.split_half_ceiling),
-        fmt(result.oracle_ceiling),
-        fmt(result.test_pcc),
-        str(result.n_cells),
-        str(result.n_repeats),
-    )
-    console.print(table)
+    # Two narrow tables (accuracy, then ceilings) so that an 80-column terminal keeps them readable.
+    title = f"{result.model} on {data.name} (smoothing {result.smooth_ms:.0f} ms)"
+    accuracy = {
+        "mean PCC": fmt(result.mean_pcc),
+        "mean FEV": fmt(result.mean_fev),
+        f"FEVE ({result.n_cells_feve} cells)": fmt(result.mean_feve),
+        "median gain": fmt(result.median_gain),
+        "median |rate err|": fmt(result.median_abs_mean_rate_error),
+        "test PCC": fmt(result.test_pcc),
+    }
+    ceilings = {
+        "truth ceiling": fmt(result.ceiling_pcc),
+        "PCC / ceiling": fmt(result.fraction_of_ceiling),
+        "split-half": fmt(result.split_half_ceiling),
+        "oracle": fmt(result.oracle_ceiling),
+        "cells": str(result.n_cells),
+        "repeats": str(result.n_repeats),
+    }
+    for heading, values in ((title, accuracy), ("noise ceilings", ceilings)):
+        table = Table(title=heading)
+        for col in values:
+            table.add_column(col, justify="right")
+        table.add_row(*values.values())
+        console.print(table)
     for path in written:
         console.print(f"wrote {path}")

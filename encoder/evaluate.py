@@ -121,6 +121,15 @@ def mean_rate_error(pred: NDArray[np.floating], obs: NDArray[np.floating]) -> ND
         return np.where(mo > 0, (mp - mo) / mo, np.nan)
 
 
+def _column_nanmean(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Mean over axis 0 ignoring NaN; NaN (no warning) for a column without finite values."""
+    finite = np.isfinite(x)
+    count = finite.sum(0)
+    total = np.where(finite, x, 0.0).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(np.where(count > 0, total / count, np.nan), np.float64)
+
+
 def split_half_ceiling(
     trials: NDArray[np.floating], draws: int = SPLIT_HALF_DRAWS, seed: int = 0
 ) -> NDArray[np.float64]:
@@ -140,10 +149,7 @@ def split_half_ceiling(
         a, b = order[: n_rep // 2], order[n_rep // 2 :]
         r = pearson(trials[a].mean(0), trials[b].mean(0))
         values.append(2 * r / (1 + r))
-    with np.errstate(invalid="ignore"):
-        return np.asarray(
-            np.nanmean(np.stack(values), 0) if np.isfinite(values).any() else values[0]
-        )
+    return _column_nanmean(np.stack(values))
 
 
 def oracle_correlation(trials: NDArray[np.floating]) -> NDArray[np.float64]:
@@ -154,8 +160,7 @@ def oracle_correlation(trials: NDArray[np.floating]) -> NDArray[np.float64]:
         raise EvaluationError(f"oracle correlation: need ≥ 2 repeats, got {n_rep}")
     total = trials.sum(0)
     rs = np.stack([pearson(trials[i], (total - trials[i]) / (n_rep - 1)) for i in range(n_rep)])
-    with np.errstate(invalid="ignore"):
-        return np.asarray(np.nanmean(rs, 0)) if np.isfinite(rs).any() else rs[0]
+    return _column_nanmean(rs)
 
 
 def smooth(x: NDArray[np.floating], bins: int, axis: int = 0) -> NDArray[np.float64]:

@@ -38,6 +38,7 @@ from encoder.models import RetinaModel, build_model, get_spec
 from encoder.models.base import RateMapMixin
 from encoder.models.ln import LNModel, spike_triggered_average
 from encoder.recording import Recording, read_recording
+from encoder.timebase import frames_from_ms
 
 TRAIN_STATE_FILE = "train_state.pt"
 METRICS_CSV = "metrics.csv"
@@ -62,9 +63,10 @@ class TrainConfig:
     lr_decay: float = 1.0
     lr_decay_patience: int = 2
     batch_size: int = 8  # chunks per step
-    chunk_frames: int = 64  # predicted frames per chunk
+    # Durations in ms, turned into frames at the recording's rate (encoder.timebase):
+    chunk_ms: float = 640.0  # predicted stimulus time per chunk (64 frames at 100 Hz)
     max_epochs: int = 100
-    epoch_frames: int | None = None  # predicted frames per epoch (random subset); None = all
+    epoch_ms: float | None = None  # predicted stimulus time per epoch (random subset); None = all
     patience: int = 5
     max_minutes: float | None = None
     seed: int = 0
@@ -305,8 +307,10 @@ def train(
         raise TrainError(f"--freeze must be 'none' or 'core', got {config.freeze!r}")
     if config.freeze == "core" and config.init_from is None:
         raise TrainError("--freeze core needs --init-from RUN_DIR (the weights to keep fixed)")
-    if config.batch_size < 1 or config.chunk_frames < 1 or config.max_epochs < 1:
-        raise TrainError("--batch-size, --chunk-frames and --max-epochs must be ≥ 1")
+    if config.batch_size < 1 or config.max_epochs < 1:
+        raise TrainError("--batch-size and --max-epochs must be ≥ 1")
+    if not config.chunk_ms > 0 or (config.epoch_ms is not None and not config.epoch_ms > 0):
+        raise TrainError("--chunk-ms and --epoch-ms must be > 0")
     if not 0.0 < config.lr_decay <= 1.0 or config.lr_decay_patience < 0:
         raise TrainError(
             f"--lr-decay must lie in (0, 1] (got {config.lr_decay}) and "
@@ -328,6 +332,10 @@ def train(
         config.model, config.model_config, len(cells), rec.frame_shape, rec.frame_rate_hz
     )
     window = model.window_frames
+    chunk_frames = frames_from_ms(config.chunk_ms, rec.frame_rate_hz)
+    epoch_frames = (
+        None if config.epoch_ms is None else frames_from_ms(config.epoch_ms, rec.frame_rate_hz)
+    )
     if config.init_from is not None:
         _apply_init_from(model, config.init_from, config.freeze)
     model.to(device)
@@ -360,9 +368,7 @@ def train(
             rec.responses[:, cells],
             rec.splits["train"],
         )
-        val_loss, val_pcc = _evaluate_split(
-            model, rec, "val", cells, loss_fn, device, config.chunk_frames
-        )
+        val_loss, val_pcc = _evaluate_split(model, rec, "val", cells, loss_fn, device, chunk_frames)
         minutes = (time.monotonic() - t_start) / 60
         fitted = [EpochMetrics(1, float("nan"), val_loss, val_pcc, minutes * 60)]
         if dist.is_main:
@@ -401,8 +407,8 @@ def train(
 
         runner = DistributedDataParallel(runner)
 
-    train_segs = segments(rec.splits["train"], window, config.chunk_frames)
-    full = [sg for sg in train_segs if sg.out_stop - sg.out_start == config.chunk_frames]
+    train_segs = segments(rec.splits["train"], window, chunk_frames)
+    full = [sg for sg in train_segs if sg.out_stop - sg.out_start == chunk_frames]
     # Only full-length chunks: one tensor shape per batch, and (under DDP) the same number of
     # optimiser steps on every rank, or the gradient all-reduce would wait forever.
     train_segs = full or train_segs
@@ -439,8 +445,8 @@ def train(
             break
         t_epoch = time.monotonic()
         order = rng.permutation(len(train_segs))
-        if config.epoch_frames is not None:
-            order = order[: max(1, math.ceil(config.epoch_frames / config.chunk_frames))]
+        if epoch_frames is not None:
+            order = order[: max(1, math.ceil(epoch_frames / chunk_frames))]
         mine: list[Segment] = [train_segs[i] for i in order[dist.rank :: dist.world_size]]
         if dist.enabled:  # equal step counts on every rank, or DDP's all-reduce would hang
             per_rank = len(order) // dist.world_size
@@ -461,9 +467,7 @@ def train(
             losses.append(float(data_loss.detach()))
             if progress:
                 progress("step", {"loss": float(np.mean(losses[-20:]))})
-        val_loss, val_pcc = _evaluate_split(
-            model, rec, "val", cells, loss_fn, device, config.chunk_frames
-        )
+        val_loss, val_pcc = _evaluate_split(model, rec, "val", cells, loss_fn, device, chunk_frames)
         metrics = EpochMetrics(
             epoch, float(np.mean(losses)), val_loss, val_pcc, time.monotonic() - t_epoch, epoch_lr
         )

@@ -32,7 +32,7 @@ SHIPPED_CHECKPOINT_FILES = ("model.safetensors", "checkpoint.json", "metrics.jso
 TRAIN_OPTIONS: dict[str, Any] = {
     "model": "streaming",
     "max_epochs": 6,
-    "epoch_frames": 12800,
+    "epoch_ms": 128000.0,  # 12800 frames at the simulated 100 Hz
     "patience": 3,
     "seed": 0,
     "threads": 2,

@@ -83,7 +83,7 @@ def train_and_evaluate(
         lr_decay=lr_decay,
         max_minutes=minutes,
         max_epochs=args.max_epochs,
-        epoch_frames=args.epoch_frames,
+        epoch_ms=args.epoch_ms,
         patience=args.patience,
         threads=args.threads,
         seed=0,
@@ -98,7 +98,11 @@ def train_and_evaluate(
         "model": model,
         "mean_pcc": ev.mean_pcc,
         "mean_fev": ev.mean_fev,
+        "mean_feve": ev.mean_feve,
+        "median_gain": ev.median_gain,
+        "median_abs_mean_rate_error": ev.median_abs_mean_rate_error,
         "ceiling_pcc": ev.ceiling_pcc,
+        "oracle_ceiling": ev.oracle_ceiling,
         "fraction_of_ceiling": ev.fraction_of_ceiling,
         "test_pcc_single_trial": ev.test_pcc,
         "parameters": result.n_parameters,
@@ -305,7 +309,7 @@ def main() -> None:
         "+0.010 PCC on natural; see README)",
     )
     parser.add_argument("--max-epochs", type=int, default=100)
-    parser.add_argument("--epoch-frames", type=int, default=8192)
+    parser.add_argument("--epoch-ms", type=float, default=81920.0)  # 8192 frames at 100 Hz
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--yan", action=argparse.BooleanOptionalAction, default=True)

@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent(
 
     data, out, cfg = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     result = train(data, out + "/run", TrainConfig(model="streaming", model_config=cfg, lr=1e-2,
-                   batch_size=2, chunk_frames=16, max_epochs=2, threads=1, seed=3))
+                   batch_size=2, chunk_ms=800.0, max_epochs=2, threads=1, seed=3))
     rank = os.environ["RANK"]
     with open(f"{out}/rank{rank}.json", "w") as f:
         json.dump({"world": os.environ["WORLD_SIZE"], "sha": result.weights_sha256,

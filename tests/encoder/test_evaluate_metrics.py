@@ -142,3 +142,15 @@ def test_evaluation_result_is_a_typed_model_with_its_own_json() -> None:
     assert EvaluationResult.model_validate(raw) == result
     with pytest.raises(ValueError):
         EvaluationResult.model_validate({**fields, "unexpected": 1})
+
+
+def test_repeat_ceilings_are_nan_for_a_silent_cell_without_warnings() -> None:
+    import warnings
+
+    trials = np.random.default_rng(4).standard_normal((4, 200, 2))
+    trials[:, :, 1] = 0.0  # a cell that never fires: correlation undefined
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        half, oracle = split_half_ceiling(trials), oracle_correlation(trials)
+    assert math.isnan(half[1]) and math.isnan(oracle[1])
+    assert np.isfinite(half[0]) and np.isfinite(oracle[0])

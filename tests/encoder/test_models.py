@@ -320,7 +320,7 @@ def test_cnn_lstm_learns_white_noise_with_a_large_learning_step(tmp_path: Path) 
         model_config={**TINY["cnn-lstm"], "window_ms": 250.0, "lstm_ms": 200.0},
         lr=1e-2,
         batch_size=4,
-        chunk_frames=16,
+        chunk_ms=800.0,  # 16 frames at 20 Hz
         max_epochs=4,  # ~500 Adam steps
         patience=10,
         threads=1,

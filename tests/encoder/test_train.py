@@ -45,7 +45,7 @@ def _cfg(**kw: object) -> TrainConfig:
         "model_config": TINY_STREAMING,
         "lr": 1e-2,
         "batch_size": 4,
-        "chunk_frames": 16,
+        "chunk_ms": 800.0,  # 16 frames at the data's 20 Hz
         "max_epochs": 4,
         "patience": 10,
         "threads": 1,
@@ -166,8 +166,8 @@ def test_cli_train_then_evaluate(tiny_path: Path, tmp_path: Path) -> None:
             "2",
             "--lr",
             "0.01",
-            "--chunk-frames",
-            "32",
+            "--chunk-ms",
+            "1600",
             "--threads",
             "1",
             "--model-config",
@@ -187,6 +187,20 @@ def test_cli_train_then_evaluate(tiny_path: Path, tmp_path: Path) -> None:
         assert key in metrics
     assert len(metrics["per_cell_pcc"]) == 3
     assert 0.5 < metrics["ceiling_pcc"] <= 1.0  # the tiny recording has truth rates
+    from encoder.evaluate import EvaluationResult
+
+    result = EvaluationResult.model_validate(metrics)  # the JSON is the typed result
+    assert len(result.per_cell_gain) == len(result.per_cell_mean_rate_error) == 3
+    assert result.oracle_ceiling is not None and -1.0 <= result.oracle_ceiling <= 1.0
+    assert result.split_half_ceiling is not None and result.split_half_ceiling <= 1.0
+    assert result.n_cells_feve == sum(v is not None for v in result.per_cell_feve)
+    for label in ("FEVE", "gain", "split-half", "oracle"):  # two narrow tables
+        assert label in res.output
+    bad_ratio = runner.invoke(
+        app,
+        ["evaluate", str(run), "--data", str(tiny_path), "--max-noise-ratio", "0", "--no-figures"],
+    )
+    assert bad_ratio.exit_code == 2 and "--max-noise-ratio" in bad_ratio.output
     for png in (
         "traces.png",
         "correlation_histogram.png",
