@@ -13,7 +13,13 @@ import json
 import sys
 from pathlib import Path
 
-from runtime.bundle import MANIFEST_NAME, SCHEMA_VERSION, BundleManifest, sha256_file, write_manifest
+from runtime.bundle import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    BundleManifest,
+    sha256_file,
+    write_manifest,
+)
 
 
 def migrate(path: Path) -> str:
