@@ -169,7 +169,7 @@ def build_toy_model(
 
 
 def write_toy_bundle(out_dir: Path, **kwargs: object) -> Path:
-    """Write the toy model as a real, verifiable bundle directory (schema npe.bundle v1).
+    """Write the toy model as a real, verifiable bundle directory (schema npe.bundle v2, sealed).
 
     Used by tests and benchmarks of the bundle → runtime path without torch or export.
     Returns the bundle directory.
