@@ -75,6 +75,11 @@ def default_run_dir() -> Path:
 @app.command("run")
 def run_command(
     bundle: Path | None = typer.Option(None, help="Bundle directory (default: the shipped one)."),
+    expect_digest: str | None = typer.Option(
+        None,
+        "--expect-digest",
+        help="Refuse the bundle unless its digest (`npe inspect` shows it) is this one.",
+    ),
     source: str | None = typer.Option(
         None,
         help="camera:N | FILE.mp4 | images:DIR | synthetic:bar|grating|noise "
@@ -154,7 +159,7 @@ def run_command(
     log_path = log if log is not None else run_dir / "audit.log"
     summary_path = summary_json if summary_json is not None else log_path.with_name("summary.json")
     try:
-        spec = load_model_spec(bundle)
+        spec = load_model_spec(bundle, expected_digest=expect_digest)
         fspec = spec.pick_form(form, precision)  # type: ignore[arg-type]
         engine = OrtEngine(fspec, SessionSettings(device, threads, spinning))  # type: ignore[arg-type]
         if source is None:

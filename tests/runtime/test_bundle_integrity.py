@@ -179,7 +179,7 @@ def test_resealed_edits_are_caught_by_the_pinned_digest(shipped: Path, name: str
     (shipped / MANIFEST_NAME).write_text(json.dumps(raw), encoding="utf-8")
     result = _invoke("inspect", str(shipped), "--expect-digest", pinned)
     assert result.exit_code == 2, result.output
-    with pytest.raises(BundleError, match="not the expected|parity check|metadata"):
+    with pytest.raises(BundleError, match=r"not the expected|parity check|metadata"):
         load_bundle(shipped, expected_digest=pinned)
 
 
@@ -214,6 +214,13 @@ def test_npe_run_refuses_an_edited_bundle_and_writes_nothing(shipped: Path, tmp_
     )
     assert result.exit_code == 2, result.output
     assert "manifest content was altered" in result.output
+    assert not log.exists()
+    wrong = "0" * 64  # an intact bundle that is not the pinned one is refused too
+    result = _invoke(
+        "run", "--expect-digest", wrong, "--source", "synthetic:bar", "--log", str(log)
+    )
+    assert result.exit_code == 2, result.output
+    assert "is not the expected" in result.output
     assert not log.exists()
 
 
