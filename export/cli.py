@@ -94,19 +94,26 @@ def export_command(
 def inspect_command(
     bundle_dir: Path = typer.Argument(..., help="bundle directory"),
     as_json: bool = typer.Option(False, "--json", help="print the verified manifest as JSON"),
+    expect_digest: str | None = typer.Option(
+        None,
+        "--expect-digest",
+        help="refuse the bundle unless its bundle digest (what a deployment package signs) is this",
+    ),
 ) -> None:
-    """Verify a bundle (every hash, model signatures, metadata) and show its manifest."""
-    from runtime.bundle import load_bundle
+    """Verify a bundle (manifest digest, every hash, parity, model signatures, metadata), show it."""
+    from runtime.bundle import bundle_digest, load_bundle
 
     console = _console()
     try:
-        bundle = load_bundle(bundle_dir, verify=True)
+        bundle = load_bundle(bundle_dir, verify=True, expected_digest=expect_digest)
+        digest = bundle_digest(bundle_dir)
     except NpeError as exc:
         raise fail(f"bundle refused: {exc}") from None
     if as_json:
         payload = {
             "verified": True,
             "path": str(bundle.path),
+            "bundle_digest": digest,
             "manifest": bundle.manifest.model_dump(mode="json"),
         }
         typer.echo(json.dumps(payload, indent=2))
@@ -114,6 +121,7 @@ def inspect_command(
     from export.inspect_view import manifest_tables
 
     console.print(manifest_tables(bundle))
+    console.print(f"bundle digest (sha256): {digest}")
 
 
 deploy_app = typer.Typer(

@@ -23,7 +23,6 @@ from export.outputs import cells_output, ratemap_output
 from export.source import ExportError, ExportSource
 from export.wrappers import StepRates, WindowRates, initial_state, state_names
 from runtime.bundle import (
-    MANIFEST_NAME,
     BundleManifest,
     InputGeometry,
     Int8Figures,
@@ -37,6 +36,7 @@ from runtime.bundle import (
     Timing,
     load_bundle,
     sha256_file,
+    write_manifest,
 )
 
 Progress = Callable[[str], None]
@@ -345,8 +345,7 @@ def _export_into(
         }
     )
     manifest = BundleManifest.model_validate(manifest.model_dump())
-    (work / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    return manifest
+    return write_manifest(work, manifest)
 
 
 def replace_ort(form: ModelForm, ort_file: str) -> ModelForm:

@@ -1,10 +1,10 @@
-"""The bundle: schema (manifest v1) and verifier shared by `export` (writer) and `runtime` (reader).
+"""The bundle: schema (manifest v2) and verifier shared by `export` (writer) and `runtime` (reader).
 
 A bundle is the only thing that leaves the lab, so it must be complete, verifiable and
 impossible to misread. It is a directory::
 
     bundle/
-        manifest.json        BundleManifest (schema "npe.bundle", version 1)
+        manifest.json        BundleManifest (schema "npe.bundle", version 2)
         model.onnx           full-window form  (window [1, T, H, W] → rates)
         model.step.onnx      step form of stateful models (frame [1, H, W] + state → rates + state_next)
         model.int8.onnx      optional INT8 (QDQ) version of a form
@@ -14,6 +14,17 @@ Every file except ``manifest.json`` is listed with its sha256 in ``manifest.file
 ``load_bundle`` refuses missing, altered or extra files, an unknown schema version and a
 manifest that disagrees with the ONNX models' real inputs/outputs or metadata, each with its
 own `BundleError` message, before anything runs.
+
+Integrity of the manifest itself (version 2): ``manifest_sha256`` is the sha256 of the
+manifest's canonical JSON (every field except that digest, keys sorted, no whitespace), so
+editing any field the runtime uses (cell positions, polarity, shapes, preprocessing, parity
+verdicts...) without recomputing it is refused. Someone who edits both the manifest and its
+digest is only caught by a digest pinned elsewhere: `bundle_digest` (one sha256 over the
+canonical manifest and the bytes of every file it names) is what the signed deployment package
+signs, and ``load_bundle(..., expected_digest=...)`` / ``--expect-digest`` refuse any other.
+A bundle whose recorded parity check failed is refused, and so is a file that is a symbolic
+link or a name that leaves the bundle directory. The manifest is size- and depth-limited
+before it is parsed, so a hostile 60 MB file costs a stat, not minutes.
 
 This module imports only the standard library, numpy, pydantic and onnx - never torch - because
 the runtime on the prosthesis computer must be able to verify a bundle with what it has.
@@ -35,8 +46,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from runtime.errors import NpeRuntimeError
 
 SCHEMA_NAME: Literal["npe.bundle"] = "npe.bundle"
-SCHEMA_VERSION: Literal[1] = 1
+#: 2: adds ``manifest_sha256`` (version 1 manifests carried no digest of their own content).
+SCHEMA_VERSION: Literal[2] = 2
+#: Version of the ``npe.*`` metadata_props layout inside the ONNX files; unchanged by manifest v2
+#: (the shipped default bundle's ONNX files say "npe.bundle/1" and are kept byte for byte).
+METADATA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+#: Refuse larger manifests before reading them: the default bundle's (2048 outputs) is ~0.2 MB,
+#: a 32k-output rate map ~4 MB; parsing this much takes well under a second.
+MAX_MANIFEST_BYTES = 8 * 1024 * 1024
+#: Deepest JSON nesting a valid manifest needs is 5 (output.positions_deg[i][j]); allow slack.
+MAX_MANIFEST_DEPTH = 16
+_DIGEST_DOMAIN = b"npe.bundle-digest/1\n"
 #: Prefix of the keys this project writes into an ONNX model's ``metadata_props``.
 METADATA_PREFIX = "npe."
 
@@ -309,7 +330,7 @@ class BundleManifest(_Frozen):
     """manifest.json of a bundle (schema "npe.bundle", version 1)."""
 
     schema_name: Literal["npe.bundle"] = SCHEMA_NAME
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     model: ModelInfo
     timing: Timing
     input: InputGeometry
@@ -319,6 +340,27 @@ class BundleManifest(_Frozen):
     files: dict[str, str]
     parity: Parity
     versions: dict[str, str] = {}
+    #: sha256 of `canonical_bytes()` (everything above); "" until `sealed()` fills it in.
+    manifest_sha256: str = ""
+
+    def canonical_bytes(self) -> bytes:
+        """Canonical JSON of every field except ``manifest_sha256``: the bytes its digest covers.
+
+        Keys sorted, no whitespace, UTF-8, no NaN/Infinity; computed from the validated model,
+        so every value the runtime reads is in it and formatting-only edits do not matter.
+        """
+        content = self.model_dump(mode="json", exclude={"manifest_sha256"})
+        return json.dumps(
+            content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+
+    def content_sha256(self) -> str:
+        """Lowercase hex sha256 of `canonical_bytes()` (what ``manifest_sha256`` must equal)."""
+        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+
+    def sealed(self) -> BundleManifest:
+        """This manifest with ``manifest_sha256`` set; writers call it (via `write_manifest`)."""
+        return self.model_copy(update={"manifest_sha256": self.content_sha256()})
 
     @model_validator(mode="after")
     def _consistent(self) -> BundleManifest:
@@ -344,7 +386,7 @@ class BundleManifest(_Frozen):
         if (self.model.kind == "ratemap") != (self.output.grid is not None):
             raise ValueError("output.grid must be given exactly for kind 'ratemap'")
         for name, digest in self.files.items():
-            if Path(name).name != name or name == MANIFEST_NAME:
+            if not _plain_name(name) or name == MANIFEST_NAME:
                 raise ValueError(f"files: {name!r} must be a plain file name, not the manifest")
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                 raise ValueError(f"files: {name!r} has no valid lowercase hex sha256")
@@ -357,7 +399,7 @@ class BundleManifest(_Frozen):
     def metadata_for(self, form: ModelForm) -> dict[str, str]:
         """Essentials written into (and checked against) the ONNX model's metadata_props."""
         return {
-            f"{METADATA_PREFIX}schema": f"{self.schema_name}/{self.schema_version}",
+            f"{METADATA_PREFIX}schema": f"{self.schema_name}/{METADATA_VERSION}",
             f"{METADATA_PREFIX}model_name": self.model.name,
             f"{METADATA_PREFIX}model_kind": self.model.kind,
             f"{METADATA_PREFIX}form": form.form,
@@ -372,6 +414,16 @@ class BundleManifest(_Frozen):
             f"{METADATA_PREFIX}output_n": str(self.output.n),
             f"{METADATA_PREFIX}state": json.dumps([[s.input, s.output] for s in form.state]),
         }
+
+
+def _plain_name(name: str) -> bool:
+    """A file name that stays inside the bundle directory: no separators, no '.'/'..', no NUL."""
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and not any(c in name for c in "/\\\0")
+        and Path(name).name == name
+    )
 
 
 @dataclass(frozen=True)
@@ -418,40 +470,128 @@ def default_bundle_path() -> Path:
     return Path(__file__).resolve().parent / "default_bundle"
 
 
-def read_manifest(path: Path) -> BundleManifest:
-    """Parse `path/manifest.json`, refusing an unknown schema before anything else."""
-    mpath = path / MANIFEST_NAME
-    if not path.is_dir():
-        raise BundleError(f"{path}: not a bundle directory (no such directory)")
+def _json_depth(value: Any) -> int:
+    """Deepest nesting of lists/objects in a parsed JSON value (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return deepest
+
+
+def _refuse_constant(token: str) -> float:
+    raise ValueError(f"non-finite number {token} (JSON has no NaN/Infinity)")
+
+
+def _read_manifest_json(path: Path, mpath: Path) -> dict[str, Any]:
+    """The manifest's JSON object, after size, link and nesting checks (cheap ones first)."""
+    if mpath.is_symlink():
+        raise BundleError(f"{mpath}: is a symbolic link; a bundle holds its manifest itself")
     if not mpath.is_file():
         raise BundleError(f"{path}: missing {MANIFEST_NAME}")
+    size = mpath.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise BundleError(
+            f"{mpath}: {size} bytes is over the {MAX_MANIFEST_BYTES} byte limit for a manifest"
+        )
+    with mpath.open("rb") as f:
+        data = f.read(MAX_MANIFEST_BYTES + 1)  # the file may grow between stat and read
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{mpath}: over the {MAX_MANIFEST_BYTES} byte limit for a manifest")
     try:
-        raw = json.loads(mpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raw = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise BundleError(
+            f"{mpath}: nested deeper than {MAX_MANIFEST_DEPTH} levels; not a manifest"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise BundleError(f"{mpath}: not valid JSON ({exc})") from exc
     if not isinstance(raw, dict):
         raise BundleError(f"{mpath}: expected a JSON object")
+    if _json_depth(raw) > MAX_MANIFEST_DEPTH:
+        raise BundleError(
+            f"{mpath}: nested deeper than {MAX_MANIFEST_DEPTH} levels; not a manifest"
+        )
+    return raw
+
+
+def read_manifest(path: Path) -> BundleManifest:
+    """Parse `path/manifest.json` and check its own digest, refusing an unknown schema first.
+
+    The digest is checked even without file verification: a manifest edited in any field
+    the runtime uses is never returned.
+    """
+    mpath = path / MANIFEST_NAME
+    if not path.is_dir():
+        raise BundleError(f"{path}: not a bundle directory (no such directory)")
+    raw = _read_manifest_json(path, mpath)
     name, version = raw.get("schema_name"), raw.get("schema_version")
     if name != SCHEMA_NAME:
         raise BundleError(f"{mpath}: unknown schema name {name!r} (expected {SCHEMA_NAME!r})")
+    if version == 1:
+        raise BundleError(
+            f"{mpath}: schema version 1 carries no digest of its own content and is no longer "
+            f"trusted; re-export the bundle (this reader understands version {SCHEMA_VERSION})"
+        )
     if version != SCHEMA_VERSION:
         raise BundleError(
             f"{mpath}: unknown schema version {version!r} "
             f"(this reader understands version {SCHEMA_VERSION})"
         )
     try:
-        return BundleManifest.model_validate(raw)
+        manifest = BundleManifest.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise BundleError(
             f"{mpath}: invalid manifest at {loc}: {first['msg']} ({exc.error_count()} error(s))"
         ) from exc
+    actual = manifest.content_sha256()
+    if manifest.manifest_sha256 != actual:
+        shown = manifest.manifest_sha256[:16] or "(none)"
+        raise BundleError(
+            f"{mpath}: manifest content was altered (sha256 {actual[:16]}… != manifest_sha256 "
+            f"{shown}…)"
+        )
+    return manifest
+
+
+def write_manifest(path: Path, manifest: BundleManifest) -> BundleManifest:
+    """Seal `manifest` (fill in ``manifest_sha256``) and write it as `path/manifest.json`."""
+    sealed = manifest.sealed()
+    (path / MANIFEST_NAME).write_text(sealed.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return sealed
+
+
+def _verify_parity(path: Path, manifest: BundleManifest) -> None:
+    """Refuse a bundle whose own export-time checks failed (export never writes one)."""
+    for fig in manifest.parity.forms:
+        if not fig.passed:
+            raise BundleError(
+                f"{path}: parity check of {fig.file!r} against {fig.reference} failed at export "
+                f"(correlation {fig.correlation:.6f}); this bundle must not run"
+            )
+    q = manifest.parity.int8
+    if q is not None and q.file is not None and not q.passed:
+        raise BundleError(
+            f"{path}: INT8 model {q.file!r} failed its accuracy check at export "
+            f"(PCC drop {q.pcc_drop:.4f} > {q.max_pcc_drop}); this bundle must not run"
+        )
 
 
 def _verify_files(path: Path, manifest: BundleManifest) -> None:
+    root = path.resolve()
     for name, digest in sorted(manifest.files.items()):
         fpath = path / name
+        if fpath.is_symlink():
+            raise BundleError(
+                f"{path}: file {name!r} is a symbolic link; a bundle holds its files itself"
+            )
+        if fpath.resolve().parent != root:
+            raise BundleError(f"{path}: file {name!r} lies outside the bundle directory")
         if not fpath.is_file():
             raise BundleError(f"{path}: missing file {name!r} listed in the manifest")
         actual = sha256_file(fpath)
@@ -525,17 +665,51 @@ def _verify_models(path: Path, manifest: BundleManifest) -> None:
                 )
 
 
-def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
+def bundle_digest(path: str | Path) -> str:
+    """One sha256 over the canonical manifest and the bytes of every file it names.
+
+    This is what a deployment package signs: it changes with any edit of the manifest (even one
+    that also rewrites ``manifest_sha256``) and of any file. The bundle is verified first, so
+    a digest is only ever given for a bundle that `load_bundle` accepts.
+    """
+    bundle = load_bundle(path, verify=True)
+    return _digest_of(bundle.path, bundle.manifest)
+
+
+def _digest_of(path: Path, manifest: BundleManifest) -> str:
+    h = hashlib.sha256(_DIGEST_DOMAIN)
+    canonical = manifest.canonical_bytes()
+    h.update(len(canonical).to_bytes(8, "big") + canonical)
+    for name in sorted(manifest.files):
+        h.update(name.encode("utf-8") + b"\0" + bytes.fromhex(sha256_file(path / name)))
+    return h.hexdigest()
+
+
+def load_bundle(
+    path: str | Path, verify: bool = True, expected_digest: str | None = None
+) -> Bundle:
     """Load the bundle at `path`; with `verify`, refuse it unless every check passes.
 
-    Checks (each failure raises BundleError with its own message): manifest present and of
-    a known schema version; every listed file present and matching its sha256; no extra files;
+    Checks (each failure raises BundleError with its own message): manifest present, within
+    the size and nesting limits, of a known schema version and matching its own
+    ``manifest_sha256`` (always, even without `verify`); every listed file a plain file inside
+    the bundle (no symbolic links) matching its sha256; no extra files; no failed parity check;
     every form's declared inputs/outputs (names, static shapes, dtypes) equal the ONNX graph's,
-    and the ONNX metadata_props essentials equal the manifest. Runs no model, imports no torch.
+    and the ONNX metadata_props essentials equal the manifest. With `expected_digest` (e.g. the
+    signed one of a deployment package), `bundle_digest` must equal it. Runs no model, imports
+    no torch.
     """
     path = Path(path)
     manifest = read_manifest(path)
-    if verify:
+    if verify or expected_digest is not None:
         _verify_files(path, manifest)
+        _verify_parity(path, manifest)
         _verify_models(path, manifest)
-    return Bundle(path=path, manifest=manifest, verified=verify)
+    if expected_digest is not None:
+        actual = _digest_of(path, manifest)
+        if actual != expected_digest.strip().lower():
+            raise BundleError(
+                f"{path}: bundle digest {actual[:16]}… is not the expected "
+                f"{expected_digest.strip()[:16]}… (a different or edited bundle)"
+            )
+    return Bundle(path=path, manifest=manifest, verified=verify or expected_digest is not None)

@@ -48,6 +48,11 @@ def run_command(
     ctx: typer.Context,
     config_file: Path | None = config_option(),
     bundle: Path | None = typer.Option(None, help="Bundle directory (default: the shipped one)."),
+    expect_digest: str | None = typer.Option(
+        None,
+        "--expect-digest",
+        help="Refuse the bundle unless its digest (`npe inspect` shows it) is this one.",
+    ),
     source: str | None = typer.Option(
         None,
         help="camera:N | FILE.mp4 | images:DIR | synthetic:bar|grating|noise "
@@ -167,7 +172,7 @@ def run_command(
     log_path = log if log is not None else run_dir / "audit.log"
     summary_path = summary_json if summary_json is not None else log_path.with_name("summary.json")
     try:
-        spec = load_model_spec(bundle)
+        spec = load_model_spec(bundle, expected_digest=expect_digest)
         fspec = spec.pick_form(form.value if form else None, precision.value)
         engine = OrtEngine(fspec, SessionSettings(device.value, threads, spinning))
         if source is None:

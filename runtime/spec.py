@@ -221,9 +221,16 @@ def spec_from_bundle(bundle: Bundle) -> ModelSpec:
     )
 
 
-def load_model_spec(path: Path | str | None = None, verify: bool = True) -> ModelSpec:
-    """Load and verify a bundle directory (default: the shipped one) into a ModelSpec."""
+def load_model_spec(
+    path: Path | str | None = None, verify: bool = True, expected_digest: str | None = None
+) -> ModelSpec:
+    """Load and verify a bundle directory (default: the shipped one) into a ModelSpec.
+
+    `expected_digest` pins the bundle (see `runtime.bundle.bundle_digest`).
+    """
     from runtime import bundle as bundle_mod
 
     p = Path(path) if path is not None else bundle_mod.default_bundle_path()
-    return spec_from_bundle(bundle_mod.load_bundle(p, verify=verify))
+    return spec_from_bundle(
+        bundle_mod.load_bundle(p, verify=verify, expected_digest=expected_digest)
+    )

@@ -229,7 +229,7 @@ def test_cli_train_from_a_config_file_flags_override_and_the_effective_config_is
     cfg = tmp_path / "experiment.toml"
     cfg.write_text(
         f'data = "{tiny_path}"\nmodel = "streaming"\nout = "{run}"\nmax-epochs = 3\n'
-        f"lr = 0.01\nchunk-frames = 32\nthreads = 1\nmodel-config = '{json.dumps(TINY_STREAMING)}'\n"
+        f"lr = 0.01\nchunk-ms = 320.0\nthreads = 1\nmodel-config = '{json.dumps(TINY_STREAMING)}'\n"
     )
     res = runner.invoke(app, ["train", "--config", str(cfg), "--max-epochs", "1"])
     assert res.exit_code == 0, res.output

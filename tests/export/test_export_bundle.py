@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from export.cli import app
 from export.exporter import ExportOptions, export_bundle
 from export.source import ExportError, ExportSource
-from runtime.bundle import MANIFEST_NAME, load_bundle
+from runtime.bundle import MANIFEST_NAME, BundleManifest, load_bundle
 
 runner = CliRunner()
 
@@ -87,6 +87,7 @@ def test_inspect_verifies_and_prints_json(streaming_bundle: Path) -> None:
         ("extra", "extra file(s) not listed in the manifest: model.int8.onnx"),
         ("version", "unknown schema version 7"),
         ("signature", "manifest inputs of 'model.step.onnx' do not match the model"),
+        ("content", "manifest content was altered"),
     ],
 )
 def test_inspect_refuses_each_tampering_with_its_own_message(
@@ -121,6 +122,10 @@ def test_inspect_refuses_each_tampering_with_its_own_message(
             step["inputs"][1]["shape"],
             step["inputs"][2]["shape"],
         )
+        # A forger who also re-seals the manifest digest: the model check still catches it.
+        raw["manifest_sha256"] = BundleManifest.model_validate(raw).content_sha256()
+    elif tamper == "content":
+        raw["output"]["polarity"] = [-p for p in raw["output"]["polarity"]]
     (b / MANIFEST_NAME).write_text(json.dumps(raw))
     res = runner.invoke(app, ["inspect", str(b)])
     assert res.exit_code == 2

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from pydantic import ValidationError
 
 from runtime.bundle import (
     MANIFEST_NAME,
@@ -30,6 +31,7 @@ from runtime.bundle import (
     default_bundle_path,
     load_bundle,
     sha256_file,
+    write_manifest,
 )
 
 T, H, W, N = 4, 6, 8, 3
@@ -80,7 +82,7 @@ def build_bundle(path: Path) -> Path:
     helper.set_model_props(model, draft.metadata_for(draft.forms[0]))
     onnx.save(model, path / "model.onnx")
     manifest = _manifest({"model.onnx": sha256_file(path / "model.onnx")})
-    (path / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
+    write_manifest(path, manifest)
     return path
 
 
@@ -89,14 +91,23 @@ def bundle(tmp_path: Path) -> Path:
     return build_bundle(tmp_path / "bundle")
 
 
-def _edit_manifest(path: Path, edit: dict[str, object]) -> None:
+def _edit_manifest(path: Path, edit: dict[str, object], reseal: bool = True) -> None:
+    """Apply dotted-path edits; with `reseal`, also recompute manifest_sha256 (a careful forger)."""
     raw = json.loads((path / MANIFEST_NAME).read_text())
     for dotted, value in edit.items():
         node = raw
         keys = dotted.split(".")
         for k in keys[:-1]:
             node = node[int(k)] if isinstance(node, list) else node[k]
-        node[keys[-1]] = value
+        if isinstance(node, list):
+            node[int(keys[-1])] = value
+        else:
+            node[keys[-1]] = value
+    if reseal:
+        try:
+            raw["manifest_sha256"] = BundleManifest.model_validate(raw).content_sha256()
+        except ValidationError:
+            pass  # an invalid manifest is refused before its digest is looked at
     (path / MANIFEST_NAME).write_text(json.dumps(raw))
 
 
@@ -129,8 +140,11 @@ def test_extra_file_is_refused(bundle: Path) -> None:
 
 
 def test_unknown_schema_version_is_refused(bundle: Path) -> None:
-    _edit_manifest(bundle, {"schema_version": 2})
-    with pytest.raises(BundleError, match=r"unknown schema version 2"):
+    _edit_manifest(bundle, {"schema_version": 3})
+    with pytest.raises(BundleError, match=r"unknown schema version 3"):
+        load_bundle(bundle)
+    _edit_manifest(bundle, {"schema_version": 1})
+    with pytest.raises(BundleError, match=r"schema version 1 carries no digest"):
         load_bundle(bundle)
 
 

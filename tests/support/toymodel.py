@@ -169,7 +169,7 @@ def build_toy_model(
 
 
 def write_toy_bundle(out_dir: Path, **kwargs: object) -> Path:
-    """Write the toy model as a real, verifiable bundle directory (schema npe.bundle v1).
+    """Write the toy model as a real, verifiable bundle directory (schema npe.bundle v2, sealed).
 
     Used by tests and benchmarks of the bundle → runtime path without torch or export.
     Returns the bundle directory.
@@ -239,7 +239,7 @@ def write_toy_bundle(out_dir: Path, **kwargs: object) -> Path:
         onnx.save(model, out_dir / mf.file)
     files = {m.file: b.sha256_file(out_dir / m.file) for m in forms}
     manifest = b.BundleManifest(files=files, **draft)  # type: ignore[arg-type]
-    (out_dir / b.MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+    b.write_manifest(out_dir, manifest)
     for p in work.iterdir():
         p.unlink()
     work.rmdir()
