@@ -96,7 +96,9 @@ class ReplayState:
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ReplayStateError(f"{state_dir}: cannot create the state directory: {exc}")
+            raise ReplayStateError(
+                f"{state_dir}: cannot create the state directory: {exc}"
+            ) from exc
         self.high_water_us = self._load()
 
     @property

@@ -8,7 +8,7 @@ stimulation by itself when no valid frame has arrived within the dead-man interv
 (default 100 ms): a crashed or stalled sender must never leave current flowing.
 
 Dead-man timing: the receive thread's wake-up time *is* the deadline. While stimulating it
-waits for a datagram at most until last_valid + interval − margin (the margin, default 5 ms,
+waits for a datagram at most until last_valid + interval − margin (the margin, default 10 ms,
 covers the millisecond granularity of the socket wait and the thread's wake-up latency), and
 stops as soon as that instant has passed, also while a flood of invalid datagrams keeps it
 busy. So the stop comes within the interval, never after it (measured: benchmarks/deadman).
@@ -61,7 +61,7 @@ RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 #: (above) may wait ~100 ms; anything older is not what the sender means now.
 DEFAULT_FRESHNESS_MS = 250.0
 #: Default dead-man margin (ms): how much before the deadline the receive thread wakes up.
-DEFAULT_DEADMAN_MARGIN_MS = 5.0
+DEFAULT_DEADMAN_MARGIN_MS = 10.0
 #: How long the receive thread waits for a datagram when nothing is flowing (s); bounds how
 #: long stop() takes.
 IDLE_WAIT_S = 0.05
