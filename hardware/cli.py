@@ -111,6 +111,16 @@ def serve_cmd(
     deadman_ms: float = typer.Option(
         100.0, help="Stop all stimulation after this long without a valid frame."
     ),
+    deadman_margin_ms: float = typer.Option(
+        10.0, help="Wake up this long before the dead-man deadline (covers wake-up latency)."
+    ),
+    freshness_ms: float = typer.Option(
+        250.0, help="Refuse frames sent longer ago (or further ahead) than this."
+    ),
+    state_dir: Path | None = typer.Option(
+        None,
+        help="Durable anti-replay state (default: $NPE_STATE_DIR or ~/.local/state/npe).",
+    ),
     duration: float = typer.Option(0.0, help="Serve this many seconds (0: until Ctrl-C)."),
     stats_out: Path | None = typer.Option(None, help="Write the final statistics here (JSON)."),
     audit_log: Path | None = typer.Option(
@@ -138,7 +148,18 @@ def serve_cmd(
         log = AuditLog(audit_log, arr, limits, note="npe stimulator serve") if audit_log else None
     except AuditError as exc:
         raise fail(str(exc)) from exc
-    stim = SimulatedStimulator(host, port, key, limits, arr, deadman_ms=deadman_ms, audit=log)
+    from hardware.replay import ReplayStateError, default_state_dir
+
+    try:
+        stim = SimulatedStimulator(
+            host, port, key, limits, arr, deadman_ms=deadman_ms, audit=log,
+            freshness_ms=freshness_ms, deadman_margin_ms=deadman_margin_ms,
+            state_dir=state_dir if state_dir is not None else default_state_dir(),
+        )  # fmt: skip
+    except (ReplayStateError, ValueError) as exc:
+        if log is not None:
+            log.close()
+        raise fail(str(exc)) from exc
     try:
         stim.start()
     except OSError as exc:

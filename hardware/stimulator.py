@@ -7,6 +7,20 @@ sender no more than the sender trusts the model), acknowledges every datagram, a
 stimulation by itself when no valid frame has arrived within the dead-man interval
 (default 100 ms): a crashed or stalled sender must never leave current flowing.
 
+Dead-man timing: the receive thread's wake-up time *is* the deadline. While stimulating it
+waits for a datagram at most until last_valid + interval − margin (the margin, default 10 ms,
+covers the millisecond granularity of the socket wait and the thread's wake-up latency), and
+stops as soon as that instant has passed, also while a flood of invalid datagrams keeps it
+busy. So the stop comes within the interval, never after it (measured: benchmarks/deadman).
+`stats.deadman_latency_ms_max` keeps the worst stop latency seen (from the arrival of the
+last valid frame).
+
+Replay protection (see `hardware.replay`): frames must be fresh (`freshness_ms`, default
+250 ms, between the sender's send time and this clock), above the floor it started with
+(max of its own start time and, with a `state_dir`, the durable high-water mark), and above
+the last accepted one. Datagrams refused before their MAC was checked get no reply at all;
+authenticated ones get a signed ack or nack.
+
 Runs on a thread in-process (tests, `npe run`) or as `npe stimulator serve`.
 """
 
@@ -16,16 +30,20 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hardware.arrays import ElectrodeArray
 from hardware.safety import SafetyEnforcer, SafetyLimits, check_frame
 from hardware.types import StimulationFrame
-from hardware.wire import FrameVerifier, WireError, encode_ack
+from hardware.wire import UNAUTHENTICATED_REASONS, FrameVerifier, WireError, encode_ack, now_us
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from hardware.audit import AuditLog
+    from hardware.replay import ReplayState
 
 #: Rejections logged individually per reason before only the counters keep going (a flood of
 #: forged datagrams must not fill the disk); the totals are logged when the stimulator stops.
@@ -37,6 +55,16 @@ MAX_LOGGED_REJECTIONS = 100
 #: frames; with 4 MB they wait and are each checked like any other. At 100 frames/s paced
 #: it never holds more than one or two.
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+
+#: Default freshness window (ms): a frame sent longer ago than this is refused ("stale").
+#: Why 250: on one host a frame arrives within 1 ms, but a burst held in the receive buffer
+#: (above) may wait ~100 ms; anything older is not what the sender means now.
+DEFAULT_FRESHNESS_MS = 250.0
+#: Default dead-man margin (ms): how much before the deadline the receive thread wakes up.
+DEFAULT_DEADMAN_MARGIN_MS = 10.0
+#: How long the receive thread waits for a datagram when nothing is flowing (s); bounds how
+#: long stop() takes.
+IDLE_WAIT_S = 0.05
 
 
 @dataclass
@@ -54,6 +82,11 @@ class StimulatorStats:
     last_wire_sequence: int = -1
     last_frame_sequence: int = -1
     max_amplitude_ua: float = 0.0
+    deadman_latency_ms_max: float = 0.0
+    #: monotonic_ns of the last valid frame's arrival and of the last dead-man stop
+    last_valid_ns: int = 0
+    last_deadman_stop_ns: int = 0
+    replay_state_writes: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -68,6 +101,8 @@ class StimulatorStats:
             "last_wire_sequence": self.last_wire_sequence,
             "last_frame_sequence": self.last_frame_sequence,
             "max_amplitude_ua": self.max_amplitude_ua,
+            "deadman_latency_ms_max": self.deadman_latency_ms_max,
+            "replay_state_writes": self.replay_state_writes,
         }
 
 
@@ -79,10 +114,15 @@ class SimulatedStimulator:
         key: the device key (HMAC-SHA256).
         limits: its own safety limits (checked again on every frame).
         array: the array it drives (frames for another array are refused).
-        deadman_ms: stop all stimulation after this long without a valid frame.
+        deadman_ms: stop all stimulation within this long without a valid frame.
         audit: optional audit log of what it delivered (accepted frames after its own
             enforcement), its clamps, rejections and dead-man stops. Written from the
             receive thread only.
+        freshness_ms: refuse frames sent longer ago (or further ahead) than this.
+        deadman_margin_ms: wake up this much before the dead-man deadline (0 ≤ it < interval).
+        state_dir: keep the durable anti-replay state here (`hardware.replay`); None keeps it
+            in memory only (the start-time floor still refuses frames sent before start()).
+        clock_us: wall clock in µs for freshness and the start floor (injectable for tests).
     """
 
     def __init__(
@@ -95,16 +135,34 @@ class SimulatedStimulator:
         deadman_ms: float = 100.0,
         *,
         audit: AuditLog | None = None,
+        freshness_ms: float = DEFAULT_FRESHNESS_MS,
+        deadman_margin_ms: float = DEFAULT_DEADMAN_MARGIN_MS,
+        state_dir: Path | None = None,
+        clock_us: Callable[[], int] = now_us,
     ) -> None:
         if not deadman_ms > 0:
             raise ValueError(f"dead-man interval must be > 0 ms, got {deadman_ms}")
+        if not 0 <= deadman_margin_ms < deadman_ms:
+            raise ValueError(
+                f"dead-man margin must be in [0, {deadman_ms:g}) ms, got {deadman_margin_ms}"
+            )
+        if not freshness_ms > 0:
+            raise ValueError(f"freshness window must be > 0 ms, got {freshness_ms}")
         self.host = host
         self.port = port
         self.key = key
         self.limits = limits
         self.array = array
         self.deadman_s = deadman_ms / 1000.0
-        self.verifier = FrameVerifier(key, array.electrode_ids)
+        self.deadman_margin_s = deadman_margin_ms / 1000.0
+        self.freshness_ms = freshness_ms
+        self.clock_us = clock_us
+        self.replay_state: ReplayState | None = None
+        if state_dir is not None:
+            from hardware.replay import ReplayState
+
+            self.replay_state = ReplayState(state_dir, key, array.id_checksum())
+        self.verifier = self._new_verifier()
         self.enforcer = SafetyEnforcer(limits, array)
         self.stats = StimulatorStats()
         self.output: StimulationFrame = StimulationFrame.zeros(array.electrode_ids, 0, 0)
@@ -113,8 +171,24 @@ class SimulatedStimulator:
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
         self.receive_buffer_bytes = 0  # granted by the kernel, set by start()
-        self._last_valid = time.monotonic()
+        self._last_valid_ns = time.monotonic_ns()
         self.audit = audit
+
+    def _new_verifier(self) -> FrameVerifier:
+        """A verifier whose floor is max(durable mark, now): nothing sent before is accepted."""
+        floor = self.clock_us()
+        commit = None
+        if self.replay_state is not None:
+            floor = max(floor, self.replay_state.floor)
+            commit = self.replay_state.commit
+        return FrameVerifier(
+            self.key,
+            self.array.electrode_ids,
+            freshness_ms=self.freshness_ms,
+            floor=floor,
+            clock_us=self.clock_us,
+            commit=commit,
+        )
 
     def _log(self, kind: str, detail: str) -> None:
         if self.audit is not None:
@@ -130,9 +204,10 @@ class SimulatedStimulator:
         # Linux reports twice what it grants (the other half is its bookkeeping).
         self.receive_buffer_bytes = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
         sock.bind((self.host, self.port))
-        sock.settimeout(min(self.deadman_s / 4.0, 0.01))
+        sock.settimeout(IDLE_WAIT_S)
         self._sock = sock
         self.port = sock.getsockname()[1]
+        self.verifier = self._new_verifier()  # the floor is the time it starts listening
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="npe-stimulator", daemon=True)
         self._thread.start()
@@ -160,28 +235,54 @@ class SimulatedStimulator:
             self.output = StimulationFrame.zeros(self.array.electrode_ids, 0, time.monotonic_ns())
             self.stats.stimulating = False
 
+    def _deadline_ns(self) -> int:
+        """When the dead-man stop is due: last valid frame + interval − margin."""
+        return self._last_valid_ns + int((self.deadman_s - self.deadman_margin_s) * 1e9)
+
+    def _deadman_stop(self) -> None:
+        self._halt()
+        stopped = time.monotonic_ns()
+        latency_ms = (stopped - self._last_valid_ns) / 1e6
+        self.stats.last_deadman_stop_ns = stopped
+        self.stats.deadman_latency_ms_max = max(self.stats.deadman_latency_ms_max, latency_ms)
+        self.stats.deadman_stops += 1
+        self._log(
+            "deadman_stop",
+            f"no valid frame for {latency_ms:.1f} ms (interval {self.deadman_s * 1000:g} ms): "
+            "all stimulation stopped",
+        )
+
     def _run(self) -> None:
         assert self._sock is not None
         sock = self._sock
         while not self._stop.is_set():
+            wait_s = IDLE_WAIT_S
+            if self.stats.stimulating:
+                left_ns = self._deadline_ns() - time.monotonic_ns()
+                if left_ns <= 0:
+                    self._deadman_stop()
+                    continue
+                wait_s = min(wait_s, left_ns / 1e9)
+            sock.settimeout(wait_s)
             try:
                 data, addr = sock.recvfrom(65535)
             except TimeoutError:
-                data, addr = b"", None
+                continue
             except OSError:
                 break
-            if addr is not None:
-                self.handle(data, addr, sock)
-            if self.stats.stimulating and time.monotonic() - self._last_valid > self.deadman_s:
-                self._halt()
-                self.stats.deadman_stops += 1
-                self._log(
-                    "deadman_stop",
-                    f"no valid frame for {self.deadman_s * 1000:.0f} ms: all stimulation stopped",
-                )
+            self.handle(data, addr, sock, received_ns=time.monotonic_ns())
 
-    def handle(self, data: bytes, addr: tuple[str, int] | None, sock: socket.socket | None) -> bool:
-        """Process one datagram; returns True if it was accepted."""
+    def handle(
+        self,
+        data: bytes,
+        addr: tuple[str, int] | None,
+        sock: socket.socket | None,
+        *,
+        received_ns: int | None = None,
+    ) -> bool:
+        """Process one datagram (arrived at monotonic `received_ns`); True if accepted."""
+        if received_ns is None:
+            received_ns = time.monotonic_ns()
         self.stats.received += 1
         try:
             decoded = self.verifier.decode(data)
@@ -189,10 +290,15 @@ class SimulatedStimulator:
             self.stats.rejected[exc.reason] += 1
             if self.stats.rejected[exc.reason] <= MAX_LOGGED_REJECTIONS:
                 self._log("frame_rejected", str(exc))
-            if sock is not None and addr is not None and exc.reason != "bad_mac":
-                # A sender without our key gets no acknowledgement at all.
+            if self.replay_state is not None:
+                self.stats.replay_state_writes = self.replay_state.writes
+            if sock is not None and addr is not None and exc.reason not in UNAUTHENTICATED_REASONS:
+                # Only an authenticated frame is answered; a sender that may not hold our key
+                # gets no reply at all (not even a constant one: it would confirm a listener).
                 self._ack(sock, addr, -1, False, exc.reason)
             return False
+        if self.replay_state is not None:
+            self.stats.replay_state_writes = self.replay_state.writes
         safe, events = self.enforcer.enforce(decoded.frame)
         for ev in events:
             self.stats.clamped[ev.kind] += 1
@@ -212,7 +318,8 @@ class SimulatedStimulator:
             self.stats.max_amplitude_ua = max(
                 self.stats.max_amplitude_ua, float(safe.amplitude_ua.max(initial=0.0))
             )
-        self._last_valid = time.monotonic()
+        self._last_valid_ns = received_ns
+        self.stats.last_valid_ns = received_ns
         if self.audit is not None:
             try:
                 self.audit.frame(safe)

@@ -11,9 +11,11 @@ Wire format version 1 (all integers and floats big-endian, IEEE-754 float32):
     7      1    reserved         0
     8      4    array_crc        CRC-32 of the array's electrode ids joined by "\\n"
                                  (a stimulator refuses frames meant for another array)
-    12     8    wire_sequence    u64, strictly increasing per sender; starts at the sender's
-                                 wall-clock time in µs so a restarted sender stays above every
-                                 sequence it sent before (replays are rejected by it)
+    12     8    wire_sequence    u64, the sender's wall-clock time of sending in µs since the
+                                 Unix epoch, forced strictly increasing per sender (max(previous
+                                 + 1, now)); it is both the anti-replay counter and the
+                                 freshness timestamp, so a restarted sender stays above every
+                                 sequence it sent before and a receiver can tell an old frame
     20     8    frame_sequence   u64, the pipeline's StimulationFrame.sequence (audit)
     28     8    timestamp_ns     i64, sender's monotonic clock when the frame was made
     36     2    n_electrodes     u16
@@ -29,8 +31,14 @@ wire_sequence u64, HMAC-SHA256 over the first 16 bytes.
 
 A receiver checks, in this order: length ≥ header (else "truncated"), magic, version, exact
 length ("truncated"/"bad_length"), HMAC ("bad_mac", constant-time), waveform, array CRC,
-sequence strictly above the last accepted one ("replay"). The MAC is checked before any field
-is trusted, so an unauthenticated sender learns nothing but "rejected".
+freshness when it is given a window (`freshness_ms`: a send time more than the window before
+its own clock is "stale", more than the window after it "future"), sequence strictly above
+the last accepted one or the floor it started with ("replay"), and finally the `commit` hook
+(the stimulator's durable anti-replay state, `hardware.replay`; "state_write_failed" if it
+cannot be saved). The MAC is checked before any field is trusted. A datagram refused before
+its MAC was verified (truncated, bad_magic, bad_version, bad_length, bad_mac) gets no reply
+at all from the stimulator: a sender without the key learns nothing, not even why. Only an
+authenticated frame is answered, with a signed ack or a signed nack naming the reason.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ import struct
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +77,15 @@ REJECT_REASONS = (
     "bad_waveform",
     "array_mismatch",
     "replay",
+    "stale",
+    "future",
+    "state_write_failed",
+)
+
+#: Reasons decided before the frame's MAC was verified: whoever sent it may not hold the key,
+#: so the stimulator sends no reply for them (see the module docstring).
+UNAUTHENTICATED_REASONS = frozenset(
+    {"truncated", "bad_magic", "bad_version", "bad_length", "bad_mac"}
 )
 
 assert HEADER.size == 40 and RECORD.itemsize == 18
@@ -79,6 +97,11 @@ class WireError(HardwareError, ValueError):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+
+
+def now_us() -> int:
+    """Wall-clock time in µs since the Unix epoch: the time base of wire sequences."""
+    return time.time_ns() // 1000
 
 
 def ids_checksum(electrode_ids: tuple[str, ...]) -> int:
@@ -124,25 +147,51 @@ class DecodedFrame:
 
 
 class FrameEncoder:
-    """Gives every frame a strictly increasing wire sequence and authenticates it."""
+    """Gives every frame a strictly increasing wire sequence (its send time in µs) and
+    authenticates it."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, clock_us: Callable[[], int] = now_us) -> None:
         self.key = key
-        self.next_sequence = time.time_ns() // 1000
+        self.clock_us = clock_us
+        self.last_sequence = 0
 
     def encode(self, frame: StimulationFrame) -> bytes:
-        self.next_sequence += 1
-        return encode_frame(frame, self.key, self.next_sequence)
+        self.last_sequence = max(self.last_sequence + 1, self.clock_us())
+        return encode_frame(frame, self.key, self.last_sequence)
 
 
 class FrameVerifier:
-    """Receiver side: authenticates, checks and decodes frames; counts rejections by reason."""
+    """Receiver side: authenticates, checks and decodes frames; counts rejections by reason.
 
-    def __init__(self, key: bytes, electrode_ids: tuple[str, ...]) -> None:
+    Args:
+        key, electrode_ids: the device key and the array the receiver drives.
+        freshness_ms: refuse frames whose send time (the wire sequence) is more than this
+            far from `clock_us()`; None checks no freshness (decoding a recorded file later).
+        floor: refuse every sequence ≤ this ("replay"), e.g. the durable high-water mark.
+        clock_us: the receiver's wall clock in µs (injectable for tests).
+        commit: called with a sequence after every other check passed and before it is
+            accepted; raising OSError refuses the frame ("state_write_failed").
+    """
+
+    def __init__(
+        self,
+        key: bytes,
+        electrode_ids: tuple[str, ...],
+        *,
+        freshness_ms: float | None = None,
+        floor: int = -1,
+        clock_us: Callable[[], int] = now_us,
+        commit: Callable[[int], None] | None = None,
+    ) -> None:
+        if freshness_ms is not None and not freshness_ms > 0:
+            raise ValueError(f"freshness window must be > 0 ms, got {freshness_ms}")
         self.key = key
         self.electrode_ids = electrode_ids
         self.crc = ids_checksum(electrode_ids)
-        self.last_sequence = -1
+        self.last_sequence = floor
+        self.freshness_us = None if freshness_ms is None else int(freshness_ms * 1000)
+        self.clock_us = clock_us
+        self.commit = commit
         self.rejected: Counter[str] = Counter()
         self.accepted = 0
 
@@ -182,8 +231,22 @@ class FrameVerifier:
             raise WireError("bad_waveform", f"waveform code {waveform}")
         if crc != self.crc or n != len(self.electrode_ids):
             raise WireError("array_mismatch", f"frame for {n} electrodes / crc {crc:#x}")
+        if self.freshness_us is not None:
+            age_us = self.clock_us() - wseq
+            if age_us > self.freshness_us:
+                raise WireError(
+                    "stale",
+                    f"sent {age_us / 1000:.1f} ms ago, window {self.freshness_us / 1000:g} ms",
+                )
+            if -age_us > self.freshness_us:
+                raise WireError("future", f"sent {-age_us / 1000:.1f} ms ahead of this clock")
         if wseq <= self.last_sequence:
             raise WireError("replay", f"sequence {wseq} ≤ last accepted {self.last_sequence}")
+        if self.commit is not None:
+            try:
+                self.commit(wseq)
+            except OSError as exc:
+                raise WireError("state_write_failed", str(exc)) from exc
         self.last_sequence = wseq
         rec = np.frombuffer(body, dtype=RECORD, count=n, offset=HEADER.size)
         frame = StimulationFrame(

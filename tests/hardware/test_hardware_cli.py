@@ -141,6 +141,8 @@ def test_stimulator_serve_subprocess(utah, tmp_path):
             str(port),
             "--key-file",
             str(key_file),
+            "--state-dir",
+            str(tmp_path / "state"),
             "--duration",
             "1.5",
             "--stats-out",
@@ -170,6 +172,7 @@ def test_stimulator_serve_subprocess(utah, tmp_path):
     result = json.loads(stats.read_text())
     assert result["accepted"] == 5 and result["rejected"] == {"bad_mac": 5}
     assert result["deadman_stops"] >= 1 and result["stimulating"] is False
+    assert len(list((tmp_path / "state").glob("replay-*.json"))) == 1  # the durable mark
     from hardware.audit import inspect_log
 
     rep = inspect_log(tmp_path / "stim.npelog")  # what the stimulator delivered, verified
