@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from encoder.models import RetinaModel
+from hardware.untrusted_json import UntrustedFileError, load_untrusted_json
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "checkpoint.json"
@@ -181,9 +182,9 @@ def read_meta(run_dir: str | Path) -> CheckpointMeta:
     if not path.exists():
         raise CheckpointError(f"{path}: missing (is {run_dir} a training run directory?)")
     try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+        raw = load_untrusted_json(path, "checkpoint config")
+    except UntrustedFileError as exc:
+        raise CheckpointError(str(exc)) from exc
     try:
         return CheckpointMeta.model_validate(raw)
     except ValidationError as exc:

@@ -9,12 +9,13 @@ wrong current in a patient's cortex.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
+
+from hardware.untrusted_json import UntrustedFileError, load_untrusted_json
 
 CALIBRATION_SCHEMA = "npe.calibration"
 CALIBRATION_VERSION = 1
@@ -31,7 +32,7 @@ class CalibrationError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Trial(_Strict):
@@ -62,7 +63,7 @@ class ElectrodeCalibration(_Strict):
     """Everything the mapper needs to know about one electrode of one patient."""
 
     electrode_id: str
-    enabled: bool = True
+    enabled: StrictBool = True
     threshold_ua: float = Field(gt=0.0, le=MAX_CALIBRATED_CURRENT_UA)
     threshold_ci_ua: tuple[float, float] | None = None
     threshold_source: Literal["measured", "predicted", "default"] = "measured"
@@ -75,7 +76,7 @@ class ElectrodeCalibration(_Strict):
     phosphene_deg: tuple[float, float]
     phosphene_ci_deg: float | None = Field(default=None, ge=0.0)
     phosphene_size_deg: float = Field(default=1.0, gt=0.0, le=45.0)
-    phosphene_outlier: bool = False
+    phosphene_outlier: StrictBool = False
     """The patient's location reports disagree with the fitted retinotopic model."""
     trials: tuple[Trial, ...] = ()
 
@@ -139,11 +140,9 @@ def load_calibration(path: str | Path) -> PatientCalibration:
     """Read and validate a calibration file (JSON); raise CalibrationError with the reason."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise CalibrationError(f"{path}: no such calibration file") from exc
-    except json.JSONDecodeError as exc:
-        raise CalibrationError(f"{path}: not valid JSON ({exc})") from exc
+        raw = load_untrusted_json(path, "calibration file")
+    except UntrustedFileError as exc:
+        raise CalibrationError(str(exc)) from exc
     return parse_calibration(raw, source=str(path))
 
 

@@ -32,6 +32,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from hardware.untrusted_json import UntrustedFileError, load_untrusted_json
+
 SCHEMA_NAME: Literal["npe.bundle"] = "npe.bundle"
 SCHEMA_VERSION: Literal[1] = 1
 MANIFEST_NAME = "manifest.json"
@@ -424,9 +426,9 @@ def read_manifest(path: Path) -> BundleManifest:
     if not mpath.is_file():
         raise BundleError(f"{path}: missing {MANIFEST_NAME}")
     try:
-        raw = json.loads(mpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{mpath}: not valid JSON ({exc})") from exc
+        raw = load_untrusted_json(mpath, "manifest")
+    except UntrustedFileError as exc:
+        raise BundleError(str(exc)) from exc
     if not isinstance(raw, dict):
         raise BundleError(f"{mpath}: expected a JSON object")
     name, version = raw.get("schema_name"), raw.get("schema_version")
