@@ -171,3 +171,37 @@ def save_calibration(calibration: PatientCalibration, path: str | Path) -> Path:
     tmp.write_text(calibration.model_dump_json(indent=2))
     tmp.replace(path)
     return path
+
+
+def check_calibration_for_array(
+    calibration: PatientCalibration, array_name: str, electrode_ids: list[str], max_ua: float
+) -> None:
+    """Refuse a calibration that does not fit the array (and limits) it is about to drive.
+
+    Without this a calibration made for another array, or with ids the array lacks, loads
+    fine and then disables every electrode: zero stimulation on every bin, with no word.
+    Currents above the safety maximum `max_ua` are refused here rather than capped at run
+    time, since such a file records a fit nobody could have measured safely.
+    """
+    src = f"calibration for patient {calibration.patient_id!r}"
+    if array_name not in calibration.arrays:
+        raise CalibrationError(
+            f"{src} was made for {', '.join(calibration.arrays)}, not array {array_name!r}"
+        )
+    if not calibration.electrodes:
+        raise CalibrationError(f"{src} lists no electrodes")
+    known = set(electrode_ids)
+    unknown = [e.electrode_id for e in calibration.electrodes if e.electrode_id not in known]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise CalibrationError(
+            f"{src}: {len(unknown)} electrode ids unknown to array {array_name!r}: {shown}"
+        )
+    for e in calibration.electrodes:
+        for name in ("threshold_ua", "max_comfortable_ua"):
+            value = getattr(e, name)
+            if value > max_ua:
+                raise CalibrationError(
+                    f"{src}: electrode {e.electrode_id} {name} {value} µA is above the "
+                    f"safety maximum {max_ua} µA"
+                )
