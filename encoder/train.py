@@ -320,6 +320,10 @@ def train(
     from encoder.windows import window_frames_for
 
     window = window_frames_for(rec.frame_rate_hz)
+    # Refuse a recording with nothing to train on before the run directory or its
+    # train_config.json exist: a refusal changes nothing on disk (issue 16).
+    if not segments(rec.splits["train"], window, config.chunk_frames):
+        raise TrainError(f"train split has no window of {window} frames")
     torch.set_num_threads(max(1, config.threads))
     torch.manual_seed(config.seed)
     dist = init_distributed(device)
