@@ -169,3 +169,22 @@ def test_calibrate_show_cli_one_line_exit_2(tmp_path: Path, data: bytes | None) 
     assert r.exit_code == 2, out
     assert "Traceback" not in out and str(target.name) in out
     assert sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_log_inspect_on_damaged_data_is_linear_and_one_line(tmp_path: Path) -> None:
+    """Issue 16: 1 MB of damage took 18 s (quadratic resync); now time grows with size."""
+    import os
+    import time
+
+    from hardware.audit import FILE_HEADER, FILE_MAGIC, LOG_VERSION
+
+    times = []
+    for kb in (128, 512):
+        p = tmp_path / f"damaged{kb}.log"
+        p.write_bytes(FILE_HEADER.pack(FILE_MAGIC, LOG_VERSION) + os.urandom(kb * 1024))
+        t0 = time.perf_counter()
+        r = CliRunner().invoke(app, ["log", "inspect", str(p)])
+        times.append(time.perf_counter() - t0)
+        out = " ".join(r.output.split())
+        assert r.exit_code != 0 and "Traceback" not in out, out
+    assert times[1] < 12 * times[0] + 0.5  # 4× the data: linear ≈ 4×, quadratic ≈ 16×
