@@ -12,7 +12,6 @@ calibration schema has no field for them yet.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from hardware.calibration_file import (
     load_calibration,
     save_calibration,
 )
+from hardware.untrusted_json import load_untrusted_json
 
 
 def load_features(
@@ -43,10 +43,7 @@ def load_features(
         t = simulated_patient_for_array(array, simulated_patient).truth
         depth, imp = t.depth_mm.copy(), t.impedance_kohm.copy()
     elif features is not None:
-        try:
-            raw = json.loads(Path(features).read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{features}: not valid JSON ({exc})") from exc
+        raw = load_untrusted_json(features, "features file")
         if not isinstance(raw, dict):
             raise ValueError(f"{features}: expected an object {{electrode id: {{...}}}}")
         unknown = sorted(set(raw) - set(array.electrode_ids))

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from encoder.errors import EncoderError
 from encoder.models import RetinaModel
 from encoder.timebase import ms_from_frames
+from hardware.untrusted_json import UntrustedFileError, load_untrusted_json
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "checkpoint.json"
@@ -187,9 +188,9 @@ def read_meta(run_dir: str | Path) -> CheckpointMeta:
     if not path.exists():
         raise CheckpointError(f"{path}: missing (is {run_dir} a training run directory?)")
     try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+        raw = load_untrusted_json(path, "checkpoint config")
+    except UntrustedFileError as exc:
+        raise CheckpointError(str(exc)) from exc
     try:
         return CheckpointMeta.model_validate(raw)
     except ValidationError as exc:

@@ -329,10 +329,21 @@ def write_recording(recording: Recording, path: str | Path) -> Path:
     return path
 
 
+#: Largest dataset the reader loads (bytes, as declared in the file, checked before reading):
+#: a hostile file can declare a 52 GB stimulus that would end in MemoryError.
+MAX_DATASET_BYTES = 4 * 1024**3
+
+
 def _dataset(f: h5py.File, name: str, expected: str) -> NDArray[Any]:
     _require(name in f, f"/{name}: missing (expected {expected})")
     obj = f[name]
     _require(isinstance(obj, h5py.Dataset), f"/{name}: expected a dataset {expected}, got a group")
+    declared = int(np.prod(obj.shape, dtype=np.float64)) * int(obj.dtype.itemsize)
+    _require(
+        declared <= MAX_DATASET_BYTES,
+        f"/{name}: declares {declared} bytes (shape {list(obj.shape)}), above the "
+        f"{MAX_DATASET_BYTES}-byte reading budget",
+    )
     return np.asarray(obj[()])
 
 
@@ -347,6 +358,10 @@ def read_recording(path: str | Path) -> Recording:
     path = Path(path)
     if not path.exists():
         raise RecordingFormatError(f"{path}: no such file")
+    if not path.is_file():
+        raise RecordingFormatError(
+            f"{path}: is a directory or not a regular file, expected a recording"
+        )
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -368,6 +383,14 @@ def read_recording(path: str | Path) -> Recording:
         )
         for attr in ("frame_rate_hz", "pixel_size_deg"):
             _require(attr in f.attrs, f"/ attrs {attr}: missing (expected a positive number)")
+            value = f.attrs[attr]
+            numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+                value, (bool, np.bool_)
+            )
+            _require(
+                numeric and bool(np.isfinite(value)) and float(value) > 0,
+                f"/ attrs {attr}: expected a positive finite number, got {value!r}",
+            )
         stimulus = _dataset(f, "stimulus", "[n_frames, height, width] uint8 or float32")
         responses = _dataset(f, "responses", "[n_frames, n_cells] uint16")
         _require("cells" in f, "/cells: missing group (expected id, type, center_deg)")

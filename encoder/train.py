@@ -324,10 +324,6 @@ def train(
     cells = resolve_cells(rec, config.cells)
     torch.set_num_threads(max(1, config.threads))
     torch.manual_seed(config.seed)
-    dist = init_distributed(device)
-    run_dir = Path(run_dir)
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
     model = build_model(
         config.model, config.model_config, len(cells), rec.frame_shape, rec.frame_rate_hz
     )
@@ -336,6 +332,14 @@ def train(
     epoch_frames = (
         None if config.epoch_ms is None else frames_from_ms(config.epoch_ms, rec.frame_rate_hz)
     )
+    # Refuse a recording with nothing to train on before the run directory or its
+    # train_config.json exist: a refusal changes nothing on disk.
+    if not segments(rec.splits["train"], window, chunk_frames):
+        raise TrainError(f"train split has no window of {window} frames")
+    dist = init_distributed(device)
+    run_dir = Path(run_dir)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     if config.init_from is not None:
         _apply_init_from(model, config.init_from, config.freeze)
     model.to(device)

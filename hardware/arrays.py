@@ -11,7 +11,6 @@ before a patient is calibrated. Every file is validated on load and refused with
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hardware.errors import HardwareError
 from hardware.retinotopy import DEFAULT_MAP, WedgeDipoleMap
+from hardware.untrusted_json import UntrustedFileError, load_untrusted_json
 
 ARRAY_SCHEMA = "npe.array"
 ARRAY_VERSION = 1
@@ -213,9 +213,7 @@ def load_array(name_or_path: str | Path) -> ElectrodeArray:
                 f"unknown array {name_or_path!r}; shipped arrays: {', '.join(list_arrays())}"
             )
     try:
-        raw = json.loads(p.read_text())
-    except FileNotFoundError as exc:
-        raise ArrayError(f"{p}: no such array file") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArrayError(f"{p}: not valid JSON ({exc})") from exc
+        raw = load_untrusted_json(p, "array file")
+    except UntrustedFileError as exc:
+        raise ArrayError(str(exc)) from exc
     return parse_array(raw, source=str(p))

@@ -212,11 +212,13 @@ def _record_at(data: bytes | mmap.mmap, pos: int) -> Record | None:
     end = pos + REC_HEAD.size + length
     if end > len(data):
         return None
+    # The record type is checked before the CRC: on damaged data nearly every byte offset
+    # fails here, without hashing up to MAX_PAYLOAD bytes per offset (issue 16).
+    rtype, seq, mono, wall = PAYLOAD_HEAD.unpack_from(data, pos + REC_HEAD.size)
+    if rtype not in TYPE_NAMES:
+        return None
     payload = data[pos + REC_HEAD.size : end]
     if zlib.crc32(payload) != crc:
-        return None
-    rtype, seq, mono, wall = PAYLOAD_HEAD.unpack_from(payload)
-    if rtype not in TYPE_NAMES:
         return None
     return Record(pos, rtype, seq, mono, wall, payload[PAYLOAD_HEAD.size :])
 

@@ -9,14 +9,14 @@ wrong current in a patient's cortex.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from hardware.errors import HardwareError
+from hardware.untrusted_json import UntrustedFileError, load_untrusted_json
 
 CALIBRATION_SCHEMA = "npe.calibration"
 CALIBRATION_VERSION = 1
@@ -33,7 +33,7 @@ class CalibrationError(HardwareError, ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Trial(_Strict):
@@ -64,7 +64,7 @@ class ElectrodeCalibration(_Strict):
     """Everything the mapper needs to know about one electrode of one patient."""
 
     electrode_id: str
-    enabled: bool = True
+    enabled: StrictBool = True
     threshold_ua: float = Field(gt=0.0, le=MAX_CALIBRATED_CURRENT_UA)
     threshold_ci_ua: tuple[float, float] | None = None
     threshold_source: Literal["measured", "predicted", "default"] = "measured"
@@ -77,7 +77,7 @@ class ElectrodeCalibration(_Strict):
     phosphene_deg: tuple[float, float]
     phosphene_ci_deg: float | None = Field(default=None, ge=0.0)
     phosphene_size_deg: float = Field(default=1.0, gt=0.0, le=45.0)
-    phosphene_outlier: bool = False
+    phosphene_outlier: StrictBool = False
     """The patient's location reports disagree with the fitted retinotopic model."""
     trials: tuple[Trial, ...] = ()
 
@@ -141,11 +141,9 @@ def load_calibration(path: str | Path) -> PatientCalibration:
     """Read and validate a calibration file (JSON); raise CalibrationError with the reason."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise CalibrationError(f"{path}: no such calibration file") from exc
-    except json.JSONDecodeError as exc:
-        raise CalibrationError(f"{path}: not valid JSON ({exc})") from exc
+        raw = load_untrusted_json(path, "calibration file")
+    except UntrustedFileError as exc:
+        raise CalibrationError(str(exc)) from exc
     return parse_calibration(raw, source=str(path))
 
 
@@ -174,3 +172,37 @@ def save_calibration(calibration: PatientCalibration, path: str | Path) -> Path:
     tmp.write_text(calibration.model_dump_json(indent=2))
     tmp.replace(path)
     return path
+
+
+def check_calibration_for_array(
+    calibration: PatientCalibration, array_name: str, electrode_ids: list[str], max_ua: float
+) -> None:
+    """Refuse a calibration that does not fit the array (and limits) it is about to drive.
+
+    Without this a calibration made for another array, or with ids the array lacks, loads
+    fine and then disables every electrode: zero stimulation on every bin, with no word.
+    Currents above the safety maximum `max_ua` are refused here rather than capped at run
+    time, since such a file records a fit nobody could have measured safely.
+    """
+    src = f"calibration for patient {calibration.patient_id!r}"
+    if array_name not in calibration.arrays:
+        raise CalibrationError(
+            f"{src} was made for {', '.join(calibration.arrays)}, not array {array_name!r}"
+        )
+    if not calibration.electrodes:
+        raise CalibrationError(f"{src} lists no electrodes")
+    known = set(electrode_ids)
+    unknown = [e.electrode_id for e in calibration.electrodes if e.electrode_id not in known]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise CalibrationError(
+            f"{src}: {len(unknown)} electrode ids unknown to array {array_name!r}: {shown}"
+        )
+    for e in calibration.electrodes:
+        for name in ("threshold_ua", "max_comfortable_ua"):
+            value = getattr(e, name)
+            if value > max_ua:
+                raise CalibrationError(
+                    f"{src}: electrode {e.electrode_id} {name} {value} µA is above the "
+                    f"safety maximum {max_ua} µA"
+                )

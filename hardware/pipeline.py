@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hardware.arrays import ElectrodeArray
-from hardware.calibration_file import PatientCalibration
+from hardware.calibration_file import PatientCalibration, check_calibration_for_array
 from hardware.errors import HardwareError
 from hardware.kernel import KernelArray, MappingKernel
 from hardware.mapping import MappingConfig, RateSampler, electrode_model
@@ -90,6 +90,10 @@ class StimulationPipeline:
         if problems:
             raise PipelineConfigError(
                 "mapping refused by the safety limits: " + "; ".join(problems)
+            )
+        if calibration is not None:
+            check_calibration_for_array(
+                calibration, array.name, list(array.electrode_ids), limits.max_amplitude_ua
             )
         self.model = electrode_model(array, calibration, cfg, retinotopy)
         self.sampler = RateSampler(self.model.phosphene_deg, cfg)

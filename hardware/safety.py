@@ -39,7 +39,6 @@ when re-checked exactly (`check_frame`, an independent re-implementation of the 
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -54,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from hardware.arrays import ElectrodeArray
 from hardware.errors import HardwareError
 from hardware.types import StimulationFrame
+from hardware.untrusted_json import UntrustedFileError, load_untrusted_json
 
 
 @dataclass(frozen=True)
@@ -161,11 +161,9 @@ class SafetyLimits(BaseModel):
         """Read limits from a JSON file; SafetyConfigError names what is wrong."""
         p = Path(path)
         try:
-            raw = json.loads(p.read_text())
-        except FileNotFoundError as exc:
-            raise SafetyConfigError(f"{p}: no such limits file") from exc
-        except json.JSONDecodeError as exc:
-            raise SafetyConfigError(f"{p}: not valid JSON ({exc})") from exc
+            raw = load_untrusted_json(p, "limits file")
+        except UntrustedFileError as exc:
+            raise SafetyConfigError(str(exc)) from exc
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:

@@ -43,6 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from hardware.untrusted_json import UntrustedFileError, load_untrusted_json
 from runtime.errors import NpeRuntimeError
 
 SCHEMA_NAME: Literal["npe.bundle"] = "npe.bundle"
@@ -482,33 +483,20 @@ def _json_depth(value: Any) -> int:
     return deepest
 
 
-def _refuse_constant(token: str) -> float:
-    raise ValueError(f"non-finite number {token} (JSON has no NaN/Infinity)")
-
-
 def _read_manifest_json(path: Path, mpath: Path) -> dict[str, Any]:
     """The manifest's JSON object, after size, link and nesting checks (cheap ones first)."""
     if mpath.is_symlink():
         raise BundleError(f"{mpath}: is a symbolic link; a bundle holds its manifest itself")
     if not mpath.is_file():
         raise BundleError(f"{path}: missing {MANIFEST_NAME}")
-    size = mpath.stat().st_size
-    if size > MAX_MANIFEST_BYTES:
-        raise BundleError(
-            f"{mpath}: {size} bytes is over the {MAX_MANIFEST_BYTES} byte limit for a manifest"
-        )
-    with mpath.open("rb") as f:
-        data = f.read(MAX_MANIFEST_BYTES + 1)  # the file may grow between stat and read
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise BundleError(f"{mpath}: over the {MAX_MANIFEST_BYTES} byte limit for a manifest")
     try:
-        raw = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
-    except RecursionError:
-        raise BundleError(
-            f"{mpath}: nested deeper than {MAX_MANIFEST_DEPTH} levels; not a manifest"
-        ) from None
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-        raise BundleError(f"{mpath}: not valid JSON ({exc})") from exc
+        # Size before reading, regular file, UTF-8, bracket depth without recursion, no
+        # NaN/Infinity, no duplicate keys (hardware.untrusted_json, the one such loader).
+        raw = load_untrusted_json(
+            mpath, "manifest", max_bytes=MAX_MANIFEST_BYTES, max_depth=MAX_MANIFEST_DEPTH
+        )
+    except UntrustedFileError as exc:
+        raise BundleError(str(exc)) from exc
     if not isinstance(raw, dict):
         raise BundleError(f"{mpath}: expected a JSON object")
     if _json_depth(raw) > MAX_MANIFEST_DEPTH:

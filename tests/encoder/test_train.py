@@ -253,3 +253,19 @@ def test_cli_train_from_a_config_file_flags_override_and_the_effective_config_is
     bad.write_bytes(b"lr = 0.1 \xff\n")
     res = runner.invoke(app, ["train", "--config", str(bad)])
     assert res.exit_code == 2 and "not UTF-8" in res.stderr
+
+
+def test_train_refuses_empty_train_split_before_writing(
+    tiny_recording_path: Path, tmp_path: Path
+) -> None:
+    """Issue 16: a refused recording leaves no run directory (no train_config.json) behind."""
+    import dataclasses
+
+    rec = read_recording(tiny_recording_path)
+    splits = dict(rec.splits)
+    splits["train"] = np.zeros((0, 2), np.int64)
+    empty = dataclasses.replace(rec, splits=splits)
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainError, match="train split has no window"):
+        train(tiny_recording_path, run_dir, _cfg(), recording=empty)
+    assert not run_dir.exists()

@@ -33,7 +33,8 @@ def _calibration(array, rng):
                 electrode_id=eid,
                 enabled=bool(rng.random() > 0.05),
                 threshold_ua=thr,
-                max_comfortable_ua=float(thr + rng.uniform(0, 60)),
+                # at most the safety maximum: above it a calibration is refused at load
+                max_comfortable_ua=min(float(thr + rng.uniform(0, 60)), 100.0),
                 brightness=BrightnessCurve(
                     scale_ua=float(rng.uniform(5, 50)),
                     max_brightness=float(rng.uniform(0.5, 2)),

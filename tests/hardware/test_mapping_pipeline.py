@@ -10,7 +10,12 @@ import pytest
 
 from hardware.arrays import ArrayError, list_arrays, load_array, parse_array
 from hardware.audit import AuditLog, inspect_log
-from hardware.calibration_file import BrightnessCurve, ElectrodeCalibration, PatientCalibration
+from hardware.calibration_file import (
+    BrightnessCurve,
+    CalibrationError,
+    ElectrodeCalibration,
+    PatientCalibration,
+)
 from hardware.mapping import MappingConfig
 from hardware.pipeline import PipelineConfigError, StimulationPipeline
 from hardware.safety import SafetyLimits, check_frame
@@ -146,14 +151,19 @@ def test_calibration_disables_and_shapes(utah):
         version=1, patient_id="p", arrays=("utah96",), electrodes=tuple(electrodes)
     )
     lim = SafetyLimits()
+    # Behaviour changed (issue 16): a max comfortable current above the safety maximum is
+    # refused when the calibration meets the limits, instead of capped at run time.
+    with pytest.raises(CalibrationError, match=r"utah96-03 max_comfortable_ua 150\.0"):
+        StimulationPipeline(utah, cal, lim)
+    electrodes[2] = electrodes[2].model_copy(update={"max_comfortable_ua": 100.0})
+    cal = cal.model_copy(update={"electrodes": tuple(electrodes)})
     pipe = StimulationPipeline(utah, cal, lim)
-    assert pipe.events["calibration_above_limit"] == 1  # electrode 2's 150 µA > 100 µA cap
     frame = pipe.process(
         grid_field((0.0, 0.0), half=2.0, rates_on=lambda p: np.full(len(p), 100.0))
     )
     assert not frame.active[0]  # disabled in the calibration
     assert frame.amplitude_ua[1] == pytest.approx(70.0)  # its own max comfortable current
-    assert 99.0 < frame.amplitude_ua[2] <= 100.0  # capped at the limit, not 150
+    assert 99.0 < frame.amplitude_ua[2] <= 100.0  # at its max comfortable current = the limit
     assert frame.active[3:].sum() == 0  # not in the calibration → never stimulates
     assert check_frame(frame, lim, utah, [ids[0], *ids[3:]]) == []
 

@@ -11,11 +11,17 @@ vectorised oracle written independently of the enforcer, and a sample by `check_
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hardware.arrays import load_array
-from hardware.calibration_file import BrightnessCurve, ElectrodeCalibration, PatientCalibration
+from hardware.calibration_file import (
+    BrightnessCurve,
+    CalibrationError,
+    ElectrodeCalibration,
+    PatientCalibration,
+)
 from hardware.mapping import MappingConfig
 from hardware.pipeline import PipelineConfigError, StimulationPipeline
 from hardware.safety import SafetyEnforcer, SafetyLimits, check_frame
@@ -200,7 +206,23 @@ def _chain_never_breaks_limits(data):
     )
     COUNT["raw_frames"] += RAW_BATCH
 
-    # 2. The whole chain on rate fields.
+    # 2. The whole chain on rate fields. A calibration above the safety maximum is refused
+    # when it meets the limits (issue 16); the chain then runs on it clipped to the maximum.
+    if calibration is not None:
+        top = limits.max_amplitude_ua
+        if any(e.max_comfortable_ua > top for e in calibration.electrodes):
+            with pytest.raises(CalibrationError, match="above the safety maximum"):
+                StimulationPipeline(array, calibration, limits, mapping)
+        clipped = tuple(
+            e.model_copy(
+                update={
+                    "threshold_ua": min(e.threshold_ua, top),
+                    "max_comfortable_ua": min(e.max_comfortable_ua, top),
+                }
+            )
+            for e in calibration.electrodes
+        )
+        calibration = calibration.model_copy(update={"electrodes": clipped})
     try:
         StimulationPipeline(array, calibration, limits, drawn_mapping)
     except PipelineConfigError as exc:  # a mapping the limits would clamp: refused at start

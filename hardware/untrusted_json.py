@@ -1,0 +1,144 @@
+"""The one loader for JSON files a user hands to npe (manifests, calibrations, limits, arrays).
+
+Every such file is untrusted until checked. `json.loads` alone turns a hostile file into a
+traceback (RecursionError at ~100,000 nested brackets, UnicodeDecodeError, IsADirectoryError)
+or into silently wrong values (NaN, a duplicate key where the last one wins). This module
+checks, in order: the path is a regular file, its size is under a limit (before reading it),
+it decodes as UTF-8, its bracket nesting is shallow enough (counted by a linear scan, without
+recursion, before the parser sees it), and it parses with NaN/Infinity and duplicate keys
+refused. Any refusal is an `UntrustedFileError` whose message is one line naming the file.
+`hardware` is the leaf package, so every other package may import this.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+from hardware.errors import HardwareError
+
+#: Largest JSON file npe reads (bytes); the biggest real one (a 1024-electrode calibration
+#: with its trials) is a few MB.
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+#: Deepest bracket nesting accepted; npe's own files nest fewer than 8 levels.
+DEFAULT_MAX_DEPTH = 64
+
+
+class UntrustedFileError(HardwareError, ValueError):
+    """A user-supplied file refused before use; the message is one line naming the file."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _max_depth(text: str, limit: int) -> int:
+    """Deepest bracket nesting outside strings; stops early once past `limit` (linear scan)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {token[:40]} overflows to infinity")
+    return value
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def parse_untrusted_json(
+    text: str, source: str = "<json>", max_depth: int = DEFAULT_MAX_DEPTH
+) -> Any:
+    """Parse JSON text with the depth, NaN/Infinity and duplicate-key checks."""
+    depth = _max_depth(text, max_depth)
+    if depth > max_depth:
+        raise UntrustedFileError(f"{source}: JSON nested deeper than {max_depth} levels; refused")
+    try:
+        return json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_no_duplicates,
+        )
+    except json.JSONDecodeError as exc:
+        raise UntrustedFileError(f"{source}: not valid JSON ({_one_line(str(exc))})") from exc
+    except (ValueError, RecursionError) as exc:
+        raise UntrustedFileError(f"{source}: refused: {_one_line(str(exc))}") from exc
+
+
+def load_untrusted_json(
+    path: str | Path,
+    what: str = "file",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> Any:
+    """Read, check and parse one JSON file; raise UntrustedFileError with a one-line reason.
+
+    `what` names the kind of file in the message ("calibration file", "manifest").
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError as exc:
+        raise UntrustedFileError(f"{p}: no such {what}") from exc
+    except OSError as exc:
+        raise UntrustedFileError(
+            f"{p}: cannot read {what} ({_one_line(exc.strerror or str(exc))})"
+        ) from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise UntrustedFileError(f"{p}: is a directory, expected a {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise UntrustedFileError(f"{p}: not a regular file, expected a {what}")
+    if st.st_size > max_bytes:
+        raise UntrustedFileError(
+            f"{p}: {what} is {st.st_size} bytes, above the {max_bytes}-byte limit"
+        )
+    try:
+        with p.open("rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise UntrustedFileError(
+            f"{p}: cannot read {what} ({_one_line(exc.strerror or str(exc))})"
+        ) from exc
+    if len(data) > max_bytes:
+        raise UntrustedFileError(f"{p}: {what} is above the {max_bytes}-byte limit")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UntrustedFileError(
+            f"{p}: {what} is not UTF-8 text (bad byte at offset {exc.start})"
+        ) from exc
+    return parse_untrusted_json(text, source=str(p), max_depth=max_depth)
