@@ -75,9 +75,13 @@ def test_npe_run_with_defaults_runs_headless_and_writes_a_log(
     summary = json.loads((runs[0] / "summary.json").read_text())
     assert summary["source"] == "synthetic:bar" and summary["stop_reason"] == "duration reached"
     assert summary["counters"]["bins_done"] > 50
-    assert (
-        summary["extra"]["stimulator"]["accepted"] > 50
-    )  # frames reached the simulated stimulator
+    stim = summary["extra"]["stimulator"]
+    assert stim["accepted"] > 50  # frames reached the simulated stimulator
+    # Delivery is reported: frames sent against received and accepted, with refusals named.
+    sent = summary["extra"]["link_stats"]["sent"]
+    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("stimulator: "))
+    assert f"{sent} frames sent, {stim['received']} received" in line
+    assert f"{stim['accepted']} accepted" in line
 
 
 def test_npe_run_from_a_patient_config_file_writes_its_effective_config(
