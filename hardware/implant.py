@@ -33,11 +33,12 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hardware.arrays import ArrayError, ElectrodeArray, Placement, load_array
 from hardware.calibration_file import PatientCalibration
-from hardware.kernel import KernelArray, MappingKernel
+from hardware.kernel import GeometryKernelCache, KernelArray, MappingKernel
 from hardware.mapping import MappingConfig
 from hardware.pipeline import RING_FRAMES, StimulationPipeline, _slot
 from hardware.retinotopy import DEFAULT_MAP, WedgeDipoleMap
@@ -243,7 +244,7 @@ def implant_of_one(array: ElectrodeArray, link: str | None = None) -> Implant:
     )
 
 
-class ImplantPipeline:
+class ImplantPipeline(GeometryKernelCache):
     """One rate field → one safe frame per array, within the per-array and implant limits.
 
     Attributes:
@@ -296,10 +297,7 @@ class ImplantPipeline:
             for slot in self._slots
         ]
         self._ring_at = 0
-        self.kernel: MappingKernel | None = None
-        self._kernel_key: tuple[bytes, bytes] | None = None
-        self._kernel_pos: object = None
-        self._kernel_pol: object = None
+        self._init_kernel_cache()
         # Implant-wide check buffers (so that a bin within the implant limits allocates
         # nothing here either).
         size = n_arrays * width
@@ -318,27 +316,14 @@ class ImplantPipeline:
         self.kernel_bins = 0
         self.general_bins = 0
 
-    def kernel_for(self, field: RateField) -> MappingKernel:
-        """The implant's kernel for `field`'s geometry (see `StimulationPipeline.kernel_for`)."""
-        if (
-            self.kernel is not None
-            and field.positions_deg is self._kernel_pos
-            and field.polarity is self._kernel_pol
-        ):
-            return self.kernel
-        pos = np.ascontiguousarray(field.positions_deg, dtype=np.float64)
-        pol = np.ascontiguousarray(field.polarity, dtype=np.int8)
-        key = (pos.tobytes(), pol.tobytes())
-        if self.kernel is None or key != self._kernel_key:
-            parts = [
-                KernelArray(p.sampler.weights(pos, pol), p.model, p.ceiling_ua, p.enforcer)
-                for p in self._order
-            ]
-            self.kernel = MappingKernel(parts, self.mapping, self.limits)
-            self.kernel.bind_ring(self._slots)
-            self._kernel_key = key
-        self._kernel_pos, self._kernel_pol = field.positions_deg, field.polarity
-        return self.kernel
+    def _build_kernel(self, pos: NDArray[np.float64], pol: NDArray[np.int8]) -> MappingKernel:
+        parts = [
+            KernelArray(p.sampler.weights(pos, pol), p.model, p.ceiling_ua, p.enforcer)
+            for p in self._order
+        ]
+        kernel = MappingKernel(parts, self.mapping, self.limits)
+        kernel.bind_ring(self._slots)
+        return kernel
 
     def warm_up(self, rate_field: RateField) -> None:
         """Warm the implant kernel and every array's general path (no frame, no event)."""

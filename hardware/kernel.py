@@ -32,6 +32,7 @@ from scipy.sparse._sparsetools import csr_matvec as _csr_matvec
 
 from hardware.mapping import ElectrodeModel, MappingConfig
 from hardware.safety import _MARGIN, _MIN_DELIVERABLE_UA, SafetyEnforcer, SafetyLimits
+from hardware.types import RateField
 
 #: Steady-state allocation: none, except that on bins where the simultaneous-electrode or
 #: total-current cap must run, numpy's `ndarray.partition` allocates and frees a small scratch
@@ -549,3 +550,41 @@ class MappingKernel:
         np.multiply(self._live32, self._rate32, out=self.pulse_rate_hz)
         np.multiply(self._live16, self._pulses16, out=self.n_pulses)
         return True
+
+
+class GeometryKernelCache:
+    """Mixin: the kernel of the last rate-field geometry, rebuilt only when it changes.
+
+    The live loop hands over the same position and polarity arrays every bin, so the usual
+    check is by identity (no work, no allocation); new arrays are compared by value once, and
+    only a different geometry calls `_build_kernel`. Shared by the single-array and implant
+    pipelines, which differ only in how they build a kernel.
+    """
+
+    kernel: MappingKernel | None
+
+    def _init_kernel_cache(self) -> None:
+        self.kernel = None
+        self._kernel_key: tuple[bytes, bytes] | None = None
+        self._kernel_pos: object = None
+        self._kernel_pol: object = None
+
+    def _build_kernel(self, pos: NDArray[np.float64], pol: NDArray[np.int8]) -> MappingKernel:
+        raise NotImplementedError
+
+    def kernel_for(self, field: RateField) -> MappingKernel:
+        """The precomputed kernel for `field`'s geometry (built on first use of a geometry)."""
+        if (
+            self.kernel is not None
+            and field.positions_deg is self._kernel_pos
+            and field.polarity is self._kernel_pol
+        ):
+            return self.kernel
+        pos = np.ascontiguousarray(field.positions_deg, dtype=np.float64)
+        pol = np.ascontiguousarray(field.polarity, dtype=np.int8)
+        key = (pos.tobytes(), pol.tobytes())
+        if self.kernel is None or key != self._kernel_key:
+            self.kernel = self._build_kernel(pos, pol)
+            self._kernel_key = key
+        self._kernel_pos, self._kernel_pol = field.positions_deg, field.polarity
+        return self.kernel

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from hardware.arrays import ElectrodeArray
 from hardware.calibration_file import PatientCalibration, check_calibration_for_array
 from hardware.errors import HardwareError
-from hardware.kernel import KernelArray, MappingKernel
+from hardware.kernel import GeometryKernelCache, KernelArray, MappingKernel
 from hardware.mapping import MappingConfig, RateSampler, electrode_model
 from hardware.retinotopy import DEFAULT_MAP, WedgeDipoleMap
 from hardware.safety import EnforcedBatch, SafetyEnforcer, SafetyEvent, SafetyLimits
@@ -41,7 +41,7 @@ class PipelineConfigError(HardwareError, ValueError):
 RING_FRAMES = 8
 
 
-class StimulationPipeline:
+class StimulationPipeline(GeometryKernelCache):
     """Mapping then safety for one array and (optionally) one patient's calibration.
 
     Attributes:
@@ -107,10 +107,7 @@ class StimulationPipeline:
         self.events: Counter[str] = Counter()
         self.last_events: list[SafetyEvent] = []
         self.sequence = 0
-        self.kernel: MappingKernel | None = None
-        self._kernel_key: tuple[bytes, bytes] | None = None
-        self._kernel_pos: object = None
-        self._kernel_pol: object = None
+        self._init_kernel_cache()
         #: Bins the kernel served / bins that went the general path (events, faults).
         self.kernel_bins = 0
         self.general_bins = 0
@@ -166,29 +163,12 @@ class StimulationPipeline:
         cur[rows, order] = ranked
         return np.where(nan, np.nan, cur)
 
-    def kernel_for(self, field: RateField) -> MappingKernel:
-        """The precomputed kernel for `field`'s geometry (built on first use of a geometry).
-
-        The live loop hands over the same position and polarity arrays every bin, so the
-        usual check is by identity; new arrays are compared by value once.
-        """
-        if (
-            self.kernel is not None
-            and field.positions_deg is self._kernel_pos
-            and field.polarity is self._kernel_pol
-        ):
-            return self.kernel
-        pos = np.ascontiguousarray(field.positions_deg, dtype=np.float64)
-        pol = np.ascontiguousarray(field.polarity, dtype=np.int8)
-        key = (pos.tobytes(), pol.tobytes())
-        if self.kernel is None or key != self._kernel_key:
-            weights = self.sampler.weights(pos, pol)
-            part = KernelArray(weights, self.model, self.ceiling_ua, self.enforcer)
-            self.kernel = MappingKernel([part], self.mapping, self.limits)
-            self.kernel.bind_ring(self._slots)
-            self._kernel_key = key
-        self._kernel_pos, self._kernel_pol = field.positions_deg, field.polarity
-        return self.kernel
+    def _build_kernel(self, pos: NDArray[np.float64], pol: NDArray[np.int8]) -> MappingKernel:
+        weights = self.sampler.weights(pos, pol)
+        part = KernelArray(weights, self.model, self.ceiling_ua, self.enforcer)
+        kernel = MappingKernel([part], self.mapping, self.limits)
+        kernel.bind_ring(self._slots)
+        return kernel
 
     def process_batch(
         self, field: RateField, rates_hz: NDArray[np.floating]

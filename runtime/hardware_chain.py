@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from hardware.arrays import DEFAULT_ARRAY, ElectrodeArray, load_array
 from hardware.audit import AuditLog
@@ -20,10 +20,7 @@ from hardware.link import StimulatorLink
 from hardware.pipeline import StimulationPipeline
 from hardware.safety import SafetyLimits
 
-__all__ = ["STIMULATOR_NICE", "HardwareChain", "StimulatorMode", "build_chain"]
-
-#: Where `npe run` starts its simulated stimulator, as the CLI and bench spell it.
-StimulatorMode = Literal["thread", "process"]
+__all__ = ["STIMULATOR_NICE", "HardwareChain", "build_chain"]
 
 
 @dataclass

@@ -35,9 +35,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hardware.arrays import DEFAULT_ARRAY
+from hardware.simulator_mode import SimulatorMode
 from runtime.bench.timing import BenchError, EagerTimer, InferenceResult, time_calls
 from runtime.bench.witness import WakeReport, WitnessProcess, attribute_stalls
-from runtime.hardware_chain import StimulatorMode
 from runtime.inference import OrtEngine, SessionSettings
 from runtime.latency import summarise_ns
 from runtime.spec import FormSpec, ModelSpec
@@ -182,7 +182,7 @@ def bench_end_to_end(
     camera_fov_deg: float = 60.0,
     realtime: bool = False,
     form: str | None = None,
-    stimulator: StimulatorMode = "process",
+    stimulator: SimulatorMode | str = SimulatorMode.PROCESS,
     spin_us: float = 0.0,
     witness: bool = False,
 ) -> tuple[dict[str, Any], NDArray[np.int64]]:
@@ -398,7 +398,7 @@ def run_benchmark(
     realtime: bool = False,
     array: str = DEFAULT_ARRAY,
     camera_fov_deg: float = 60.0,
-    stimulator: StimulatorMode = "process",
+    stimulator: SimulatorMode | str = SimulatorMode.PROCESS,
     peak_size: int = 1024,
     scheduling: str = "normal scheduling",
     spin_us: float = 0.0,
