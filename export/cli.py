@@ -50,6 +50,12 @@ def export_command(
         "--json",
         help="also write the export report (the manifest) here; default BUNDLE_DIR/../<name>.export.json",
     ),
+    session: str | None = typer.Option(
+        None,
+        "--session",
+        help="multi-session checkpoint: the session whose cells to export "
+        "(rate-map models' maps need none)",
+    ),
 ) -> None:
     """Export a trained model to a verified ONNX bundle (model.onnx + manifest.json)."""
     console = _console(stderr=True)
@@ -63,7 +69,7 @@ def export_command(
 
     with console.status("loading checkpoint") as status:
         try:
-            source = load_source(run_dir)
+            source = load_source(run_dir, session)
             options = ExportOptions(
                 data=data, int8_calibration=calibration_data, ort=ort, overwrite=overwrite
             )

@@ -290,6 +290,11 @@ def _preflight(source: ExportSource, options: ExportOptions) -> None:
         raise ExportError(
             f"step_frames must be ≥ {parity.MIN_STEP_FRAMES}, got {options.step_frames}"
         )
+    if options.int8_calibration is not None and source.sessions and not source.session:
+        raise ExportError(
+            "--int8 scores the rate maps through one session's cells: choose it with "
+            f"--session NAME (sessions {', '.join(source.sessions)})"
+        )
     if options.int8_calibration is not None:
         from export.quantize import test_recording
 

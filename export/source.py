@@ -39,6 +39,10 @@ class ExportSource:
         data_sha256: its sha256 as recorded in the checkpoint.
         checkpoint_sha256: sha256 of the checkpoint weights (provenance in the manifest).
         stimulus_kind: stimulus the model was trained on.
+        session: the session of a multi-session checkpoint whose cells this is ("" for a
+            single-session checkpoint, and for the session-independent rate maps of a
+            multi-session one exported without a session).
+        sessions: every session of a multi-session checkpoint (() for a single-session one).
     """
 
     model: Any
@@ -54,6 +58,8 @@ class ExportSource:
     data_sha256: str = ""
     checkpoint_sha256: str = ""
     stimulus_kind: str = ""
+    session: str = ""
+    sessions: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -94,15 +100,47 @@ def _get(meta: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
-def load_source(run_dir: Path) -> ExportSource:
-    """Load a checkpoint run directory (model.safetensors + checkpoint.json) for export."""
+def _session_to_load(run_dir: Path, session: str | None) -> tuple[str | None, tuple[str, ...]]:
+    """(session to load, all sessions) of `run_dir`; refuses a multi-session checkpoint
+    without a session unless its model is a rate-map model.
+
+    Why rate maps need no session: their maps are computed by the shared core and describe
+    cell types, not any session's cells, so every session's view exports the same maps.
+    """
+    from encoder.checkpoint import MultiSessionMeta, read_any_meta
+    from encoder.models import get_spec
+
+    meta = read_any_meta(run_dir)
+    if not isinstance(meta, MultiSessionMeta):
+        return session, ()
+    names = meta.session_names
+    if session is not None:
+        meta.session(session)  # refuses an unknown name, listing the sessions
+        return session, names
+    if get_spec(meta.model_name).model_cls.ratemap:
+        return names[0], names
+    raise ExportError(
+        f"{run_dir}: a multi-session checkpoint (sessions {', '.join(names)}); choose whose "
+        "cells to export with --session NAME"
+    )
+
+
+def load_source(run_dir: Path, session: str | None = None) -> ExportSource:
+    """Load a checkpoint run directory (model.safetensors + checkpoint.json) for export.
+
+    A multi-session checkpoint exports one session's cells (`session`, via its
+    single-session view); a rate-map model's maps need no session.
+    """
     from encoder.checkpoint import load_checkpoint
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ExportError(f"{run_dir}: no such checkpoint run directory")
     try:
-        loaded = load_checkpoint(run_dir)
+        chosen, sessions = _session_to_load(run_dir, session)
+        loaded = load_checkpoint(run_dir, chosen)
+    except ExportError:
+        raise
     except Exception as exc:  # the checkpoint loader's own errors name the problem
         raise ExportError(f"{run_dir}: cannot load checkpoint ({exc})") from exc
     meta = loaded.meta
@@ -131,4 +169,6 @@ def load_source(run_dir: Path) -> ExportSource:
         data_sha256=str(_get(meta, "training_data_sha256", "data_sha256", default="") or ""),
         checkpoint_sha256=_sha256(weights) if weights.is_file() else "",
         stimulus_kind=str(_get(meta, "stimulus_kind", "stimulus", default="") or ""),
+        session=session or "",
+        sessions=sessions,
     )

@@ -1,87 +1,63 @@
-"""The interface every retina model implements, plus the pieces several models share.
+"""The interface every retina model implements: a composition of a core and a readout.
 
 A model maps a window of stimulus history to the expected spike count of each cell in the
-newest frame bin. Training and evaluation work on contiguous *chunks* of frames
-(`forward_chunk`), because models whose first stage runs per frame (the CNN-LSTM, the
-streaming model) then compute that stage once per frame instead of once per window —
-a ~25× saving that keeps training within the 2-core budget of the accuracy benchmark.
+newest frame bin: `readout(core(window))` (`encoder.models.core`, `encoder.models.readout`).
+Each registered model is a `RetinaModel` subclass that says which core and which readout it
+is made of (`build_core`, `build_readout`) and adds its own API (step form, rate maps) on top.
+
+Training and evaluation work on contiguous *chunks* of frames (`forward_chunk`), because
+models whose first stage runs per frame (the CNN-LSTM, the streaming model) then compute that
+stage once per frame instead of once per window — a ~25× saving that keeps training within
+the 2-core budget of the accuracy benchmark.
+
+State-dict keys are `core.…` and `readout.…`; checkpoints written before the split used the
+layers' own names and are mapped on load (`encoder.checkpoint.LEGACY_KEYS`).
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from encoder.errors import EncoderError
-from encoder.timebase import DEFAULT_WINDOW_MS, frames_from_ms
+from encoder.models.config import (
+    DEFAULT_FRAME_RATE_HZ,
+    DEFAULT_FRAME_SHAPE,
+    DEFAULT_N_CELLS,
+    DEFAULT_WINDOW_FRAMES,
+    ModelConfig,
+    ModelConfigError,
+    gaussian_noise,
+    two_conv_output_shape,
+)
+from encoder.models.core import Core
+from encoder.models.readout import CellSelector, Readout
 
-#: Input size used to report parameter counts (`npe models`): the synthetic retina's default
-#: 32×32 px frames at 100 Hz with a 250 ms window (REFERENCES: YADLRetina's 250 ms window).
-DEFAULT_FRAME_SHAPE: tuple[int, int] = (32, 32)
-DEFAULT_FRAME_RATE_HZ: float = 100.0
-DEFAULT_WINDOW_FRAMES: int = 25
-DEFAULT_N_CELLS: int = 32
-
-
-class ModelConfigError(EncoderError, ValueError):
-    """A model name or configuration that cannot build a model."""
-
-
-class ModelConfig(BaseModel):
-    """Base of every model's hyper-parameters; subclasses add their own fields.
-
-    Every temporal extent is a duration in ms (fields end in `_ms`), never a frame count: the
-    model turns it into frames at build time from the recording's frame rate
-    (`encoder.timebase.frames_from_ms`), so a config means the same network at 30 or 120 Hz.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    window_ms: float = Field(default=DEFAULT_WINDOW_MS, gt=0)  # stimulus history seen
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-
-def two_conv_output_shape(
-    model_name: str, frame_shape: tuple[int, int], kernel1: int, kernel2: int
-) -> tuple[int, int]:
-    """(height, width) left after two unpadded convolutions, or a clear refusal.
-
-    The seed models' dense readouts are sized from this, so a frame smaller than the two
-    layers' receptive field must fail at construction with the sizes named, not later as a
-    shape error deep inside torch.
-    """
-    h = frame_shape[0] - kernel1 - kernel2 + 2
-    w = frame_shape[1] - kernel1 - kernel2 + 2
-    if h < 1 or w < 1:
-        raise ModelConfigError(
-            f"{model_name}: frames of {list(frame_shape)} px are smaller than the "
-            f"{kernel1 + kernel2 - 1} px receptive field of the two conv layers"
-        )
-    return h, w
-
-
-def gaussian_noise(x: Tensor, sigma: float, training: bool) -> Tensor:
-    """Additive Gaussian noise on activations during training (YADLRetina, Deep Retina σ 0.1)."""
-    if training and sigma > 0:
-        return x + sigma * torch.randn_like(x)
-    return x
+__all__ = [
+    "DEFAULT_FRAME_RATE_HZ",
+    "DEFAULT_FRAME_SHAPE",
+    "DEFAULT_N_CELLS",
+    "DEFAULT_WINDOW_FRAMES",
+    "CellSelector",
+    "ModelConfig",
+    "ModelConfigError",
+    "RateMapMixin",
+    "RetinaModel",
+    "gaussian_noise",
+    "polarity_of",
+    "two_conv_output_shape",
+]
 
 
 class RetinaModel(nn.Module):
-    """Base class: `forward(x [B, T, H, W] contrast) -> [B, n_cells]` expected counts per bin.
+    """`forward(x [B, T, H, W] contrast) -> [B, n_cells]` = `readout(core(x))`.
 
-    Subclasses set the class attributes and implement `forward`; `forward_chunk` has a generic
-    (window-unfolding) implementation that per-frame models override. The window is
-    `config.window_ms` turned into frames at `frame_rate_hz`; subclasses turn their own `_ms`
-    fields into frames with `self.frames(ms)` and report them in `temporal_frames`.
+    Built by `build_model` from (config, n_cells, frame_shape, frame_rate_hz): the subclass's
+    `build_core` and `build_readout` make the parts, then their `reset_parameters` apply the
+    initialisation. `compose(core, readout)` makes a model from existing parts instead (the
+    single-session view of a multi-session model shares them).
     """
 
     name: ClassVar[str] = ""
@@ -89,150 +65,103 @@ class RetinaModel(nn.Module):
     stateful: ClassVar[bool] = False
     ratemap: ClassVar[bool] = False
 
+    core: Core
+    readout: Readout
+
     def __init__(
         self,
         config: ModelConfig,
         n_cells: int,
         frame_shape: tuple[int, int],
         frame_rate_hz: float,
+        *,
+        parts: tuple[Core, Readout] | None = None,
     ) -> None:
         super().__init__()
-        if n_cells < 1:
-            raise ModelConfigError(f"n_cells must be ≥ 1, got {n_cells}")
-        if len(frame_shape) != 2 or min(frame_shape) < 1:
-            raise ModelConfigError(f"frame_shape must be (height, width) ≥ 1, got {frame_shape}")
-        if not (math.isfinite(frame_rate_hz) and frame_rate_hz > 0):
-            raise ModelConfigError(f"frame_rate_hz must be a positive number, got {frame_rate_hz}")
+        if parts is None:
+            if n_cells < 1:
+                raise ModelConfigError(f"n_cells must be ≥ 1, got {n_cells}")
+            core = self.build_core(config, frame_shape, frame_rate_hz)
+            readout = self.build_readout(core, n_cells)
+            core.reset_parameters()
+            readout.reset_parameters()
+        else:
+            core, readout = parts
+        if readout.feature_shape != core.feature_shape:
+            raise ModelConfigError(
+                f"{self.name}: readout reads features of {list(readout.feature_shape)}, the "
+                f"core makes {list(core.feature_shape)}"
+            )
+        self.core = core
+        self.readout = readout
         self.config = config
-        self.n_cells = int(n_cells)
-        self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
-        self.frame_rate_hz = float(frame_rate_hz)
-        self.window_frames = self.frames(config.window_ms)
-        self._penalty: Tensor | None = None
+        self.n_cells = readout.n_cells
+        self.frame_shape = core.frame_shape
+        self.frame_rate_hz = core.frame_rate_hz
+        self.window_frames = core.window_frames
 
-    def frames(self, ms: float) -> int:
-        """`ms` as whole frames at this model's frame rate (the shared `frames_from_ms`)."""
-        try:
-            return frames_from_ms(ms, self.frame_rate_hz)
-        except ValueError as exc:
-            raise ModelConfigError(f"{self.name}: {exc}") from exc
+    # ----------------------------------------------------------------- the composition
+    @classmethod
+    def build_core(
+        cls, config: ModelConfig, frame_shape: tuple[int, int], frame_rate_hz: float
+    ) -> Core:
+        """This model's core for `config` at the data geometry."""
+        raise NotImplementedError
 
-    def temporal_frames(self) -> dict[str, int]:
-        """Frames this model uses for each `_ms` field of its config (checked by the tests).
+    @classmethod
+    def build_readout(cls, core: Core, n_cells: int) -> Readout:
+        """A readout of `n_cells` cells on `core`'s features (one per session if several)."""
+        raise NotImplementedError
 
-        Subclasses with more temporal fields extend it; the window is common to all.
-        """
-        return {"window_ms": self.window_frames}
+    @classmethod
+    def compose(cls, core: Core, readout: Readout, config: ModelConfig | None = None) -> Self:
+        """The model made of these parts (shared, not copied); `config` defaults to the core's."""
+        return cls(
+            config or core.config,
+            readout.n_cells,
+            core.frame_shape,
+            core.frame_rate_hz,
+            parts=(core, readout),
+        )
 
     # ----------------------------------------------------------------- generic API
+    def frames(self, ms: float) -> int:
+        """`ms` as whole frames at this model's frame rate (the shared `frames_from_ms`)."""
+        return self.core.frames(ms)
+
+    def temporal_frames(self) -> dict[str, int]:
+        """Frames this model uses for each `_ms` field of its config (checked by the tests)."""
+        return self.core.temporal_frames()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, T, H, W] contrast → [B, n_cells] expected counts in the newest bin."""
+        return self.readout(self.core(x))
+
     def forward_chunk(self, x: Tensor) -> Tensor:
         """Outputs for every full window inside a contiguous chunk.
 
         x: [B, L, H, W] float32 contrast with L ≥ T → [B, L - T + 1, n_cells]; entry j is
         `forward(x[:, j : j + T])`, i.e. the prediction for frame j + T - 1.
         """
-        t = self.window_frames
-        if x.shape[1] < t:
-            raise ValueError(f"chunk of {x.shape[1]} frames is shorter than the window ({t})")
-        windows = x.unfold(1, t, 1)  # [B, L-T+1, H, W, T]
-        b, n = windows.shape[0], windows.shape[1]
-        windows = windows.permute(0, 1, 4, 2, 3).reshape(b * n, t, x.shape[2], x.shape[3])
-        return self.forward(windows).reshape(b, n, -1)
+        return self.readout.forward_chunk(self.core.forward_chunk(x))
 
     def penalty(self) -> Tensor:
-        """Regularisation terms from the latest training forward pass (0 when none)."""
-        if self._penalty is None:
-            return torch.zeros(())
-        return self._penalty
+        """Regularisation terms of core and readout from the latest training forward (0 if none)."""
+        return self.core.penalty() + self.readout.penalty()
 
     def core_modules(self) -> list[nn.Module]:
         """Modules frozen by `--freeze core` (the convolutional feature extractor)."""
-        return []
+        return self.core.feature_modules()
 
     def first_layer_filters(self) -> Tensor:
         """Spatial profile of each first-layer filter: [n_filters, kh, kw] (for figures)."""
-        raise NotImplementedError
+        return self.core.first_layer_filters()
 
     def config_dict(self) -> dict[str, Any]:
         return self.config.to_dict()
 
     def n_parameters(self) -> int:
         return sum(int(p.numel()) for p in self.parameters())
-
-
-def _softmax_semantic_loss(logits: Tensor) -> Tensor:
-    """Semantic loss of Xu et al. 2017 for 'exactly one' over the last axis, mean over rows.
-
-    L = −log Σ_j p_j Π_{k≠j}(1 − p_k) with p = softmax(logits); computed in log space as
-    −[logsumexp_j(log p_j − log(1 − p_j)) + Σ_k log(1 − p_k)] so that it stays finite as the
-    distribution approaches one-hot (REFERENCES: fully convolutional Deep Retina).
-    """
-    logp = torch.log_softmax(logits, dim=-1)
-    log1mp = torch.log1p(-torch.exp(logp).clamp(max=1.0 - 1e-6))
-    value = torch.logsumexp(logp - log1mp, dim=-1) + log1mp.sum(dim=-1)
-    return -value.mean()
-
-
-class CellSelector(nn.Module):
-    """Maps rate maps to recorded cells: which type map and which location explain each cell.
-
-    Each cell has a softmax over types and a softmax over map locations; its prediction is the
-    map value under those distributions. The semantic loss pushes both towards one-hot, so after
-    training each cell is one type at one place and the maps can be tiled over any frame.
-
-    maps: [B, n_types, h, w] → [B, n_cells].
-    """
-
-    def __init__(self, n_cells: int, n_types: int, map_shape: tuple[int, int]) -> None:
-        super().__init__()
-        self.map_shape = map_shape
-        self.type_logits = nn.Parameter(0.01 * torch.randn(n_cells, n_types))
-        self.loc_logits = nn.Parameter(torch.zeros(n_cells, map_shape[0] * map_shape[1]))
-
-    def forward(self, maps: Tensor) -> Tensor:
-        if tuple(maps.shape[-2:]) != self.map_shape:
-            raise ValueError(
-                f"rate maps of {list(maps.shape[-2:])} do not match the selector's "
-                f"{list(self.map_shape)}; use forward_maps for other frame sizes"
-            )
-        p_type = torch.softmax(self.type_logits, dim=-1)  # [C, K]
-        p_loc = torch.softmax(self.loc_logits, dim=-1)  # [C, h*w]
-        flat = maps.flatten(2)  # [B, K, h*w]
-        per_type = torch.einsum("bkl,cl->bck", flat, p_loc)
-        return (per_type * p_type.unsqueeze(0)).sum(-1)
-
-    def semantic_loss(self) -> Tensor:
-        return _softmax_semantic_loss(self.type_logits) + _softmax_semantic_loss(self.loc_logits)
-
-    @torch.no_grad()
-    def init_locations(
-        self, ys: NDArray[np.float64], xs: NDArray[np.float64], sigma: float
-    ) -> None:
-        """Start each cell's location distribution as a Gaussian bump at (ys[c], xs[c]) map px."""
-        h, w = self.map_shape
-        gy, gx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        for c, (y, x) in enumerate(zip(ys, xs, strict=True)):
-            if not (math.isfinite(float(y)) and math.isfinite(float(x))):
-                continue
-            d2 = (gy - y) ** 2 + (gx - x) ** 2
-            self.loc_logits[c] = torch.from_numpy((-d2 / (2 * sigma**2)).ravel()).float()
-
-    @torch.no_grad()
-    def init_types(self, type_index: NDArray[np.int64], strength: float = 4.0) -> None:
-        """Start cell c on map type_index[c] (from the recording's cell types) instead of a
-        near-uniform mixture, which otherwise lets ON and OFF cells pull every map both ways
-        and slows the symmetry breaking down badly. Still learnable (soft logits)."""
-        self.type_logits.zero_()
-        for c, k in enumerate(type_index.tolist()):
-            if 0 <= k < self.type_logits.shape[1]:
-                self.type_logits[c, k] = strength
-
-    def assignments(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """(type index [n_cells], flat location index [n_cells]) of each cell's argmax."""
-        return (
-            self.type_logits.argmax(-1).cpu().numpy().astype(np.int64),
-            self.loc_logits.argmax(-1).cpu().numpy().astype(np.int64),
-        )
 
 
 def polarity_of(label: str) -> int:
@@ -246,7 +175,8 @@ def polarity_of(label: str) -> int:
 
 
 class RateMapMixin:
-    """Shared rate-map bookkeeping for `fullyconv` and `streaming`.
+    """Shared rate-map bookkeeping for `fullyconv` and `streaming` (core: type maps, readout:
+    `CellSelector`).
 
     Map pixel (i, j) is centred on input pixel (i·s, j·s) with s the readout stride, in
     input-pixel index coordinates (pixel k's centre is k). Degrees follow as
@@ -254,7 +184,15 @@ class RateMapMixin:
     """
 
     config: Any
-    selector: CellSelector
+    readout: Readout
+
+    @property
+    def selector(self) -> CellSelector:
+        """The readout, typed as the cell selector it is for rate-map models."""
+        readout = self.readout
+        if not isinstance(readout, CellSelector):
+            raise TypeError(f"rate-map model with a {type(readout).__name__} readout")
+        return readout
 
     def map_grid(self, height: int, width: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Centres of the output pixels: (ys_px [H'], xs_px [W']) in input-pixel coordinates."""

@@ -43,6 +43,9 @@ Semantics: `forward(window)` runs the LSTM from zero state over the last T − t
 frames of the window (the original's stateless LSTM). `step`/`forward_sequence` run it
 continuously from zero state (and a zero cache), so they do not equal `forward` on windows;
 the deployment model with exact window semantics in step form is `streaming`.
+
+Core: convolutions, temporal stage and LSTM (features: the hidden state [B, hidden]), with
+the step form; readout: `DenseReadout` with softplus on the hidden state.
 """
 
 from __future__ import annotations
@@ -51,7 +54,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from numpy.typing import NDArray
 from pydantic import Field
 from torch import Tensor, nn
@@ -62,6 +64,8 @@ from encoder.models.base import (
     gaussian_noise,
     two_conv_output_shape,
 )
+from encoder.models.core import Core
+from encoder.models.readout import DenseReadout, Readout
 
 
 class CNNLSTMConfig(ModelConfig):
@@ -79,20 +83,17 @@ class CNNLSTMConfig(ModelConfig):
     l2_activity: float = 1e-4
 
 
-class CNNLSTM(RetinaModel):
-    name = "cnn-lstm"
-    default_loss = "poisson"
-    stateful = True
+class CNNLSTMCore(Core):
+    """Per-frame convs (+ causal temporal stage) → LSTM: features = hidden state [B, hidden]."""
+
+    model_name = "cnn-lstm"
+    per_frame = True
     config: CNNLSTMConfig
 
     def __init__(
-        self,
-        config: CNNLSTMConfig,
-        n_cells: int,
-        frame_shape: tuple[int, int],
-        frame_rate_hz: float,
+        self, config: CNNLSTMConfig, frame_shape: tuple[int, int], frame_rate_hz: float
     ) -> None:
-        super().__init__(config, n_cells, frame_shape, frame_rate_hz)
+        super().__init__(config, frame_shape, frame_rate_hz)
         c = config
         h2, w2 = two_conv_output_shape("cnn-lstm", frame_shape, c.kernel1, c.kernel2)
         self.lstm_frames = min(self.frames(c.lstm_ms), self.window_frames)
@@ -103,6 +104,19 @@ class CNNLSTM(RetinaModel):
         self.time1 = (
             nn.Conv2d(c.filters1, c.filters1, (self.temporal1, 1)) if self.temporal1 > 1 else None
         )
+        self.conv2 = nn.Conv2d(c.filters1, c.filters2, c.kernel2)
+        self.drop = nn.Dropout(c.dropout)
+        n_features = c.filters2 * h2 * w2
+        # Equalised learning rate for the wide LSTM input projection (see module docstring):
+        # weights at unit scale, features scaled by 1/√fan_in in `_gates`. Same
+        # initial function as nn.Linear's default (effective weights U(±1/√fan_in)).
+        self.feature_scale = 1.0 / math.sqrt(n_features)
+        self.lstm_input = nn.Linear(n_features, 4 * c.hidden)
+        self.recurrent = nn.Linear(c.hidden, 4 * c.hidden, bias=False)
+        self.feature_shape = (c.hidden,)
+
+    def reset_parameters(self) -> None:
+        c = self.config
         if self.time1 is not None:
             # Start as the purely spatial layout: each channel passes its newest frame through
             # (see module docstring, "Training dynamics").
@@ -111,41 +125,13 @@ class CNNLSTM(RetinaModel):
             with torch.no_grad():
                 for i in range(c.filters1):
                     self.time1.weight[i, i, -1, 0] = 1.0
-        self.conv2 = nn.Conv2d(c.filters1, c.filters2, c.kernel2)
-        self.drop = nn.Dropout(c.dropout)
-        n_features = c.filters2 * h2 * w2
-        # Equalised learning rate for the wide LSTM input projection (see module docstring):
-        # weights at unit scale, features scaled by 1/√fan_in in `_frame_gates`. Same
-        # initial function as nn.Linear's default (effective weights U(±1/√fan_in)).
-        self.feature_scale = 1.0 / math.sqrt(n_features)
-        self.lstm_input = nn.Linear(n_features, 4 * c.hidden)
-        self.recurrent = nn.Linear(c.hidden, 4 * c.hidden, bias=False)
-        self.readout = nn.Linear(c.hidden, n_cells)
         nn.init.uniform_(self.lstm_input.weight, -1.0, 1.0)
         nn.init.zeros_(self.lstm_input.bias)
         with torch.no_grad():  # forget-gate bias 1: remember by default
             self.lstm_input.bias[c.hidden : 2 * c.hidden] = 1.0
-        nn.init.constant_(self.readout.bias, -2.0)
 
     def temporal_frames(self) -> dict[str, int]:
         return {**super().temporal_frames(), "lstm_ms": self.lstm_frames}
-
-    def init_output_bias(self, mean_counts: NDArray[np.floating]) -> None:
-        """Start each cell's output at its mean count per bin: mean_counts [n_cells] ≥ 0.
-
-        Sets the readout bias to softplus⁻¹(mean) so that training starts near the best
-        constant predictor instead of pushing every LSTM gate the same way (module docstring).
-        """
-        mu = np.asarray(mean_counts, dtype=np.float64).reshape(-1)
-        if mu.shape != (self.n_cells,) or not np.all(np.isfinite(mu)) or np.any(mu < 0):
-            raise ValueError(
-                f"init_output_bias: need {self.n_cells} finite non-negative mean counts, "
-                f"got shape {list(mu.shape)}"
-            )
-        mu = np.clip(mu, 1e-3, None)
-        bias = mu + np.log(-np.expm1(-mu))  # softplus⁻¹, stable for small and large mu
-        with torch.no_grad():
-            self.readout.bias.copy_(torch.as_tensor(bias, dtype=self.readout.bias.dtype))
 
     # ------------------------------------------------------------------ stages
     def _spatial1(self, x: Tensor) -> Tensor:
@@ -209,34 +195,31 @@ class CNNLSTM(RetinaModel):
             hs.append(h)
         return torch.stack(hs, dim=1)
 
-    def _out(self, h: Tensor) -> Tensor:
-        return F.softplus(self.readout(h))
-
     # ------------------------------------------------------------------ window API
     def forward(self, x: Tensor) -> Tensor:
-        """x: [B, T, H, W] contrast → [B, n_cells]: LSTM over the window from zero state.
+        """x: [B, T, H, W] contrast → hidden state [B, hidden]: LSTM over the window from zero.
 
         With a temporal stage the LSTM runs over the T − temporal1 + 1 frames whose temporal
         filter lies inside the window.
         """
         gates = self._frame_gates(x[:, -self.window_frames :])
-        return self._out(self._run(gates)[:, -1])
+        return self._run(gates)[:, -1]
 
     def forward_chunk(self, x: Tensor) -> Tensor:
-        """x: [B, L, H, W] → [B, L − T + 1, n_cells]; convolutions computed once per frame."""
+        """x: [B, L, H, W] → [B, L − T + 1, hidden]; convolutions computed once per frame."""
         t = self.window_frames - self.temporal1 + 1  # LSTM steps per window
         gates = self._frame_gates(x)  # [B, L − temporal1 + 1, 4H]
         windows = gates.unfold(1, t, 1)  # [B, n, 4H, T]
         b, n = windows.shape[:2]
         windows = windows.permute(0, 1, 3, 2).reshape(b * n, t, -1)
         h = self._run(windows)[:, -1]
-        return self._out(h).reshape(b, n, -1)
+        return h.reshape(b, n, -1)
 
     # ------------------------------------------------------------------ streaming API
     def init_state(self, batch: int) -> tuple[Tensor, ...]:
         """Zeros: (h [B, hidden], c [B, hidden]) and, with a temporal stage, the cache of the
         last temporal1 − 1 frames' spatial responses [B, F1, temporal1 − 1, H1, W1]."""
-        p = self.readout.weight
+        p = self.recurrent.weight
         z = torch.zeros(batch, self.config.hidden, dtype=p.dtype, device=p.device)
         if self.time1 is None:
             return (z, z.clone())
@@ -252,26 +235,85 @@ class CNNLSTM(RetinaModel):
         return ("lstm_h", "lstm_c") if self.time1 is None else ("lstm_h", "lstm_c", "cache1")
 
     def step(self, frame: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """frame: [B, H, W], state from `init_state` → ([B, n_cells], next state)."""
+        """frame: [B, H, W], state from `init_state` → (hidden [B, hidden], next state)."""
         x = frame.unsqueeze(1)
         if self.time1 is None:
             gates = self._frame_gates(x)[:, 0]
             h, c = self._cell(gates, state[0], state[1])
-            return self._out(h), (h, c)
+            return h, (h, c)
         s1 = torch.cat([state[2], self._spatial1(x)], dim=2)  # [B, F1, temporal1, H1, W1]
         gates = self._temporal_gates(s1)[:, 0]
         h, c = self._cell(gates, state[0], state[1])
-        return self._out(h), (h, c, s1[:, :, 1:])
+        return h, (h, c, s1[:, :, 1:])
 
     def forward_sequence(self, x: Tensor) -> Tensor:
-        """x: [B, N, H, W] from zero state, LSTM never reset → [B, N, n_cells]."""
+        """x: [B, N, H, W] from zero state, LSTM never reset → hidden states [B, N, hidden]."""
         history = None
         if self.time1 is not None:
             history = self.init_state(x.shape[0])[2]
-        return self._out(self._run(self._frame_gates(x, history=history)))
+        return self._run(self._frame_gates(x, history=history))
 
-    def core_modules(self) -> list[nn.Module]:
+    def feature_modules(self) -> list[nn.Module]:
         return [m for m in (self.conv1, self.time1, self.conv2) if m is not None]
 
     def first_layer_filters(self) -> Tensor:
         return self.conv1.weight.detach()[:, 0]
+
+
+class CNNLSTM(RetinaModel):
+    name = "cnn-lstm"
+    default_loss = "poisson"
+    stateful = True
+    config: CNNLSTMConfig
+    core: CNNLSTMCore
+
+    @classmethod
+    def build_core(
+        cls, config: ModelConfig, frame_shape: tuple[int, int], frame_rate_hz: float
+    ) -> Core:
+        assert isinstance(config, CNNLSTMConfig)
+        return CNNLSTMCore(config, frame_shape, frame_rate_hz)
+
+    @classmethod
+    def build_readout(cls, core: Core, n_cells: int) -> Readout:
+        return DenseReadout(n_cells, core.feature_shape, "softplus")
+
+    @property
+    def temporal1(self) -> int:
+        """Taps of layer 1's temporal stage (1: purely spatial layer 1)."""
+        return self.core.temporal1
+
+    @property
+    def lstm_frames(self) -> int:
+        return self.core.lstm_frames
+
+    @property
+    def time1(self) -> nn.Conv2d | None:
+        return self.core.time1
+
+    def init_output_bias(self, mean_counts: NDArray[np.floating]) -> None:
+        """Start each cell's output at its mean count per bin: mean_counts [n_cells] ≥ 0.
+
+        Sets the readout bias to softplus⁻¹(mean) so that training starts near the best
+        constant predictor instead of pushing every LSTM gate the same way (module docstring).
+        Only this model offers it at model level, which is what `encoder.train` looks for.
+        """
+        self.readout.init_output_bias(mean_counts)
+
+    # ------------------------------------------------------------------ streaming API
+    def init_state(self, batch: int) -> tuple[Tensor, ...]:
+        """The core's zero state (see `CNNLSTMCore.init_state`)."""
+        return self.core.init_state(batch)
+
+    def state_names(self) -> tuple[str, ...]:
+        """Names of `init_state`'s tensors, in order (used by the exporter)."""
+        return self.core.state_names()
+
+    def step(self, frame: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """frame: [B, H, W], state from `init_state` → ([B, n_cells], next state)."""
+        h, new_state = self.core.step(frame, state)
+        return self.readout(h), new_state
+
+    def forward_sequence(self, x: Tensor) -> Tensor:
+        """x: [B, N, H, W] from zero state, LSTM never reset → [B, N, n_cells]."""
+        return self.readout.forward_chunk(self.core.forward_sequence(x))

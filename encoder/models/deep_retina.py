@@ -4,15 +4,19 @@ Stimulus history as input channels; conv 16@15×15 → conv 8@9×9 → dense →
 noise σ 0.1 after each conv, L2 1e-3 on weights, L1 1e-3 on readout activity, Poisson loss,
 Adam (REFERENCES: Deep Retina). The original used 40 frames of 10 ms; we use the recording's
 window (25 frames at 100 Hz) so every model sees the same 250 ms.
+
+Core: the two convolutions (L2 on their weights); readout: `DenseReadout` with softplus (L2
+on its weights, L1 on its output).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from encoder.models.base import ModelConfig, RetinaModel, gaussian_noise, two_conv_output_shape
+from encoder.models.core import Core
+from encoder.models.readout import DenseReadout, Readout
 
 
 class DeepRetinaConfig(ModelConfig):
@@ -25,43 +29,63 @@ class DeepRetinaConfig(ModelConfig):
     l1_activity: float = 1e-3
 
 
-class DeepRetina(RetinaModel):
-    name = "deep-retina"
-    default_loss = "poisson"
+class DeepRetinaCore(Core):
+    """Window as channels → conv + noise → ReLU → conv + noise → ReLU: [B, filters2, h2, w2]."""
+
+    model_name = "deep-retina"
     config: DeepRetinaConfig
 
     def __init__(
-        self,
-        config: DeepRetinaConfig,
-        n_cells: int,
-        frame_shape: tuple[int, int],
-        frame_rate_hz: float,
+        self, config: DeepRetinaConfig, frame_shape: tuple[int, int], frame_rate_hz: float
     ) -> None:
-        super().__init__(config, n_cells, frame_shape, frame_rate_hz)
+        super().__init__(config, frame_shape, frame_rate_hz)
         c = config
         h2, w2 = two_conv_output_shape("deep-retina", frame_shape, c.kernel1, c.kernel2)
         self.conv1 = nn.Conv2d(self.window_frames, c.filters1, c.kernel1)
         self.conv2 = nn.Conv2d(c.filters1, c.filters2, c.kernel2)
-        self.dense = nn.Linear(c.filters2 * h2 * w2, n_cells)
-        nn.init.constant_(self.dense.bias, -2.0)
+        self.feature_shape = (c.filters2, h2, w2)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: [B, T, H, W] contrast → [B, n_cells] expected spike count in the newest bin."""
         c = self.config
         h = torch.relu(
             gaussian_noise(self.conv1(x[:, -self.window_frames :]), c.noise_sigma, self.training)
         )
         h = torch.relu(gaussian_noise(self.conv2(h), c.noise_sigma, self.training))
-        out = F.softplus(self.dense(h.flatten(1)))
         if self.training:
-            l2 = sum(m.weight.pow(2).sum() for m in (self.conv1, self.conv2, self.dense))
-            self._penalty = c.l2_weights * l2 + c.l1_activity * out.abs().mean()
-        return out
+            self._penalty = c.l2_weights * sum(
+                m.weight.pow(2).sum() for m in (self.conv1, self.conv2)
+            )
+        return h
 
-    def core_modules(self) -> list[nn.Module]:
+    def feature_modules(self) -> list[nn.Module]:
         return [self.conv1, self.conv2]
 
     def first_layer_filters(self) -> Tensor:
         w = self.conv1.weight.detach()
         lag = w.pow(2).sum((2, 3)).argmax(1)
         return w[torch.arange(w.shape[0]), lag]
+
+
+class DeepRetina(RetinaModel):
+    name = "deep-retina"
+    default_loss = "poisson"
+    config: DeepRetinaConfig
+
+    @classmethod
+    def build_core(
+        cls, config: ModelConfig, frame_shape: tuple[int, int], frame_rate_hz: float
+    ) -> Core:
+        assert isinstance(config, DeepRetinaConfig)
+        return DeepRetinaCore(config, frame_shape, frame_rate_hz)
+
+    @classmethod
+    def build_readout(cls, core: Core, n_cells: int) -> Readout:
+        c = core.config
+        assert isinstance(c, DeepRetinaConfig)
+        return DenseReadout(
+            n_cells,
+            core.feature_shape,
+            "softplus",
+            l2_weight=c.l2_weights,
+            l1_activity=c.l1_activity,
+        )

@@ -5,6 +5,9 @@ spike-triggered average (the cross-covariance of the window with the spike count
 unit norm; the nonlinearity is softplus(a·g + b) of the standardised generator signal g,
 fitted per cell by Poisson maximum likelihood. This is the reference every CNN must beat
 (issue 3); a purely LN model cannot explain the nonlinear subunits of the synthetic cells.
+
+Core: none to share (`WindowCore` passes the window through); readout: `LNReadout`, the
+per-cell filters and nonlinearity.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from encoder.models.base import ModelConfig, RetinaModel
+from encoder.models.core import Core, WindowCore
+from encoder.models.readout import Readout
 
 
 class LNConfig(ModelConfig):
@@ -72,28 +77,27 @@ def generator_signal(
     return g
 
 
-class LNModel(RetinaModel):
-    name = "ln"
-    default_loss = "poisson"
-    fitted_in_closed_form = True
-    config: LNConfig
+class LNCore(WindowCore):
+    model_name = "ln"
 
-    def __init__(
-        self, config: LNConfig, n_cells: int, frame_shape: tuple[int, int], frame_rate_hz: float
-    ) -> None:
-        super().__init__(config, n_cells, frame_shape, frame_rate_hz)
-        h, w = frame_shape
-        self.filters = nn.Parameter(
-            torch.zeros(n_cells, self.window_frames, h, w), requires_grad=False
-        )
+
+class LNReadout(Readout):
+    """Window [B, T, H, W] → softplus(gain·(g − mean)/std + offset), g = ⟨filter_c, window⟩.
+
+    All parameters are fitted in closed form (`fit`), none by gradient descent.
+    """
+
+    def __init__(self, n_cells: int, feature_shape: tuple[int, ...], fit_iterations: int) -> None:
+        super().__init__(n_cells, feature_shape)
+        self.fit_iterations = fit_iterations
+        self.filters = nn.Parameter(torch.zeros(n_cells, *feature_shape), requires_grad=False)
         self.g_mean = nn.Parameter(torch.zeros(n_cells), requires_grad=False)
         self.g_std = nn.Parameter(torch.ones(n_cells), requires_grad=False)
         self.gain = nn.Parameter(torch.ones(n_cells), requires_grad=False)
         self.offset = nn.Parameter(torch.full((n_cells,), -2.0), requires_grad=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: [B, T, H, W] → [B, n_cells] = softplus(gain·(g − mean)/std + offset)."""
-        g = torch.einsum("bthw,cthw->bc", x[:, -self.window_frames :], self.filters)
+    def forward(self, features: Tensor) -> Tensor:
+        g = torch.einsum("bthw,cthw->bc", features, self.filters)
         z = (g - self.g_mean) / self.g_std
         return F.softplus(self.gain * z + self.offset)
 
@@ -104,7 +108,7 @@ class LNModel(RetinaModel):
         ranges: NDArray[np.int64],
     ) -> None:
         """Fit filters (STA) and the nonlinearity on the frames of `ranges` (the train split)."""
-        t = self.window_frames
+        t = self.feature_shape[0]
         sta = spike_triggered_average(stimulus, responses, ranges, t)
         norm = np.sqrt((sta.reshape(sta.shape[0], -1) ** 2).sum(1)).clip(min=1e-12)
         filters = (sta / norm[:, None, None, None]).astype(np.float32)
@@ -120,7 +124,7 @@ class LNModel(RetinaModel):
         gain = torch.ones(self.n_cells, requires_grad=True)
         offset = torch.full((self.n_cells,), float(np.log(np.expm1(max(r.mean(), 1e-3)))))
         offset.requires_grad_(True)
-        opt = torch.optim.LBFGS([gain, offset], max_iter=self.config.fit_iterations)
+        opt = torch.optim.LBFGS([gain, offset], max_iter=self.fit_iterations)
 
         def closure() -> Tensor:
             opt.zero_grad()
@@ -142,3 +146,35 @@ class LNModel(RetinaModel):
         w = self.filters.detach()
         lag = w.pow(2).sum((2, 3)).argmax(1)
         return w[torch.arange(w.shape[0]), lag]
+
+
+class LNModel(RetinaModel):
+    name = "ln"
+    default_loss = "poisson"
+    fitted_in_closed_form = True
+    config: LNConfig
+    readout: LNReadout
+
+    @classmethod
+    def build_core(
+        cls, config: ModelConfig, frame_shape: tuple[int, int], frame_rate_hz: float
+    ) -> Core:
+        return LNCore(config, frame_shape, frame_rate_hz)
+
+    @classmethod
+    def build_readout(cls, core: Core, n_cells: int) -> Readout:
+        assert isinstance(core.config, LNConfig)
+        return LNReadout(n_cells, core.feature_shape, core.config.fit_iterations)
+
+    def fit(
+        self,
+        stimulus: NDArray[np.float32],
+        responses: NDArray[Any],
+        ranges: NDArray[np.int64],
+    ) -> None:
+        """Fit the readout on the frames of `ranges` (the train split)."""
+        self.readout.fit(stimulus, responses, ranges)
+
+    def first_layer_filters(self) -> Tensor:
+        """Each cell's filter at its lag of largest energy: [n_cells, H, W]."""
+        return self.readout.first_layer_filters()

@@ -5,6 +5,8 @@
 the output is the probability of at least one spike in the newest bin, trained with binary
 cross-entropy and Adam, weights normal-initialised (REFERENCES: YADLRetina). The original
 had ~150k parameters at its input size; `npe models` reports ours at the default input.
+
+Core: the two convolutions; readout: `DenseReadout` with a sigmoid.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from encoder.models.base import ModelConfig, RetinaModel, two_conv_output_shape
+from encoder.models.core import Core
+from encoder.models.readout import DenseReadout, Readout
 
 
 class SingleCNNConfig(ModelConfig):
@@ -23,35 +27,32 @@ class SingleCNNConfig(ModelConfig):
     init_std: float = 0.01  # normal initialisation, as in the original
 
 
-class SingleCNN(RetinaModel):
-    name = "single-cnn"
-    default_loss = "bce"
+class SingleCNNCore(Core):
+    """Window as channels → conv → ReLU → conv → ReLU: features [B, filters2, h2, w2]."""
+
+    model_name = "single-cnn"
     config: SingleCNNConfig
 
     def __init__(
-        self,
-        config: SingleCNNConfig,
-        n_cells: int,
-        frame_shape: tuple[int, int],
-        frame_rate_hz: float,
+        self, config: SingleCNNConfig, frame_shape: tuple[int, int], frame_rate_hz: float
     ) -> None:
-        super().__init__(config, n_cells, frame_shape, frame_rate_hz)
+        super().__init__(config, frame_shape, frame_rate_hz)
         c = config
         h2, w2 = two_conv_output_shape("single-cnn", frame_shape, c.kernel1, c.kernel2)
         self.conv1 = nn.Conv2d(self.window_frames, c.filters1, c.kernel1)
         self.conv2 = nn.Conv2d(c.filters1, c.filters2, c.kernel2)
-        self.dense = nn.Linear(c.filters2 * h2 * w2, n_cells)
-        for layer in (self.conv1, self.conv2, self.dense):
-            nn.init.normal_(layer.weight, std=c.init_std)
-            nn.init.constant_(layer.bias, -2.0 if layer is self.dense else 0.0)  # type: ignore[arg-type]  # start at p(spike) ≈ 0.12
+        self.feature_shape = (c.filters2, h2, w2)
+
+    def reset_parameters(self) -> None:
+        for layer in (self.conv1, self.conv2):
+            nn.init.normal_(layer.weight, std=self.config.init_std)
+            nn.init.constant_(layer.bias, 0.0)  # type: ignore[arg-type]
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: [B, T, H, W] contrast → [B, n_cells] spike probability in the newest bin."""
         h = torch.relu(self.conv1(x[:, -self.window_frames :]))
-        h = torch.relu(self.conv2(h))
-        return torch.sigmoid(self.dense(h.flatten(1)))
+        return torch.relu(self.conv2(h))
 
-    def core_modules(self) -> list[nn.Module]:
+    def feature_modules(self) -> list[nn.Module]:
         return [self.conv1, self.conv2]
 
     def first_layer_filters(self) -> Tensor:
@@ -59,3 +60,24 @@ class SingleCNN(RetinaModel):
         w = self.conv1.weight.detach()  # [F, T, k, k]
         lag = w.pow(2).sum((2, 3)).argmax(1)
         return w[torch.arange(w.shape[0]), lag]
+
+
+class SingleCNN(RetinaModel):
+    name = "single-cnn"
+    default_loss = "bce"
+    config: SingleCNNConfig
+
+    @classmethod
+    def build_core(
+        cls, config: ModelConfig, frame_shape: tuple[int, int], frame_rate_hz: float
+    ) -> Core:
+        assert isinstance(config, SingleCNNConfig)
+        return SingleCNNCore(config, frame_shape, frame_rate_hz)
+
+    @classmethod
+    def build_readout(cls, core: Core, n_cells: int) -> Readout:
+        assert isinstance(core.config, SingleCNNConfig)
+        # normal init as the original; bias −2 starts at p(spike) ≈ 0.12
+        return DenseReadout(
+            n_cells, core.feature_shape, "sigmoid", init_std=core.config.init_std, init_bias=-2.0
+        )

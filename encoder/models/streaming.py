@@ -12,8 +12,9 @@ the two caches of spatial responses, passed explicitly (ONNX Runtime cannot upda
 hidden in parameters; REFERENCES: runtime facts). No batch-norm: its statistics caused a
 train/validation gap in the fully convolutional Deep Retina (REFERENCES), so it is avoided.
 
-Readout: 1×1 convolution to `n_types` rate maps (softplus), then `CellSelector` picks a type
-and location per recorded cell (semantic loss of Xu et al. 2017) during training.
+Core: the layers and a 1×1 convolution to `n_types` rate maps (softplus), with the step form
+(`init_state`, `step`); readout: `CellSelector` picks a type and location per recorded cell
+(semantic loss of Xu et al. 2017) during training. The maps are shared by every session.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from encoder.models.base import (
     RetinaModel,
     gaussian_noise,
 )
+from encoder.models.core import Core
+from encoder.models.fullyconv import map_shape
+from encoder.models.readout import Readout
 
 
 class StreamingConfig(ModelConfig):
@@ -50,21 +54,17 @@ class StreamingConfig(ModelConfig):
     type_labels: tuple[str, ...] = ()
 
 
-class StreamingModel(RateMapMixin, RetinaModel):
-    name = "streaming"
-    default_loss = "poisson"
-    stateful = True
-    ratemap = True
+class StreamingCore(Core):
+    """Separable causal layers → type maps; features [B, n_types, ⌈H/s⌉, ⌈W/s⌉] per window."""
+
+    model_name = "streaming"
+    per_frame = True
     config: StreamingConfig
 
     def __init__(
-        self,
-        config: StreamingConfig,
-        n_cells: int,
-        frame_shape: tuple[int, int],
-        frame_rate_hz: float,
+        self, config: StreamingConfig, frame_shape: tuple[int, int], frame_rate_hz: float
     ) -> None:
-        super().__init__(config, n_cells, frame_shape, frame_rate_hz)
+        super().__init__(config, frame_shape, frame_rate_hz)
         c = config
         if c.kernel1 % 2 == 0 or c.kernel2 % 2 == 0:
             raise ModelConfigError("streaming: kernel1 and kernel2 must be odd ('same' padding)")
@@ -84,14 +84,13 @@ class StreamingModel(RateMapMixin, RetinaModel):
         self.time1 = nn.Conv2d(c.spatial1, c.channels1, (self.t1, 1))
         self.space2 = nn.Conv2d(c.channels1, c.spatial2, c.kernel2, padding=c.kernel2 // 2)
         self.time2 = nn.Conv2d(c.spatial2, c.channels2, (self.t2, 1))
-        self.readout = nn.Conv2d(c.channels2, c.n_types, 1)
-        h, w = frame_shape
-        s = c.map_stride
-        self.selector = CellSelector(n_cells, c.n_types, ((h + s - 1) // s, (w + s - 1) // s))
-        assert self.readout.bias is not None
-        nn.init.constant_(
-            self.readout.bias, -2.0
-        )  # start near a low rate, typical of RGC baselines
+        self.type_maps = nn.Conv2d(c.channels2, c.n_types, 1)
+        self.feature_shape = (c.n_types, *map_shape(frame_shape, c.map_stride))
+
+    def reset_parameters(self) -> None:
+        assert self.type_maps.bias is not None
+        # start near a low rate, typical of RGC baselines
+        nn.init.constant_(self.type_maps.bias, -2.0)
 
     def temporal_frames(self) -> dict[str, int]:
         return {**super().temporal_frames(), "temporal2_ms": self.t2}
@@ -114,7 +113,7 @@ class StreamingModel(RateMapMixin, RetinaModel):
         y = conv(x.reshape(b, ch, n, h * w))
         return y.reshape(b, y.shape[1], y.shape[2], h, w)
 
-    def _maps_from_sequence(self, x: Tensor, pad: bool) -> Tensor:
+    def maps_from_sequence(self, x: Tensor, pad: bool) -> Tensor:
         """x: [B, N, H, W] → maps [B, N', n_types, H', W'] (N' = N if pad else N − T + 1)."""
         s1 = self._spatial(self.space1, x.unsqueeze(1))
         if pad:
@@ -129,29 +128,17 @@ class StreamingModel(RateMapMixin, RetinaModel):
             gaussian_noise(self._temporal(self.time2, s2), self.config.noise_sigma, self.training)
         )
         b, ch, n, hh, ww = h2.shape
-        maps = F.softplus(self.readout(h2.permute(0, 2, 1, 3, 4).reshape(b * n, ch, hh, ww)))
+        maps = F.softplus(self.type_maps(h2.permute(0, 2, 1, 3, 4).reshape(b * n, ch, hh, ww)))
         return maps.reshape(b, n, *maps.shape[1:])
-
-    def _cells(self, maps: Tensor) -> Tensor:
-        """maps: [B, N, K, h, w] → [B, N, n_cells]."""
-        b, n = maps.shape[:2]
-        cells = self.selector(maps.reshape(b * n, *maps.shape[2:]))
-        if self.training:
-            self._penalty = self.config.semantic_weight * self.selector.semantic_loss()
-        return cells.reshape(b, n, -1)
 
     # ------------------------------------------------------------------ window API
     def forward(self, x: Tensor) -> Tensor:
-        """x: [B, T, H, W] contrast → [B, n_cells] expected counts in the newest bin."""
-        return self.forward_chunk(x[:, -self.window_frames :])[:, -1]
+        """x: [B, T, H, W] of any H, W → rate maps [B, n_types, ⌈H/s⌉, ⌈W/s⌉] (counts/bin)."""
+        return self.maps_from_sequence(x[:, -self.window_frames :], pad=False)[:, -1]
 
     def forward_chunk(self, x: Tensor) -> Tensor:
-        """x: [B, L, H, W] → [B, L − T + 1, n_cells] (every full window in the chunk)."""
-        return self._cells(self._maps_from_sequence(x, pad=False))
-
-    def forward_maps(self, x: Tensor) -> Tensor:
-        """x: [B, T, H, W] of any H, W → rate maps [B, n_types, ⌈H/s⌉, ⌈W/s⌉] (counts/bin)."""
-        return self._maps_from_sequence(x[:, -self.window_frames :], pad=False)[:, -1]
+        """x: [B, L, H, W] → maps [B, L − T + 1, n_types, H', W'] (every full window)."""
+        return self.maps_from_sequence(x, pad=False)
 
     # ------------------------------------------------------------------ streaming API
     def init_state(
@@ -161,9 +148,7 @@ class StreamingModel(RateMapMixin, RetinaModel):
 
         H' = ⌈H/s⌉, W' = ⌈W/s⌉ with s the map stride (the caches hold layer-1 resolution).
         """
-        height, width = frame_shape or self.frame_shape
-        st = self.config.map_stride
-        h, w = (height + st - 1) // st, (width + st - 1) // st
+        h, w = map_shape(frame_shape or self.frame_shape, self.config.map_stride)
         p = self.space1.weight
         c = self.config
         return (
@@ -171,9 +156,7 @@ class StreamingModel(RateMapMixin, RetinaModel):
             torch.zeros(batch, c.spatial2, self.t2 - 1, h, w, dtype=p.dtype, device=p.device),
         )
 
-    def step_maps(
-        self, frame: Tensor, state: tuple[Tensor, ...]
-    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+    def step(self, frame: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
         """frame: [B, H, W], state from `init_state` → (maps [B, n_types, H', W'], new state).
 
         Fixed work per frame: two per-frame spatial convolutions, two temporal dot products over
@@ -186,25 +169,69 @@ class StreamingModel(RateMapMixin, RetinaModel):
         s2 = self.space2(h1).unsqueeze(2)
         full2 = torch.cat([cache2, s2], dim=2)
         h2 = torch.relu(self._temporal(self.time2, full2)).squeeze(2)
-        maps = F.softplus(self.readout(h2))
+        maps = F.softplus(self.type_maps(h2))
         return maps, (full1[:, :, 1:], full2[:, :, 1:])
 
-    def step(self, frame: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """frame: [B, H, W] → ([B, n_cells], new state); frame size must be the training one."""
-        maps, new_state = self.step_maps(frame, state)
-        return self.selector(maps), new_state
-
     def forward_sequence(self, x: Tensor) -> Tensor:
-        """x: [B, N, H, W] from zero state → [B, N, n_cells]; equals `step` applied N times."""
-        return self._cells(self._maps_from_sequence(x, pad=True))
+        """x: [B, N, H, W] from zero state → [B, N, n_types, H', W']; equals `step` N times."""
+        return self.maps_from_sequence(x, pad=True)
 
-    def forward_sequence_maps(self, x: Tensor) -> Tensor:
-        """x: [B, N, H, W] from zero state → [B, N, n_types, H', W']."""
-        return self._maps_from_sequence(x, pad=True)
-
-    # ------------------------------------------------------------------ misc
-    def core_modules(self) -> list[nn.Module]:
+    def feature_modules(self) -> list[nn.Module]:
         return [self.space1, self.time1, self.space2, self.time2]
 
     def first_layer_filters(self) -> Tensor:
         return self.space1.weight.detach()[:, 0]
+
+
+class StreamingModel(RateMapMixin, RetinaModel):
+    name = "streaming"
+    default_loss = "poisson"
+    stateful = True
+    ratemap = True
+    config: StreamingConfig
+    core: StreamingCore
+
+    @classmethod
+    def build_core(
+        cls, config: ModelConfig, frame_shape: tuple[int, int], frame_rate_hz: float
+    ) -> Core:
+        assert isinstance(config, StreamingConfig)
+        return StreamingCore(config, frame_shape, frame_rate_hz)
+
+    @classmethod
+    def build_readout(cls, core: Core, n_cells: int) -> Readout:
+        c = core.config
+        assert isinstance(c, StreamingConfig)
+        return CellSelector(
+            n_cells, c.n_types, map_shape(core.frame_shape, c.map_stride), c.semantic_weight
+        )
+
+    def forward_maps(self, x: Tensor) -> Tensor:
+        """x: [B, T, H, W] of any H, W → rate maps [B, n_types, ⌈H/s⌉, ⌈W/s⌉] (counts/bin)."""
+        return self.core(x)
+
+    # ------------------------------------------------------------------ streaming API
+    def init_state(
+        self, batch: int, frame_shape: tuple[int, int] | None = None
+    ) -> tuple[Tensor, ...]:
+        """The core's zero caches (see `StreamingCore.init_state`)."""
+        return self.core.init_state(batch, frame_shape)
+
+    def step_maps(
+        self, frame: Tensor, state: tuple[Tensor, ...]
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """frame: [B, H, W], state from `init_state` → (maps [B, n_types, H', W'], new state)."""
+        return self.core.step(frame, state)
+
+    def step(self, frame: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """frame: [B, H, W] → ([B, n_cells], new state); frame size must be the training one."""
+        maps, new_state = self.core.step(frame, state)
+        return self.readout(maps), new_state
+
+    def forward_sequence(self, x: Tensor) -> Tensor:
+        """x: [B, N, H, W] from zero state → [B, N, n_cells]; equals `step` applied N times."""
+        return self.readout.forward_chunk(self.core.forward_sequence(x))
+
+    def forward_sequence_maps(self, x: Tensor) -> Tensor:
+        """x: [B, N, H, W] from zero state → [B, N, n_types, H', W']."""
+        return self.core.forward_sequence(x)

@@ -108,11 +108,11 @@ def test_load_refuses_missing_altered_or_mismatched_files(tmp_path: Path) -> Non
     with pytest.raises(CheckpointError, match="shape"):
         load_checkpoint(run)
     raw["model_config_dict"]["spatial1"] = 3
-    raw["schema_version"] = 2
+    raw["schema_version"] = 3  # a version from the future
     (run / META_FILE).write_text(json.dumps(raw))
     with pytest.raises(CheckpointError, match="schema_version"):
         load_checkpoint(run)
-    raw["schema_version"] = 1
+    raw["schema_version"] = 2
     (run / META_FILE).write_text(json.dumps(raw))
     (run / WEIGHTS_FILE).write_bytes(b"not safetensors")
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):

@@ -68,7 +68,7 @@ def tiny_model(name: str, seed: int = 0) -> RetinaModel:
     model = build_model(name, TINY[name], N_CELLS, FRAME, RATE_HZ)
     if name == "ln":  # give the closed-form model non-trivial filters
         with torch.no_grad():
-            model.filters.normal_()  # type: ignore[operator]
+            model.readout.filters.normal_()  # type: ignore[operator]
     return model.eval()
 
 
@@ -212,7 +212,7 @@ def test_cnn_lstm_temporal_stage_starts_as_the_spatial_layout() -> None:
     spatial = build_model(
         "cnn-lstm", {**TINY["cnn-lstm"], "lstm_ms": WINDOW_MS}, N_CELLS, FRAME, WINDOW
     ).eval()
-    shared = {k: v for k, v in temporal.state_dict().items() if not k.startswith("time1.")}
+    shared = {k: v for k, v in temporal.state_dict().items() if not k.startswith("core.time1.")}
     spatial.load_state_dict(shared)
     x = torch.randn(2, WINDOW + 4, *FRAME)
     with torch.no_grad():
@@ -250,7 +250,7 @@ def test_type_labels_follow_the_cells_each_map_explains() -> None:
 
 
 def test_semantic_loss_is_lower_for_one_hot_selection() -> None:
-    from encoder.models.base import _softmax_semantic_loss
+    from encoder.models.readout import _softmax_semantic_loss
 
     uniform = _softmax_semantic_loss(torch.zeros(2, 5))
     peaked = _softmax_semantic_loss(torch.tensor([[8.0, 0, 0, 0, 0], [0, 0, 8.0, 0, 0]]))
@@ -289,7 +289,7 @@ def test_cnn_lstm_output_bias_starts_at_the_mean_count() -> None:
     model = tiny_model("cnn-lstm")
     mean = np.array([0.05, 0.3, 2.0])
     model.init_output_bias(mean)  # type: ignore[operator]
-    assert np.allclose(F.softplus(model.readout.bias).detach().numpy(), mean, rtol=1e-4)  # type: ignore[arg-type]
+    assert np.allclose(F.softplus(model.readout.linear.bias).detach().numpy(), mean, rtol=1e-4)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="3 finite non-negative"):
         model.init_output_bias(np.array([0.1, -1.0, 0.2]))  # type: ignore[operator]
 

@@ -27,11 +27,11 @@ def test_every_temporal_extent_is_its_ms_within_one_frame(name: str, rate_hz: fl
         assert model.temporal1 + model.lstm_frames - 1 == t  # type: ignore[attr-defined,operator]
         assert model.time1.weight.shape[2] == model.temporal1  # type: ignore[attr-defined,union-attr]
     elif name == "streaming":
-        assert model.time1.weight.shape[2] + model.time2.weight.shape[2] - 1 == t  # type: ignore[attr-defined,union-attr,index]
+        assert model.core.time1.weight.shape[2] + model.core.time2.weight.shape[2] - 1 == t  # type: ignore[attr-defined,union-attr,index]
     elif name == "ln":
-        assert model.filters.shape[1] == t  # type: ignore[attr-defined,union-attr,index]
+        assert model.readout.filters.shape[1] == t  # type: ignore[attr-defined,union-attr,index]
     else:
-        assert model.conv1.weight.shape[1] == t  # type: ignore[attr-defined,union-attr,index]
+        assert model.core.conv1.weight.shape[1] == t  # type: ignore[attr-defined,union-attr,index]
 
 
 def test_cnn_lstm_keeps_its_temporal_stage_at_40_hz() -> None:

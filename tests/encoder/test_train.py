@@ -128,9 +128,9 @@ def test_init_from_with_frozen_core_keeps_conv_layers(tiny_path: Path, tmp_path:
     )
     new = load_checkpoint(tmp_path / "transfer").model
     assert new.n_cells == 1
-    assert torch.equal(new.conv1.weight, base.conv1.weight)  # type: ignore[union-attr]
-    assert torch.equal(new.conv2.weight, base.conv2.weight)  # type: ignore[union-attr]
-    assert new.dense.weight.shape != base.dense.weight.shape  # type: ignore[union-attr]
+    assert torch.equal(new.core.conv1.weight, base.core.conv1.weight)  # type: ignore[union-attr]
+    assert torch.equal(new.core.conv2.weight, base.core.conv2.weight)  # type: ignore[union-attr]
+    assert new.readout.linear.weight.shape != base.readout.linear.weight.shape  # type: ignore[union-attr]
     with pytest.raises(TrainError, match="--freeze core needs --init-from"):
         train(tiny_path, tmp_path / "x", _cfg(freeze="core"))
 

@@ -1,0 +1,216 @@
+"""Readouts: features of a core → each recorded cell's expected count in the newest bin.
+
+The readout is the per-recording part of a model (which cells, where they sit, their gain and
+baseline); a multi-session model has one per session on a shared core. Each readout records
+the regularisers of its latest training forward (`penalty()`) and can start its output at the
+cells' mean counts (`init_output_bias`), which matters for readouts that end in a bias.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from torch import Tensor, nn
+
+from encoder.models.config import ModelConfigError, sum_penalties
+
+
+class Readout(nn.Module):
+    """`forward(features [B, *feature_shape]) -> [B, n_cells]` expected counts (or p(spike)).
+
+    `feature_shape` is the core output it expects; composing it with a core of another shape
+    is refused (`RetinaModel`), so a readout can never silently read the wrong features.
+    """
+
+    def __init__(self, n_cells: int, feature_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        if n_cells < 1:
+            raise ModelConfigError(f"n_cells must be ≥ 1, got {n_cells}")
+        self.n_cells = int(n_cells)
+        self.feature_shape = tuple(int(v) for v in feature_shape)
+        self._penalty: Tensor | None = None
+
+    def forward(self, features: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward_chunk(self, features: Tensor) -> Tensor:
+        """features: [B, N, *feature_shape] → [B, N, n_cells] (all N as one batch)."""
+        b, n = features.shape[:2]
+        out = self.forward(features.reshape(b * n, *features.shape[2:]))
+        return out.reshape(b, n, -1)
+
+    def penalty(self) -> Tensor:
+        """The readout's regularisation terms from its latest training forward (0 when none)."""
+        return sum_penalties([self._penalty])
+
+    def clear_penalty(self) -> None:
+        """Forget the recorded terms (their graph may be gone after a backward pass)."""
+        self._penalty = None
+
+    def check_mean_counts(self, mean_counts: NDArray[np.floating]) -> NDArray[np.float64]:
+        mu = np.asarray(mean_counts, dtype=np.float64).reshape(-1)
+        if mu.shape != (self.n_cells,) or not np.all(np.isfinite(mu)) or np.any(mu < 0):
+            raise ValueError(
+                f"init_output_bias: need {self.n_cells} finite non-negative mean counts, "
+                f"got shape {list(mu.shape)}"
+            )
+        return mu
+
+    def init_output_bias(self, mean_counts: NDArray[np.floating]) -> None:
+        """Start each cell's output at its mean count per bin: mean_counts [n_cells] ≥ 0.
+
+        The base checks the counts and changes nothing: readouts without an output bias
+        (the cell selector, the LN readout fitted in closed form) have nothing to set.
+        """
+        self.check_mean_counts(mean_counts)
+
+    def reset_parameters(self) -> None:
+        """Apply the model's initialisation (called by the builder after the core's)."""
+
+
+class DenseReadout(Readout):
+    """Flattened features → linear → softplus (counts) or sigmoid (p(≥ 1 spike)).
+
+    The readout of the seed CNNs (YADLRetina, Deep Retina) and of the CNN-LSTM's hidden state.
+    Optional L2 on its weights and L1 on its output activity (Deep Retina's regularisers).
+    """
+
+    def __init__(
+        self,
+        n_cells: int,
+        feature_shape: tuple[int, ...],
+        nonlinearity: Literal["softplus", "sigmoid"] = "softplus",
+        *,
+        init_std: float | None = None,
+        init_bias: float = -2.0,
+        l2_weight: float = 0.0,
+        l1_activity: float = 0.0,
+    ) -> None:
+        super().__init__(n_cells, feature_shape)
+        self.nonlinearity = nonlinearity
+        self.init_std = init_std
+        self.init_bias = init_bias
+        self.l2_weight = l2_weight
+        self.l1_activity = l1_activity
+        self.linear = nn.Linear(math.prod(self.feature_shape), n_cells)
+
+    def reset_parameters(self) -> None:
+        if self.init_std is not None:
+            nn.init.normal_(self.linear.weight, std=self.init_std)
+        nn.init.constant_(self.linear.bias, self.init_bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        z = self.linear(features.flatten(1))
+        out = torch.sigmoid(z) if self.nonlinearity == "sigmoid" else F.softplus(z)
+        if self.training and (self.l2_weight or self.l1_activity):
+            self._penalty = (
+                self.l2_weight * self.linear.weight.pow(2).sum()
+                + self.l1_activity * out.abs().mean()
+            )
+        return out
+
+    def init_output_bias(self, mean_counts: NDArray[np.floating]) -> None:
+        """Set the bias so that the output starts at each cell's mean count.
+
+        softplus: bias = softplus⁻¹(mean). sigmoid (the output is p(≥ 1 spike)): bias =
+        logit(1 − e^(−mean)), the Poisson probability of at least one spike at that mean.
+        """
+        mu = np.clip(self.check_mean_counts(mean_counts), 1e-3, None)
+        if self.nonlinearity == "sigmoid":
+            p = np.clip(-np.expm1(-mu), 1e-6, 1 - 1e-6)
+            bias = np.log(p) - np.log1p(-p)
+        else:
+            bias = mu + np.log(-np.expm1(-mu))  # softplus⁻¹, stable for small and large mu
+        with torch.no_grad():
+            self.linear.bias.copy_(torch.as_tensor(bias, dtype=self.linear.bias.dtype))
+
+
+def _softmax_semantic_loss(logits: Tensor) -> Tensor:
+    """Semantic loss of Xu et al. 2017 for 'exactly one' over the last axis, mean over rows.
+
+    L = −log Σ_j p_j Π_{k≠j}(1 − p_k) with p = softmax(logits); computed in log space as
+    −[logsumexp_j(log p_j − log(1 − p_j)) + Σ_k log(1 − p_k)] so that it stays finite as the
+    distribution approaches one-hot (REFERENCES: fully convolutional Deep Retina).
+    """
+    logp = torch.log_softmax(logits, dim=-1)
+    log1mp = torch.log1p(-torch.exp(logp).clamp(max=1.0 - 1e-6))
+    value = torch.logsumexp(logp - log1mp, dim=-1) + log1mp.sum(dim=-1)
+    return -value.mean()
+
+
+class CellSelector(Readout):
+    """The rate-map readout: which type map and which location explain each cell.
+
+    Each cell has a softmax over types and a softmax over map locations; its prediction is the
+    map value under those distributions. The semantic loss (weight `semantic_weight`, recorded
+    in training) pushes both towards one-hot, so after training each cell is one type at one
+    place and the maps can be tiled over any frame.
+
+    maps: [B, n_types, h, w] → [B, n_cells].
+    """
+
+    def __init__(
+        self,
+        n_cells: int,
+        n_types: int,
+        map_shape: tuple[int, int],
+        semantic_weight: float = 0.0,
+    ) -> None:
+        super().__init__(n_cells, (n_types, *map_shape))
+        self.map_shape = map_shape
+        self.semantic_weight = semantic_weight
+        self.type_logits = nn.Parameter(0.01 * torch.randn(n_cells, n_types))
+        self.loc_logits = nn.Parameter(torch.zeros(n_cells, map_shape[0] * map_shape[1]))
+
+    def forward(self, maps: Tensor) -> Tensor:
+        if tuple(maps.shape[-2:]) != self.map_shape:
+            raise ValueError(
+                f"rate maps of {list(maps.shape[-2:])} do not match the selector's "
+                f"{list(self.map_shape)}; use forward_maps for other frame sizes"
+            )
+        p_type = torch.softmax(self.type_logits, dim=-1)  # [C, K]
+        p_loc = torch.softmax(self.loc_logits, dim=-1)  # [C, h*w]
+        flat = maps.flatten(2)  # [B, K, h*w]
+        per_type = torch.einsum("bkl,cl->bck", flat, p_loc)
+        out = (per_type * p_type.unsqueeze(0)).sum(-1)
+        if self.training:
+            self._penalty = self.semantic_weight * self.semantic_loss()
+        return out
+
+    def semantic_loss(self) -> Tensor:
+        return _softmax_semantic_loss(self.type_logits) + _softmax_semantic_loss(self.loc_logits)
+
+    @torch.no_grad()
+    def init_locations(
+        self, ys: NDArray[np.float64], xs: NDArray[np.float64], sigma: float
+    ) -> None:
+        """Start each cell's location distribution as a Gaussian bump at (ys[c], xs[c]) map px."""
+        h, w = self.map_shape
+        gy, gx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        for c, (y, x) in enumerate(zip(ys, xs, strict=True)):
+            if not (math.isfinite(float(y)) and math.isfinite(float(x))):
+                continue
+            d2 = (gy - y) ** 2 + (gx - x) ** 2
+            self.loc_logits[c] = torch.from_numpy((-d2 / (2 * sigma**2)).ravel()).float()
+
+    @torch.no_grad()
+    def init_types(self, type_index: NDArray[np.int64], strength: float = 4.0) -> None:
+        """Start cell c on map type_index[c] (from the recording's cell types) instead of a
+        near-uniform mixture, which otherwise lets ON and OFF cells pull every map both ways
+        and slows the symmetry breaking down badly. Still learnable (soft logits)."""
+        self.type_logits.zero_()
+        for c, k in enumerate(type_index.tolist()):
+            if 0 <= k < self.type_logits.shape[1]:
+                self.type_logits[c, k] = strength
+
+    def assignments(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(type index [n_cells], flat location index [n_cells]) of each cell's argmax."""
+        return (
+            self.type_logits.argmax(-1).cpu().numpy().astype(np.int64),
+            self.loc_logits.argmax(-1).cpu().numpy().astype(np.int64),
+        )
