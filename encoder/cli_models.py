@@ -248,8 +248,12 @@ def train_command(
 @app.command("evaluate")
 def evaluate_command(
     run_dir: Path = typer.Argument(..., help="Training run directory (checkpoint)."),
-    data: Path = typer.Option(
-        ..., "--data", help="Recording (.h5) with a test split (and repeats)."
+    data: list[Path] = typer.Option(
+        ...,
+        "--data",
+        help="Recording (.h5) with a test split (and repeats). Multi-session checkpoint: one "
+        "per session, matched by the recording's session name (its `session` attribute, else "
+        "the file stem) or by order.",
     ),
     json_out: Path | None = typer.Option(
         None, "--json", help="Where to write the metrics JSON (default RUN_DIR/evaluation.json)."
@@ -272,94 +276,151 @@ def evaluate_command(
     """Evaluate a trained model: PCC with the trial average, FEV, ceiling, figures."""
     import torch
     from rich.progress import Progress, SpinnerColumn, TextColumn
-    from rich.table import Table
 
     from encoder import evaluate as ev
-    from encoder import figures as fig
-    from encoder.checkpoint import CheckpointError, load_checkpoint
-    from encoder.recording import RecordingFormatError, read_recording, stimulus_as_contrast
+    from encoder.checkpoint import (
+        CheckpointError,
+        MultiSessionMeta,
+        load_checkpoint,
+        load_multisession_checkpoint,
+        read_any_meta,
+    )
+    from encoder.recording import RecordingFormatError, read_recording
     from encoder.train import TrainError, check_device
 
     torch.set_num_threads(max(1, threads))
     try:
         check_device(device)
+        multi = isinstance(read_any_meta(run_dir), MultiSessionMeta)
+        if not multi and len(data) != 1:
+            raise ev.EvaluationError(
+                f"--data: a single-session checkpoint is evaluated on one recording, got {len(data)}"
+            )
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True
         ) as progress:
             task = progress.add_task("loading checkpoint and recording")
-            ckpt = load_checkpoint(run_dir)
-            rec = read_recording(data)
-            progress.update(task, description="predicting test split and repeats")
-            result, preds = ev.evaluate(
-                ckpt,
-                rec,
-                data_name=str(data),
-                smooth_ms=smooth_ms,
-                device=device,
-                max_noise_ratio=max_noise_ratio,
-            )
-            out_json = ev.write_result(result, json_out or run_dir / "evaluation.json")
-            written = [out_json]
-            if not no_figures:
-                progress.update(task, description="drawing figures")
-                fig_dir = figures or run_dir / "figures"
-                fig_dir.mkdir(parents=True, exist_ok=True)
-                model = ckpt.model.cpu()
-                written.append(
-                    fig.traces_figure(result, preds, fig_dir / "traces.png", rec.frame_rate_hz)
+            fig_dir = None if no_figures else (figures or run_dir / "figures")
+            written: list[Path] = []
+            if multi:
+                mckpt = load_multisession_checkpoint(run_dir)
+                matched = ev.match_sessions(
+                    mckpt.model.sessions, [(str(p), read_recording(p)) for p in data]
                 )
-                written.append(fig.histogram_figure(result, fig_dir / "correlation_histogram.png"))
-                written.append(
-                    fig.filters_figure(
-                        model.first_layer_filters().numpy(),
-                        fig_dir / "first_layer_filters.png",
-                        f"{ckpt.meta.model_name}: first-layer filters",
+                progress.update(task, description="predicting every session's test split")
+                mresult, mpreds = ev.evaluate_sessions(
+                    mckpt, matched, smooth_ms, device, max_noise_ratio
+                )
+                written.append(ev.write_result(mresult, json_out or run_dir / "evaluation.json"))
+                if fig_dir is not None:
+                    progress.update(task, description="drawing figures")
+                    for r in mresult.sessions:
+                        view = load_checkpoint(run_dir, r.session)
+                        rec = matched[r.session][1]
+                        written.extend(
+                            _figures(view, rec, r, mpreds[r.session], fig_dir / r.session, None)
+                        )
+            else:
+                ckpt = load_checkpoint(run_dir)
+                rec = read_recording(data[0])
+                progress.update(task, description="predicting test split and repeats")
+                result, preds = ev.evaluate(
+                    ckpt,
+                    rec,
+                    data_name=str(data[0]),
+                    smooth_ms=smooth_ms,
+                    device=device,
+                    max_noise_ratio=max_noise_ratio,
+                )
+                written.append(ev.write_result(result, json_out or run_dir / "evaluation.json"))
+                if fig_dir is not None:
+                    progress.update(task, description="drawing figures")
+                    written.extend(
+                        _figures(
+                            ckpt,
+                            rec,
+                            result,
+                            preds,
+                            fig_dir,
+                            lambda d: progress.update(task, description=d),
+                        )
                     )
-                )
-                progress.update(task, description="model RFs from white noise vs data STAs")
-                from encoder.models.ln import spike_triggered_average
-
-                cells = ev.cell_indices(ckpt, rec)
-                ranges = rec.splits["train"][:1].copy()
-                ranges[0, 1] = min(ranges[0, 1], ranges[0, 0] + 20000)
-                lo, hi = int(ranges[0, 0]), int(ranges[0, 1])
-                data_sta = spike_triggered_average(
-                    stimulus_as_contrast(rec.stimulus[lo:hi]),
-                    rec.responses[lo:hi][:, cells],
-                    ranges - lo,
-                    model.window_frames,
-                )
-                model_sta = fig.model_white_noise_sta(model, rec.frame_shape)
-                written.append(
-                    fig.rf_figure(
-                        model_sta,
-                        data_sta,
-                        result.cell_ids,
-                        result.cell_types,
-                        fig_dir / "receptive_fields.png",
-                    )
-                )
     except (CheckpointError, RecordingFormatError, ev.EvaluationError, TrainError) as exc:
         raise fail(str(exc)) from exc
 
-    def fmt(v: float | None) -> str:
-        return "—" if v is None else f"{v:.3f}"
+    if multi:
+        _print_sessions(mresult)
+    else:
+        _print_single(result, data[0].name)
+    for path in written:
+        console.print(f"wrote {path}")
+
+
+def _fmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
+def _figures(ckpt: Any, rec: Any, result: Any, preds: Any, fig_dir: Path, say: Any) -> list[Path]:
+    """Traces, correlation histogram, first-layer filters and receptive fields of one model."""
+    from encoder import evaluate as ev
+    from encoder import figures as fig
+    from encoder.models.ln import spike_triggered_average
+    from encoder.recording import stimulus_as_contrast
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    model = ckpt.model.cpu()
+    written = [
+        fig.traces_figure(result, preds, fig_dir / "traces.png", rec.frame_rate_hz),
+        fig.histogram_figure(result, fig_dir / "correlation_histogram.png"),
+        fig.filters_figure(
+            model.first_layer_filters().numpy(),
+            fig_dir / "first_layer_filters.png",
+            f"{ckpt.meta.model_name}: first-layer filters",
+        ),
+    ]
+    if say is not None:
+        say("model RFs from white noise vs data STAs")
+    cells = ev.cell_indices(ckpt, rec)
+    ranges = rec.splits["train"][:1].copy()
+    ranges[0, 1] = min(ranges[0, 1], ranges[0, 0] + 20000)
+    lo, hi = int(ranges[0, 0]), int(ranges[0, 1])
+    data_sta = spike_triggered_average(
+        stimulus_as_contrast(rec.stimulus[lo:hi]),
+        rec.responses[lo:hi][:, cells],
+        ranges - lo,
+        model.window_frames,
+    )
+    model_sta = fig.model_white_noise_sta(model, rec.frame_shape)
+    written.append(
+        fig.rf_figure(
+            model_sta,
+            data_sta,
+            result.cell_ids,
+            result.cell_types,
+            fig_dir / "receptive_fields.png",
+        )
+    )
+    return written
+
+
+def _print_single(result: Any, data_name: str) -> None:
+    from rich.table import Table
 
     # Two narrow tables (accuracy, then ceilings) so that an 80-column terminal keeps them readable.
-    title = f"{result.model} on {data.name} (smoothing {result.smooth_ms:.0f} ms)"
+    title = f"{result.model} on {data_name} (smoothing {result.smooth_ms:.0f} ms)"
     accuracy = {
-        "mean PCC": fmt(result.mean_pcc),
-        "mean FEV": fmt(result.mean_fev),
-        f"FEVE ({result.n_cells_feve} cells)": fmt(result.mean_feve),
-        "median gain": fmt(result.median_gain),
-        "median |rate err|": fmt(result.median_abs_mean_rate_error),
-        "test PCC": fmt(result.test_pcc),
+        "mean PCC": _fmt(result.mean_pcc),
+        "mean FEV": _fmt(result.mean_fev),
+        f"FEVE ({result.n_cells_feve} cells)": _fmt(result.mean_feve),
+        "median gain": _fmt(result.median_gain),
+        "median |rate err|": _fmt(result.median_abs_mean_rate_error),
+        "test PCC": _fmt(result.test_pcc),
     }
     ceilings = {
-        "truth ceiling": fmt(result.ceiling_pcc),
-        "PCC / ceiling": fmt(result.fraction_of_ceiling),
-        "split-half": fmt(result.split_half_ceiling),
-        "oracle": fmt(result.oracle_ceiling),
+        "truth ceiling": _fmt(result.ceiling_pcc),
+        "PCC / ceiling": _fmt(result.fraction_of_ceiling),
+        "split-half": _fmt(result.split_half_ceiling),
+        "oracle": _fmt(result.oracle_ceiling),
         "cells": str(result.n_cells),
         "repeats": str(result.n_repeats),
     }
@@ -369,5 +430,26 @@ def evaluate_command(
             table.add_column(col, justify="right")
         table.add_row(*values.values())
         console.print(table)
-    for path in written:
-        console.print(f"wrote {path}")
+
+
+def _print_sessions(result: Any) -> None:
+    """One row per session and a pooled row (all cells of all sessions)."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"{result.model}, per session and pooled (smoothing {result.smooth_ms:.0f} ms)"
+    )
+    for col in ("session", "cells", "mean PCC", "FEVE", "test PCC", "PCC / ceiling", "split-half"):
+        table.add_column(col, justify="left" if col == "session" else "right")
+    rows = [(r.session, r) for r in result.sessions] + [("pooled", result.pooled)]
+    for label, r in rows:
+        table.add_row(
+            label,
+            str(r.n_cells),
+            _fmt(r.mean_pcc),
+            f"{_fmt(r.mean_feve)} ({r.n_cells_feve})",
+            _fmt(r.test_pcc),
+            _fmt(r.fraction_of_ceiling),
+            _fmt(r.split_half_ceiling),
+        )
+    console.print(table)

@@ -26,10 +26,16 @@ milliseconds (stimulation trains of ~166 ms in Fernández et al. 2021, REFERENCE
 10 ms spike-count jitter; and a 10-repeat trial average is noisy per 10 ms bin (on the
 default synthetic natural recording the ceiling is r = 0.91 at 10 ms and 0.98 at 50 ms).
 `--smooth-ms 0` gives raw bins.
+
+A multi-session checkpoint is evaluated per session (each session's view on its own
+recording, `evaluate_sessions`) and pooled: every cell of every session counts once in the
+pooled means and medians, so a session with more cells weighs more, as in openretina's
+per-neuron averages.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +45,7 @@ from pydantic import BaseModel, ConfigDict
 from scipy.ndimage import uniform_filter1d
 
 from encoder.batching import predict_frames
-from encoder.checkpoint import LoadedCheckpoint
+from encoder.checkpoint import LoadedCheckpoint, LoadedMultiSessionCheckpoint
 from encoder.errors import EncoderError
 from encoder.recording import Recording
 
@@ -189,6 +195,7 @@ class EvaluationResult(BaseModel):
     smooth_ms: float
     n_cells: int
     n_repeats: int
+    session: str = ""  # the session of a multi-session checkpoint ("" for single-session)
     mean_pcc: float | None
     per_cell_pcc: list[float | None]
     mean_fev: float | None
@@ -347,11 +354,149 @@ def evaluate(
         per_cell_test_pcc=_listify(test_r),
         cell_ids=list(ckpt.meta.cells.ids),
         cell_types=list(ckpt.meta.cells.types),
+        session=ckpt.session,
     )
     return result, Predictions(rep_pred, rep_avg, rep_truth, test_pred, test_obs)
 
 
-def write_result(result: EvaluationResult, path: str | Path) -> Path:
+class PooledEvaluation(BaseModel):
+    """Metrics over every cell of every evaluated session (each cell counts once)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_sessions: int
+    n_cells: int
+    mean_pcc: float | None
+    mean_fev: float | None
+    mean_feve: float | None
+    n_cells_feve: int
+    median_gain: float | None
+    median_abs_mean_rate_error: float | None
+    ceiling_pcc: float | None
+    fraction_of_ceiling: float | None
+    split_half_ceiling: float | None
+    oracle_ceiling: float | None
+    test_pcc: float | None
+
+
+class MultiSessionEvaluationResult(BaseModel):
+    """What `npe evaluate` reports for a multi-session checkpoint: per session and pooled."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    model: str
+    smooth_ms: float
+    sessions: list[EvaluationResult]
+    pooled: PooledEvaluation
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2) + "\n"
+
+
+def _values(results: Sequence[EvaluationResult], field: str) -> NDArray[np.float64]:
+    """The per-cell list `field` of every result, concatenated (None → NaN)."""
+    out: list[float] = []
+    for r in results:
+        values = getattr(r, field)
+        if values is None:
+            values = [None] * r.n_cells
+        out.extend(np.nan if v is None else float(v) for v in values)
+    return np.asarray(out, np.float64)
+
+
+def pool(results: Sequence[EvaluationResult]) -> PooledEvaluation:
+    """Pooled metrics of per-session results: means and medians over all their cells."""
+    if not results:
+        raise EvaluationError("nothing to pool: no session was evaluated")
+    mean_pcc = _nanmean(_values(results, "per_cell_pcc"))
+    ceiling = _nanmean(_values(results, "per_cell_ceiling"))
+    feve_values = _values(results, "per_cell_feve")
+    return PooledEvaluation(
+        n_sessions=len(results),
+        n_cells=sum(r.n_cells for r in results),
+        mean_pcc=mean_pcc,
+        mean_fev=_nanmean(_values(results, "per_cell_fev")),
+        mean_feve=_nanmean(feve_values),
+        n_cells_feve=int(np.isfinite(feve_values).sum()),
+        median_gain=_nanmedian(_values(results, "per_cell_gain")),
+        median_abs_mean_rate_error=_nanmedian(np.abs(_values(results, "per_cell_mean_rate_error"))),
+        ceiling_pcc=ceiling,
+        fraction_of_ceiling=(mean_pcc / ceiling) if mean_pcc is not None and ceiling else None,
+        split_half_ceiling=_nanmean(_values(results, "per_cell_split_half")),
+        oracle_ceiling=_nanmean(_values(results, "per_cell_oracle")),
+        test_pcc=_nanmean(_values(results, "per_cell_test_pcc")),
+    )
+
+
+def recording_session_name(path: str | Path, recording: Recording) -> str:
+    """The session a recording holds: its `session` attribute if it has one, else its file stem."""
+    value = recording.extra_attrs.get("session")
+    if isinstance(value, bytes):
+        value = value.decode()
+    return str(value) if value else Path(path).stem
+
+
+def match_sessions(
+    sessions: Sequence[str], recordings: Sequence[tuple[str, Recording]]
+) -> dict[str, tuple[str, Recording]]:
+    """Session → (data name, recording): by the recordings' session names, else by order.
+
+    By name when every recording names a distinct session of the checkpoint (any subset may
+    be given); by order when there is exactly one recording per session. Refuses anything
+    else with the sessions and names it saw.
+    """
+    names = [recording_session_name(path, rec) for path, rec in recordings]
+    if names and len(set(names)) == len(names) and set(names) <= set(sessions):
+        by_name = dict(zip(names, recordings, strict=True))
+        return {s: by_name[s] for s in sessions if s in by_name}
+    if len(recordings) == len(sessions):
+        return dict(zip(sessions, recordings, strict=True))
+    raise EvaluationError(
+        f"--data: {len(recordings)} recording(s) named {', '.join(names) or '(none)'} match "
+        f"neither the checkpoint's sessions ({', '.join(sessions)}) by name nor one per "
+        "session by order"
+    )
+
+
+def evaluate_sessions(
+    ckpt: LoadedMultiSessionCheckpoint,
+    recordings: Mapping[str, tuple[str, Recording]],
+    smooth_ms: float = DEFAULT_SMOOTH_MS,
+    device: str = "cpu",
+    max_noise_ratio: float = DEFAULT_MAX_NOISE_RATIO,
+) -> tuple[MultiSessionEvaluationResult, dict[str, Predictions]]:
+    """Evaluate each session's view on its recording (`match_sessions`), then pool.
+
+    recordings: session → (data name, recording). A recording that does not fit its session
+    (frame size, frame rate, cells) is refused with the session named.
+    """
+    results: list[EvaluationResult] = []
+    predictions: dict[str, Predictions] = {}
+    for session, (data_name, recording) in recordings.items():
+        view = LoadedCheckpoint(
+            model=ckpt.model.session_model(session),
+            meta=ckpt.meta.for_session(session),
+            run_dir=ckpt.run_dir,
+            session=session,
+        )
+        try:
+            result, preds = evaluate(view, recording, data_name, smooth_ms, device, max_noise_ratio)
+        except EvaluationError as exc:
+            raise EvaluationError(f"session {session!r} ({data_name}): {exc}") from exc
+        results.append(result)
+        predictions[session] = preds
+    if not results:
+        raise EvaluationError("nothing to evaluate: no recording was given for any session")
+    combined = MultiSessionEvaluationResult(
+        model=ckpt.meta.model_name,
+        smooth_ms=results[0].smooth_ms,
+        sessions=results,
+        pooled=pool(results),
+    )
+    return combined, predictions
+
+
+def write_result(result: EvaluationResult | MultiSessionEvaluationResult, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(result.to_json())

@@ -52,9 +52,8 @@ class DeepRetinaCore(Core):
         )
         h = torch.relu(gaussian_noise(self.conv2(h), c.noise_sigma, self.training))
         if self.training:
-            self._penalty = c.l2_weights * sum(
-                m.weight.pow(2).sum() for m in (self.conv1, self.conv2)
-            )
+            l2 = self.conv1.weight.pow(2).sum() + self.conv2.weight.pow(2).sum()
+            self._penalty = c.l2_weights * l2
         return h
 
     def feature_modules(self) -> list[nn.Module]:
