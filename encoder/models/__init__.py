@@ -2,6 +2,8 @@
 
 `build_model(name, config, n_cells, frame_shape, frame_rate_hz)` builds any registered model;
 `MODEL_REGISTRY` lists them with their default loss and the original work's parameter count.
+Every model is a `Core` plus a `Readout`; `build_multisession_model` shares one core between
+several sessions' readouts.
 """
 
 from encoder.models.base import (
@@ -12,6 +14,9 @@ from encoder.models.base import (
     ModelConfigError,
     RetinaModel,
 )
+from encoder.models.core import Core
+from encoder.models.multisession import MultiSessionModel, build_multisession_model
+from encoder.models.readout import Readout
 from encoder.models.registry import (
     MODEL_REGISTRY,
     RegisteredModel,
@@ -25,11 +30,15 @@ __all__ = [
     "DEFAULT_FRAME_SHAPE",
     "DEFAULT_N_CELLS",
     "MODEL_REGISTRY",
+    "Core",
     "ModelConfig",
     "ModelConfigError",
+    "MultiSessionModel",
+    "Readout",
     "RegisteredModel",
     "RetinaModel",
     "build_model",
+    "build_multisession_model",
     "get_spec",
     "make_config",
 ]
