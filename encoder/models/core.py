@@ -36,7 +36,9 @@ class Core(nn.Module):
     #: True when `forward_chunk` shares per-frame work between overlapping windows.
     per_frame: ClassVar[bool] = False
 
-    def __init__(self, config: ModelConfig, frame_shape: tuple[int, int], frame_rate_hz: float):
+    def __init__(
+        self, config: ModelConfig, frame_shape: tuple[int, int], frame_rate_hz: float
+    ) -> None:
         super().__init__()
         check_geometry(frame_shape, frame_rate_hz)
         self.config = config
@@ -94,7 +96,9 @@ class WindowCore(Core):
     cells, so a multi-session LN model is honestly one readout per session and no core.
     """
 
-    def __init__(self, config: ModelConfig, frame_shape: tuple[int, int], frame_rate_hz: float):
+    def __init__(
+        self, config: ModelConfig, frame_shape: tuple[int, int], frame_rate_hz: float
+    ) -> None:
         super().__init__(config, frame_shape, frame_rate_hz)
         self.feature_shape = (self.window_frames, *self.frame_shape)
 

@@ -158,7 +158,8 @@ def test_npe_evaluate_prints_a_row_per_session_and_pooled(
             str(two_session_run["ret_a"]),
             "--json",
             str(out),
-            "--no-figures",
+            "--figures",
+            str(tmp_path / "figs"),
             "--threads",
             "1",
         ],
@@ -166,6 +167,9 @@ def test_npe_evaluate_prints_a_row_per_session_and_pooled(
     assert res.exit_code == 0, res.output
     for label in ("ret_a", "ret_b", "pooled"):
         assert label in res.output
+    for session in ("ret_a", "ret_b"):  # each session's figures in its own directory
+        for png in ("traces.png", "correlation_histogram.png", "receptive_fields.png"):
+            assert (tmp_path / "figs" / session / png).stat().st_size > 1000
     result = ev.MultiSessionEvaluationResult.model_validate(json.loads(out.read_text()))
     assert [r.session for r in result.sessions] == ["ret_a", "ret_b"]
     assert result.pooled.n_cells == 5
