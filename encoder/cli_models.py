@@ -314,11 +314,11 @@ def evaluate_command(
                 written.append(ev.write_result(mresult, json_out or run_dir / "evaluation.json"))
                 if fig_dir is not None:
                     progress.update(task, description="drawing figures")
-                    for r in mresult.sessions:
-                        view = load_checkpoint(run_dir, r.session)
-                        rec = matched[r.session][1]
+                    for session, (_, rec) in matched.items():
+                        r = next(r for r in mresult.sessions if r.session == session)
+                        view = load_checkpoint(run_dir, session)
                         written.extend(
-                            _figures(view, rec, r, mpreds[r.session], fig_dir / r.session, None)
+                            _figures(view, rec, r, mpreds[session], fig_dir / session, None)
                         )
             else:
                 ckpt = load_checkpoint(run_dir)

@@ -195,7 +195,7 @@ class EvaluationResult(BaseModel):
     smooth_ms: float
     n_cells: int
     n_repeats: int
-    session: str = ""  # the session of a multi-session checkpoint ("" for single-session)
+    session: str | None = None  # the session of a multi-session checkpoint, else None
     mean_pcc: float | None
     per_cell_pcc: list[float | None]
     mean_fev: float | None
@@ -354,7 +354,7 @@ def evaluate(
         per_cell_test_pcc=_listify(test_r),
         cell_ids=list(ckpt.meta.cells.ids),
         cell_types=list(ckpt.meta.cells.types),
-        session=ckpt.session,
+        session=ckpt.session or None,
     )
     return result, Predictions(rep_pred, rep_avg, rep_truth, test_pred, test_obs)
 
