@@ -1,0 +1,137 @@
+"""Python allocations per bin in the live loop's steady state (issue 17: "0 per bin").
+
+Method (tracemalloc, in its own pass after the timed runs, so that tracing — which slows
+every allocation — never touches a latency figure): trace from before a warm-up pass, then
+snapshot, run `bins` bins, snapshot, run `short_bins` bins, snapshot. Each pass costs a
+constant once (the run's start and stop records, its summary); the difference of the two
+passes cancels it, so
+
+    net blocks per bin = (net(long) − net(short)) / (bins − short_bins)
+
+counts only what each further bin keeps. Cyclic garbage is collected before every snapshot
+(it is not kept), and tracemalloc's own bookkeeping is filtered out. A loop that allocates
+nothing per bin gives exactly 0; one that keeps one block per bin gives 1.0 (both tested).
+Temporaries allocated and freed within a bin leave no net block; they show as
+`transient_peak_bytes`, the most traced memory above its level at the start of the long pass.
+Allocations outside Python's allocators (ONNX Runtime's C++ arena) are not seen.
+"""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import PurePath
+
+#: Source areas, by file, grouped into the loop's stages (the rest is "other").
+STAGE_OF_FILE: dict[str, str] = {
+    "runtime/sources.py": "capture",
+    "runtime/synthetic_scenes.py": "capture",
+    "runtime/preprocess.py": "preprocess",
+    "runtime/binning.py": "bin",
+    "runtime/inference.py": "infer",
+    "onnxruntime": "infer",
+    "hardware/pipeline.py": "map",
+    "hardware/kernel.py": "map",
+    "hardware/mapping.py": "map",
+    "hardware/safety.py": "map",
+    "hardware/implant.py": "map",
+    "hardware/types.py": "map",
+    "hardware/link.py": "send",
+    "hardware/wire.py": "send",
+    "hardware/audit.py": "send",
+    "runtime/loop.py": "loop",
+    "runtime/latency.py": "loop",
+    "runtime/clock.py": "loop",
+}
+
+STAGES = ("capture", "preprocess", "bin", "infer", "map", "send", "loop", "other")
+
+
+def stage_of(filename: str) -> str:
+    """The stage a source file belongs to ("other" if none)."""
+    posix = PurePath(filename).as_posix()
+    for key, stage in STAGE_OF_FILE.items():
+        if key in posix:
+            return stage
+    return "other"
+
+
+@dataclass(frozen=True)
+class AllocationCount:
+    """The result of `count_allocations` (see the module docstring)."""
+
+    warmup_bins: int
+    bins: int
+    short_bins: int
+    net_blocks_long: int
+    net_blocks_short: int
+    transient_peak_bytes: int
+    #: per file: net blocks of the long pass minus those of the short pass
+    by_file: dict[str, int]
+
+    @property
+    def net_blocks_per_bin(self) -> float:
+        return (self.net_blocks_long - self.net_blocks_short) / (self.bins - self.short_bins)
+
+    def by_stage(self) -> dict[str, float]:
+        """Net blocks per bin by loop stage (files grouped by `stage_of`)."""
+        out = dict.fromkeys(STAGES, 0.0)
+        for f, n in self.by_file.items():
+            out[stage_of(f)] += n / (self.bins - self.short_bins)
+        return out
+
+
+def _snapshot() -> tracemalloc.Snapshot:
+    gc.collect()
+    return tracemalloc.take_snapshot().filter_traces(
+        (tracemalloc.Filter(False, tracemalloc.__file__),)
+    )
+
+
+def _diff(after: tracemalloc.Snapshot, before: tracemalloc.Snapshot) -> dict[str, int]:
+    return {
+        str(s.traceback[0].filename): s.count_diff
+        for s in after.compare_to(before, "filename")
+        if s.count_diff
+    }
+
+
+def count_allocations(
+    run_bins: Callable[[int], object], bins: int, short_bins: int, warmup_bins: int
+) -> AllocationCount:
+    """Net Python blocks `run_bins(n)` keeps per bin in the steady state.
+
+    run_bins(n) must run n bins of the loop under test (whatever it returns is dropped).
+    """
+    if not 0 < short_bins < bins:
+        raise ValueError(f"need 0 < short_bins < bins, got {short_bins} and {bins}")
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start(1)
+    try:
+        run_bins(warmup_bins)
+        s0 = _snapshot()
+        tracemalloc.reset_peak()
+        level = tracemalloc.get_traced_memory()[0]
+        run_bins(bins)
+        peak = tracemalloc.get_traced_memory()[1] - level
+        s1 = _snapshot()
+        run_bins(short_bins)
+        s2 = _snapshot()
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    long_d, short_d = _diff(s1, s0), _diff(s2, s1)
+    files = set(long_d) | set(short_d)
+    by_file = {f: long_d.get(f, 0) - short_d.get(f, 0) for f in files}
+    return AllocationCount(
+        warmup_bins=warmup_bins,
+        bins=bins,
+        short_bins=short_bins,
+        net_blocks_long=sum(long_d.values()),
+        net_blocks_short=sum(short_d.values()),
+        transient_peak_bytes=max(0, peak),
+        by_file={f: n for f, n in by_file.items() if n},
+    )
