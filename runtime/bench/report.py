@@ -79,6 +79,12 @@ TARGET_ORT_VS_TORCH = 2.0
 TARGET_STEP_VS_WINDOW = 5.0
 #: Bins the e2e target needs (issue 5: "0 dropped over 10 000 bins").
 TARGET_E2E_BINS = 10_000
+#: "0 allocations per bin" is met below this many net blocks per bin. Why not exactly 0:
+#: a full collection empties the interpreter's free lists before each snapshot, and each
+#: pass refills them by a bounded amount (measured: 30–90 blocks, whatever the pass length);
+#: the two-pass difference cancels most of it, leaving ±0.01 per bin over 10,000 bins. A
+#: block kept per bin reads 1.0, one every 100 bins 0.01.
+ALLOCATION_TOLERANCE_PER_BIN = 0.01
 #: Paced check after a flood run, in bins (5 s at 100 Hz: long enough for hundreds of frames).
 DEFAULT_PACED_BINS = 500
 #: Allocation pass: bins of the long traced pass (issue 17: "over 10,000 bins after warm-up").
@@ -527,7 +533,7 @@ def evaluate_targets(
             AllocationTarget(
                 net_blocks_per_bin=allocations.net_blocks_per_bin,
                 bins=allocations.bins,
-                met=allocations.net_blocks_per_bin <= 0,
+                met=allocations.net_blocks_per_bin < ALLOCATION_TOLERANCE_PER_BIN,
             )
             if allocations is not None
             else None
@@ -639,9 +645,7 @@ def run_benchmark(
         frame_rate_hz=spec.frame_rate_hz,
         window_frames=spec.window_frames,
         machine=machine,
-        session={
-            k: v for k, v in settings.as_dict().items() if isinstance(v, str | int | bool)
-        },
+        session={k: v for k, v in settings.as_dict().items() if isinstance(v, str | int | bool)},
         scheduling=scheduling,
         switch_interval_s=switch_interval,
         runs=runs,
