@@ -181,7 +181,8 @@ class LiveSession:
         return self
 
     def __enter__(self) -> LiveSession:
-        return self.open()
+        """Open (unless open() was called already, to tell open errors from run errors)."""
+        return self if self._runtime is not None else self.open()
 
     def __exit__(
         self,
