@@ -265,14 +265,22 @@ class Recording:
         return int((ranges[:, 1] - ranges[:, 0]).sum())
 
 
+#: The contrast convention, defined once: contrast = (L − CONTRAST_OFFSET) / CONTRAST_SCALE
+#: for uint8 luminance L (0 → −1, 255 → +1 around mid-grey 127.5). Training uses it here;
+#: export writes it into every bundle's manifest (`preprocessing`), and the runtime (which
+#: never imports this package) applies the bundle's values.
+CONTRAST_OFFSET = 127.5
+CONTRAST_SCALE = 127.5
+
+
 def stimulus_as_contrast(stimulus: NDArray[Any]) -> NDArray[np.float32]:
     """[n, h, w] uint8 luminance (or float32 contrast) → float32 contrast in [-1, 1].
 
-    uint8 maps 0 → -1, 255 → +1 around mid-grey 127.5, the convention every model and the
-    runtime's preprocessing share.
+    uint8 maps 0 → -1, 255 → +1 around mid-grey (`CONTRAST_OFFSET`, `CONTRAST_SCALE`), the
+    convention every model and, through the bundle's manifest, the runtime share.
     """
     if stimulus.dtype == np.uint8:
-        return ((stimulus.astype(np.float32) - 127.5) / 127.5).astype(np.float32)
+        return ((stimulus.astype(np.float32) - CONTRAST_OFFSET) / CONTRAST_SCALE).astype(np.float32)
     return np.asarray(stimulus, dtype=np.float32)
 
 

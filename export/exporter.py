@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from encoder.recording import CONTRAST_OFFSET, CONTRAST_SCALE
 from export import onnx_io, parity
 from export.data import StimulusData, load_stimulus, random_clip, random_windows
 from export.outputs import cells_output, ratemap_output
@@ -31,6 +32,7 @@ from runtime.bundle import (
     OutputSpec,
     Parity,
     ParityFigures,
+    Preprocessing,
     StateSpec,
     TensorSpec,
     Timing,
@@ -322,6 +324,8 @@ def _export_into(
         input=InputGeometry(
             height=h, width=w, pixel_size_deg=px, field_of_view_deg=(w * px, h * px)
         ),
+        # The contrast convention, from its one definition (encoder.recording).
+        preprocessing=Preprocessing(contrast_offset=CONTRAST_OFFSET, contrast_scale=CONTRAST_SCALE),
         output=output,
         forms=tuple(forms),
         files={f.file: "0" * 64 for f in forms},
@@ -362,7 +366,8 @@ def _doc(manifest: BundleManifest, form: ModelForm) -> str:
     m = manifest
     return (
         f"npe bundle model {m.model.name!r} ({m.model.kind}), {form.form} form, {form.precision}: "
-        f"input contrast (L-127.5)/127.5 of {m.input.height}x{m.input.width} px at "
+        f"input contrast (L-{m.preprocessing.contrast_offset:g})/"
+        f"{m.preprocessing.contrast_scale:g} of {m.input.height}x{m.input.width} px at "
         f"{m.timing.frame_rate_hz:g} Hz, output {m.output.n} rates in spikes/s. "
         "See the bundle's manifest.json."
     )

@@ -35,7 +35,7 @@ from hardware.audit import AuditLog
 from hardware.link import StimulatorLink, open_link
 from hardware.safety import SafetyLimits
 from hardware.simulator_mode import SimulatorMode
-from hardware.stimulator import SimulatedStimulator
+from hardware.stimulator import SimulatedStimulator, StimulatorStatsSnapshot
 
 __all__ = [
     "STIMULATOR_NICE",
@@ -73,8 +73,9 @@ def _serve(conn: Connection, key: bytes, array: str, limits_json: str) -> None:
     gc.freeze()
     conn.send(stim.port)
     conn.recv()  # any message = stop
+    stim.drain()  # the link is closed: let it check every frame already in its buffer
     stim.stop()
-    conn.send(stim.stats.as_dict())
+    conn.send(stim.stats.snapshot().model_dump_json())
 
 
 class StimulatorProcess:
@@ -96,14 +97,14 @@ class StimulatorProcess:
             self._proc.kill()
             raise OSError("simulated stimulator process did not start within 60 s")
         self.port: int = self._conn.recv()
-        self._stats: dict[str, Any] = {}
+        self._stats: StimulatorStatsSnapshot | None = None
 
     def stop(self) -> None:
         if self._proc.is_alive():
             try:
                 self._conn.send("stop")
                 if self._conn.poll(10):
-                    self._stats = self._conn.recv()
+                    self._stats = StimulatorStatsSnapshot.model_validate_json(self._conn.recv())
             except (OSError, EOFError):
                 pass
             self._proc.join(timeout=5)
@@ -111,7 +112,8 @@ class StimulatorProcess:
                 self._proc.kill()
 
     @property
-    def stats_dict(self) -> dict[str, Any]:
+    def stats(self) -> StimulatorStatsSnapshot | None:
+        """Its final counters (None until stop() has received them)."""
         return self._stats
 
 
@@ -132,18 +134,21 @@ class StimulationChain:
             self.link.close()
         finally:
             try:
+                if isinstance(self.stimulator, SimulatedStimulator):
+                    self.stimulator.drain()  # as the process does: every frame sent is checked
                 if self.stimulator is not None:
                     self.stimulator.stop()
             finally:
                 self.audit.close()
 
-    def stimulator_stats(self) -> dict[str, Any]:
-        """Stats of the simulated stimulator (for a separate process: after close())."""
+    def stimulator_stats(self) -> StimulatorStatsSnapshot | None:
+        """Stats of the simulated stimulator (for a separate process: after close()); None
+        with a real link (its counters are the device's own)."""
         if isinstance(self.stimulator, SimulatedStimulator):
-            return self.stimulator.stats.as_dict()
+            return self.stimulator.stats.snapshot()
         if isinstance(self.stimulator, StimulatorProcess):
-            return self.stimulator.stats_dict
-        return {}
+            return self.stimulator.stats
+        return None
 
 
 def start_chain(

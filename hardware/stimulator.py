@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, ConfigDict
+
 from hardware.arrays import ElectrodeArray
 from hardware.safety import SafetyEnforcer, SafetyLimits, check_frame
 from hardware.types import StimulationFrame
@@ -67,6 +69,34 @@ DEFAULT_DEADMAN_MARGIN_MS = 10.0
 IDLE_WAIT_S = 0.05
 
 
+class StimulatorStatsSnapshot(BaseModel):
+    """The stimulator's counters at one moment, as a typed, frozen value.
+
+    Why a separate model: `StimulatorStats` is the receive thread's live, mutable record
+    (Counters updated per datagram); what crosses to the runtime (a child process's final
+    report through a pipe, a run summary, the bench report) is this snapshot, written and read
+    with its own JSON, so no caller reads the stimulator's counters through string keys.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    received: int = 0
+    accepted: int = 0
+    #: datagrams refused, by reason (`hardware.wire.REJECT_REASONS`)
+    rejected: dict[str, int] = {}
+    #: values the stimulator's own safety enforcement changed, by rule
+    clamped: dict[str, int] = {}
+    breaches_after_enforcement: int = 0
+    deadman_stops: int = 0
+    acks_sent: int = 0
+    stimulating: bool = False
+    last_wire_sequence: int = -1
+    last_frame_sequence: int = -1
+    max_amplitude_ua: float = 0.0
+    deadman_latency_ms_max: float = 0.0
+    replay_state_writes: int = 0
+
+
 @dataclass
 class StimulatorStats:
     """What the stimulator has seen; `stimulating` is True while current flows."""
@@ -88,22 +118,27 @@ class StimulatorStats:
     last_deadman_stop_ns: int = 0
     replay_state_writes: int = 0
 
+    def snapshot(self) -> StimulatorStatsSnapshot:
+        """The counters now, frozen (see `StimulatorStatsSnapshot`)."""
+        return StimulatorStatsSnapshot(
+            received=self.received,
+            accepted=self.accepted,
+            rejected=dict(self.rejected),
+            clamped=dict(self.clamped),
+            breaches_after_enforcement=self.breaches_after_enforcement,
+            deadman_stops=self.deadman_stops,
+            acks_sent=self.acks_sent,
+            stimulating=self.stimulating,
+            last_wire_sequence=self.last_wire_sequence,
+            last_frame_sequence=self.last_frame_sequence,
+            max_amplitude_ua=self.max_amplitude_ua,
+            deadman_latency_ms_max=self.deadman_latency_ms_max,
+            replay_state_writes=self.replay_state_writes,
+        )
+
     def as_dict(self) -> dict[str, object]:
-        return {
-            "received": self.received,
-            "accepted": self.accepted,
-            "rejected": dict(self.rejected),
-            "clamped": dict(self.clamped),
-            "breaches_after_enforcement": self.breaches_after_enforcement,
-            "deadman_stops": self.deadman_stops,
-            "acks_sent": self.acks_sent,
-            "stimulating": self.stimulating,
-            "last_wire_sequence": self.last_wire_sequence,
-            "last_frame_sequence": self.last_frame_sequence,
-            "max_amplitude_ua": self.max_amplitude_ua,
-            "deadman_latency_ms_max": self.deadman_latency_ms_max,
-            "replay_state_writes": self.replay_state_writes,
-        }
+        """The snapshot as plain JSON types (audit-log records, `npe stimulator serve`)."""
+        return self.snapshot().model_dump()
 
 
 class SimulatedStimulator:
@@ -211,6 +246,23 @@ class SimulatedStimulator:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="npe-stimulator", daemon=True)
         self._thread.start()
+
+    def drain(self, quiet_ms: float = 50.0, timeout_ms: float = 5000.0) -> None:
+        """Wait until no datagram has arrived for `quiet_ms` (at most `timeout_ms`).
+
+        Why: a chain closes its link before it stops the stimulator, so every frame sent is
+        already in the receive buffer; after a flood (`--as-fast-as-possible`) the simulator
+        may still be working through it. Stopping at once would count those frames as lost
+        on the way; draining first lets each be checked (and, if it waited too long, refused
+        as stale), so a run's delivery counts tell what the stimulator did with every frame.
+        """
+        deadline = time.monotonic() + timeout_ms / 1000.0
+        seen = -1
+        while time.monotonic() < deadline and self._thread is not None and self._thread.is_alive():
+            if self.stats.received == seen:
+                return
+            seen = self.stats.received
+            time.sleep(quiet_ms / 1000.0)
 
     def stop(self) -> None:
         """Stop stimulating and listening."""

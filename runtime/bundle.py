@@ -219,14 +219,16 @@ class InputGeometry(_Frozen):
 class Preprocessing(_Frozen):
     """What the runtime does to a camera frame before the model sees it.
 
-    contrast = clip((grayscale_uint8 - offset) / scale, clip_min, clip_max); the same convention
-    as `encoder.recording.stimulus_as_contrast` (L - 127.5) / 127.5.
+    contrast = clip((grayscale_uint8 - offset) / scale, clip_min, clip_max). The offset and
+    scale have no default on purpose: the convention is defined once, in
+    `encoder.recording` (CONTRAST_OFFSET, CONTRAST_SCALE), which the runtime never imports;
+    export writes those values here and every reader applies what the bundle states.
     """
 
     grayscale: bool = True
     resize: Literal["area"] = "area"
-    contrast_offset: float = 127.5
-    contrast_scale: float = Field(gt=0, default=127.5)
+    contrast_offset: float
+    contrast_scale: float = Field(gt=0)
     clip: tuple[float, float] = (-1.0, 1.0)
 
 
@@ -335,7 +337,7 @@ class BundleManifest(_Frozen):
     model: ModelInfo
     timing: Timing
     input: InputGeometry
-    preprocessing: Preprocessing = Preprocessing()
+    preprocessing: Preprocessing
     output: OutputSpec
     forms: tuple[ModelForm, ...] = Field(min_length=1)
     files: dict[str, str]

@@ -9,12 +9,9 @@ Heavy imports (onnxruntime, cv2, numpy-heavy modules) happen inside the commands
 
 from __future__ import annotations
 
-import dataclasses
-import signal
-import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -26,6 +23,7 @@ from npe_errors import ExitCode, NpeError, fail
 from runtime.options import ExecutionDevice, FormChoice, Precision
 
 if TYPE_CHECKING:
+    from runtime.bench.models import BenchReport, EndToEnd
     from runtime.bench.timing import EagerTimer
 
 app = typer.Typer(no_args_is_help=True)
@@ -126,20 +124,17 @@ def run_command(
     """Stream frames through the model to the stimulator, live (Ctrl-C stops safely)."""
     from rich.live import Live
 
-    from runtime.clock import BinClock, RealClock, VirtualClock
-    from runtime.hardware_chain import build_chain
-    from runtime.inference import OrtEngine, SessionSettings
-    from runtime.loop import RunContext, StreamingRuntime
-    from runtime.preprocess import Preprocessor
-    from runtime.realtime import freeze_heap, set_rt_priority, tune_interpreter
-    from runtime.sources import CameraSource, SourceError, camera_opens, open_source
+    from hardware.audit import EVENT_DEV_UNSIGNED, EVENT_PACKAGE_VERIFIED
+    from runtime.inference import SessionSettings
+    from runtime.loop import RunContext
+    from runtime.package import prosthesis_mode
+    from runtime.realtime import set_rt_priority
+    from runtime.session import LiveSession, Pacing, SessionPlan
+    from runtime.sources import camera_opens
     from runtime.spec import load_model_spec
     from runtime.status import StatusLine, print_summary
 
     expected = _expected_errors()
-    tune_interpreter()
-    from runtime.package import prosthesis_mode
-
     unpacked = None
     if package is not None:
         if dev_unsigned:
@@ -174,30 +169,30 @@ def run_command(
     try:
         spec = load_model_spec(bundle, expected_digest=expect_digest)
         fspec = spec.pick_form(form.value if form else None, precision.value)
-        engine = OrtEngine(fspec, SessionSettings(device.value, threads, spinning))
         if source is None:
             source = "camera:0" if camera_opens(0) else "synthetic:bar"
             console.print(f"source: {source}")
-        src = open_source(source, fps=source_fps)
-        if isinstance(src, CameraSource):
-            src.watchdog.stall_timeout_ns = int(stall_timeout * 1e9)
-            if as_fast_as_possible:
-                raise SourceError("--as-fast-as-possible needs a file, images or synthetic source")
-        pre = Preprocessor(spec, camera_fov_deg)
         rt_note = set_rt_priority(rt_priority) if rt_priority else "normal scheduling"
-        chain = build_chain(
-            array,
-            calibration,
-            limits,
-            link,
-            log_path,
-            key_file,
-            stimulator,
+        plan = SessionPlan(
+            source=source,
+            log_path=log_path,
+            pacing=Pacing.AS_FAST_AS_POSSIBLE if as_fast_as_possible else Pacing.REAL_TIME,
+            spin_us=spin_us,
+            array=array,
+            calibration=calibration,
+            limits=limits,
+            link=link,
+            key_file=key_file,
+            stimulator=stimulator,
+            camera_fov_deg=camera_fov_deg,
+            source_fps=source_fps,
+            stall_timeout_ms=stall_timeout * 1000.0,
         )
+        session = LiveSession(spec, fspec, SessionSettings(device.value, threads, spinning), plan)
+        session.open()
     except expected as exc:
         raise fail(str(exc)) from None
-    from hardware.audit import EVENT_DEV_UNSIGNED, EVENT_PACKAGE_VERIFIED
-
+    chain = session.chain
     if unpacked is not None:
         chain.audit.event(
             EVENT_PACKAGE_VERIFIED,
@@ -209,57 +204,35 @@ def run_command(
             f"unsigned inputs (bundle {bundle or 'default'}, array {array}, calibration "
             f"{calibration}, limits {limits}); prosthesis mode {prosthesis_mode()}",
         )
-
-    clock: BinClock = VirtualClock() if as_fast_as_possible else RealClock(int(spin_us * 1e3))
     prev = None
     if preview:
         from runtime.live_preview import PreviewThread, has_display
 
         video = None if has_display() else run_dir / "preview.avi"
         prev = PreviewThread(spec, chain.array, chain.calibration, video)
-    rt = StreamingRuntime(
-        spec,
-        engine,
-        src,
-        pre,
-        chain.pipeline,
-        chain.link,
-        chain.audit,
-        clock=clock,
-        observer=prev.observe if prev is not None else None,
-    )
-
-    def on_signal(signum: int, _frame: object) -> None:
-        rt.stop()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        session.runtime.observer = prev.observe
     write_effective_config(log_path.parent, ctx)
     console.print(
         f"[bold]npe run[/bold] {spec.name} ({fspec.form}/{fspec.precision}, "
-        f"{spec.frame_rate_hz:g} bins/s, window {spec.window_frames}) · {src.name} → "
-        f"{chain.array.name} via {chain.link_spec} · log {log_path}"
+        f"{spec.frame_rate_hz:g} bins/s, window {spec.window_frames}) · "
+        f"{session.source.name} → {chain.array.name} via {chain.link_spec} · log {log_path}"
     )
     error: BaseException | None = None
-    summary = None
-    try:
-        if prev is not None:
-            prev.start()
-        freeze_heap()
-        with Live(StatusLine(rt), console=console, refresh_per_second=4, transient=False):
-            summary = rt.run(duration_s=duration)
-    except expected as exc:
-        error = exc
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        if prev is not None:
-            prev.stop()
-        src.close()
-        time.sleep(0.05)  # let the simulator read the final zero frame before it stops
-        pipe_events = dict(chain.pipeline.events)
-        link_stats = dataclasses.replace(chain.link.stats)
-        chain.close()
-        stim_stats = chain.stimulator_stats()
+    with session:
+        try:
+            if prev is not None:
+                prev.start()
+            with Live(
+                StatusLine(session.runtime), console=console, refresh_per_second=4, transient=False
+            ):
+                session.run(duration_s=duration)
+        except expected as exc:
+            error = exc
+        finally:
+            if prev is not None:
+                prev.stop()
+    outcome = session.outcome
+    summary = outcome.summary
     if error is not None or summary is None:
         console.line()  # end the status line
         raise fail(f"run stopped: {error}", code=ExitCode.CHECK_FAILED)
@@ -269,13 +242,14 @@ def run_command(
         array=chain.array.name,
         link=chain.link_spec,
         audit_log=str(log_path),
-        session=engine.settings.as_dict(),  # type: ignore[arg-type]
+        session=session.engine.settings.as_dict(),  # type: ignore[arg-type]
         clock="virtual (as fast as possible)" if as_fast_as_possible else "real time",
         scheduling=rt_note,
         camera_fov_deg=camera_fov_deg,
-        pipeline_events={str(k): int(v) for k, v in pipe_events.items()},
-        link_stats=link_stats,
-        stimulator=_jsonable(stim_stats),
+        pipeline_events=outcome.pipeline_events,
+        link_stats=outcome.link_stats,
+        stimulator=outcome.stimulator,
+        delivery=outcome.delivery,
         preview=(str(prev.video_path) if prev and prev.video_path else None),
         package=(
             {"path": str(package), "key_id": unpacked.key_id, "sha256": unpacked.sha256}
@@ -287,21 +261,6 @@ def run_command(
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(summary.model_dump_json(indent=2), encoding="utf-8")
     print_summary(console, summary, {"audit log": log_path, "summary": summary_path})
-
-
-def _jsonable(x: Any) -> Any:
-    """Counters, tuples, numpy scalars and paths → plain JSON types."""
-    import numpy as np
-
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, Path):
-        return str(x)
-    return x
 
 
 # `npe bench --checkpoint`'s PyTorch-eager timer. The runtime never imports torch or export,
@@ -360,6 +319,17 @@ def bench_command(
         "{2,048, 8,192, 32,768} rates beside the model step (scale.json).",
     ),
     scale_bins: int = typer.Option(1000, min=10, help="With --scale: timed bins per cell."),
+    paced_bins: int = typer.Option(
+        500,
+        min=0,
+        help="Without --realtime: a paced check of N bins after the as-fast-as-possible run, "
+        "for its delivery to the stimulator (0 skips it).",
+    ),
+    alloc_bins: int = typer.Option(
+        10_000,
+        min=0,
+        help="Bins of the traced allocation pass after the timed runs (0 skips it; else ≥ 2).",
+    ),
 ) -> None:
     """Latency benchmark: inference alone, end to end, FLOPs vs matmul peak; table, JSON, PNG."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -403,6 +373,8 @@ def bench_command(
                 scheduling=scheduling,
                 spin_us=spin_us,
                 witness=witness,
+                paced_bins=paced_bins,
+                alloc_bins=alloc_bins,
                 progress=lambda s: bar.update(task, description=s),
             )
     except expected as exc:
@@ -430,15 +402,15 @@ def _bench_scale(ctx: typer.Context, bundle: Path | None, out_dir: Path, bins: i
     console.print(f"JSON: {out_dir / 'scale.json'}")
 
 
-def print_bench(report: dict[str, Any]) -> None:
-    """The benchmark's rich tables (inference, end to end, targets)."""
+def print_bench(report: BenchReport) -> None:
+    """The benchmark's rich tables (inference, end to end, delivery, allocations, targets)."""
     from rich.table import Table
 
-    m = report["machine"]
+    m = report.machine
     console.print(
-        f"[bold]{report['model']}[/bold] sha256 {report['model_sha256'][:12]} · {m['cpu_model']} · "
-        f"{m['cores_available']} cores · flags {' '.join(m['flags'])} · ORT {m['versions']['onnxruntime']} · "
-        f"{report['session']} · {report.get('scheduling', '')} · load avg {m.get('load_avg_1m') or 0:.1f}"
+        f"[bold]{report.model}[/bold] sha256 {report.model_sha256[:12]} · {m.cpu_model} · "
+        f"{m.cores_available} cores · flags {' '.join(m.flags)} · ORT {m.versions.onnxruntime} · "
+        f"{report.session} · {report.scheduling} · load avg {m.load_avg_1m or 0:.1f}"
     )
     tab = Table(title="inference alone (batch 1, ms per call)")
     for col in (
@@ -454,67 +426,84 @@ def print_bench(report: dict[str, Any]) -> None:
         "% peak",
     ):
         tab.add_column(col, justify="right" if col != "variant" else "left")
-    for r in report["inference"]:
-        s = r["stats"]
+    for r in report.inference:
+        st = r.stats
         tab.add_row(
-            r["name"],
-            *(f"{s[k]:.3f}" for k in ("p50", "p90", "p99", "p99.9", "max")),
-            f"{s['throughput_per_s']:.0f}",
-            f"{r['flops'] / 1e6:.2f}" if r["flops"] else "-",
-            f"{s['gflops_achieved']:.2f}" if "gflops_achieved" in s else "-",
-            f"{100 * s['fraction_of_peak']:.1f}" if "fraction_of_peak" in s else "-",
+            r.name,
+            *st.row(),
+            f"{st.throughput_per_s:.0f}",
+            f"{r.flops / 1e6:.2f}" if r.flops else "-",
+            f"{st.gflops_achieved:.2f}" if st.gflops_achieved is not None else "-",
+            f"{100 * st.fraction_of_peak:.1f}" if st.fraction_of_peak is not None else "-",
         )
     console.print(tab)
+    peak = report.matmul_peak
     console.print(
-        f"numpy float32 matmul peak on {report['matmul_peak_gflops']['threads']} thread(s): "
-        f"{report['matmul_peak_gflops']['gflops']:.1f} GFLOP/s (FLOPs count Conv/MatMul/Gemm/LSTM only)"
+        f"numpy float32 matmul peak on {peak.threads} thread(s): "
+        f"{peak.gflops:.1f} GFLOP/s (FLOPs count Conv/MatMul/Gemm/LSTM only)"
     )
-    for row in report.get("sweep", []):
+    for row in report.sweep:
+        q = row.latency
         console.print(
-            f"  sweep threads={row['intra_op_threads']} spinning={row['allow_spinning']}: "
-            f"p50 {row['p50']:.3f} ms, p99 {row['p99']:.3f} ms"
+            f"  sweep threads={row.intra_op_threads} spinning={row.allow_spinning}: "
+            f"p50 {q.p50 or 0:.3f} ms, p99 {q.p99 or 0:.3f} ms"
         )
-    e2e = report.get("end_to_end")
-    if e2e:
-        tab = Table(
-            title=f"end to end ({e2e['bins_total']} bins, {e2e['clock']}, {e2e['form']}, "
-            f"{e2e['source']}, ms per bin)"
+    for e2e in report.e2e_runs():
+        _print_e2e(e2e, report.frame_rate_hz)
+    al = report.allocations
+    if al is not None:
+        stages = ", ".join(
+            f"{s.stage} {s.net_blocks_per_bin:.4f}" for s in al.by_stage if s.net_blocks_per_bin
         )
-        for col in ("stage", "p50", "p90", "p99", "p99.9", "max"):
-            tab.add_column(col, justify="right" if col != "stage" else "left")
-        for stage, q in e2e["latency_ms"].items():
-            tab.add_row(stage, *(f"{q[k]:.3f}" for k in ("p50", "p90", "p99", "p99.9", "max")))
-        console.print(tab)
         console.print(
-            f"dropped bins {e2e['counters']['bins_dropped']}, bins over the "
-            f"{1000 / report['frame_rate_hz']:.0f} ms period {e2e['bins_over_period']}, "
-            f"stimulator accepted {e2e['stimulator'].get('accepted', '-')}"
-            + (
-                f", host steal time {e2e['host_steal_s']:.2f} s"
-                if e2e.get("host_steal_s") is not None
-                else ""
-            )
+            f"allocations ({al.method}; {al.bins} and {al.short_bins} bins after "
+            f"{al.warmup_bins}): {al.net_blocks_per_bin:.4f} net blocks per bin"
+            + (f" ({stages})" if stages else "")
+            + f"; largest transient {al.transient_peak_bytes} bytes"
         )
-        stalls = e2e.get("stalls") or []
-        if stalls:
-            worst = max(stalls, key=lambda st: st["late_ms"])
-            console.print(
-                f"{len(stalls)} bin(s) began more than half a period late; the worst "
-                f"{worst['late_ms']:.1f} ms late at {worst['t_s']:.2f} s (list in bench.json "
-                "'stalls'; --witness or benchmarks/latency/jitter.py tells the machine's share)"
-            )
-        wit = e2e.get("witness")
-        if wit:
-            att = wit["attribution"]
-            cores = ", ".join(str(w["cpu"]) for w in wit["per_core"])
-            would = ", ".join(str(w["would_drop"]) for w in wit["per_core"])
-            console.print(
-                f"witnesses (an empty loop at {report['frame_rate_hz']:g} Hz on core(s) {cores}) "
-                f"woke a whole period late {would} time(s); {att['matched']} of "
-                f"{att['stalls']} late bin(s) fell in stalls they saw too "
-                f"({att['expected_by_chance']:.2f} expected by chance), "
-                f"{att['dropped_bins_matched']} of {att['dropped_bins']} dropped bin(s)"
-            )
-    for name, t in report["targets"].items():
-        colour = "green" if t["met"] else "red"
-        console.print(f"target {name}: [{colour}]{'met' if t['met'] else 'NOT met'}[/{colour}] {t}")
+    for name, t in report.targets.measured():
+        colour = "green" if t.met else "red"
+        console.print(
+            f"target {name}: [{colour}]{'met' if t.met else 'NOT met'}[/{colour}] {t.measured()}"
+        )
+
+
+def _print_e2e(e2e: EndToEnd, frame_rate_hz: float) -> None:
+    """One end-to-end run: per-stage table, drops, delivery, stalls, witnesses."""
+    from rich.table import Table
+
+    run = e2e.run
+    tab = Table(
+        title=f"end to end ({run.bins_total} bins, {e2e.pacing}, {e2e.form}, "
+        f"{e2e.source}, ms per bin)"
+    )
+    for col in ("stage", "p50", "p90", "p99", "p99.9", "max"):
+        tab.add_column(col, justify="right" if col != "stage" else "left")
+    for stage, q in run.latency_ms.items():
+        tab.add_row(stage, *q.row())
+    console.print(tab)
+    console.print(
+        f"dropped bins {run.counters.bins_dropped}, bins over the "
+        f"{1000 / frame_rate_hz:.0f} ms period {run.bins_over_period}"
+        + (f", host steal time {e2e.host_steal_s:.2f} s" if e2e.host_steal_s is not None else "")
+    )
+    console.print(e2e.delivery.line())
+    if run.stalls:
+        worst = max(run.stalls, key=lambda st: st.late_ms)
+        console.print(
+            f"{len(run.stalls)} bin(s) began more than half a period late; the worst "
+            f"{worst.late_ms:.1f} ms late at {worst.t_s:.2f} s (list in bench.json "
+            "'stalls'; --witness or benchmarks/latency/jitter.py tells the machine's share)"
+        )
+    wit = e2e.witness
+    if wit is not None:
+        att = wit.attribution
+        cores = ", ".join(str(w.cpu) for w in wit.per_core)
+        would = ", ".join(str(w.would_drop) for w in wit.per_core)
+        console.print(
+            f"witnesses (an empty loop at {frame_rate_hz:g} Hz on core(s) {cores}) "
+            f"woke a whole period late {would} time(s); {att.matched} of "
+            f"{att.stalls} late bin(s) fell in stalls they saw too "
+            f"({att.expected_by_chance:.2f} expected by chance), "
+            f"{att.dropped_bins_matched} of {att.dropped_bins} dropped bin(s)"
+        )

@@ -19,6 +19,7 @@ from hardware.chain import STIMULATOR_NICE, SimulatorMode, StimulationChain, sta
 from hardware.link import StimulatorLink
 from hardware.pipeline import StimulationPipeline
 from hardware.safety import SafetyLimits
+from hardware.stimulator import StimulatorStatsSnapshot
 
 __all__ = ["STIMULATOR_NICE", "HardwareChain", "build_chain"]
 
@@ -59,7 +60,7 @@ class HardwareChain:
         """Close link, then stop the simulator, then close the log (hardware.chain's order)."""
         self.chain.close()
 
-    def stimulator_stats(self) -> dict[str, Any]:
+    def stimulator_stats(self) -> StimulatorStatsSnapshot | None:
         """Stats of the simulated stimulator (for a separate process: after close())."""
         return self.chain.stimulator_stats()
 

@@ -7,10 +7,12 @@ memory; the recorder keeps the newest `capacity` bins (default 100 000 = 1000 s 
 
 from __future__ import annotations
 
+import math
 from enum import IntEnum
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict
 
 
 #: Stages of one bin, in order: read/decode the frame, preprocess it, bin it into the ring,
@@ -101,3 +103,44 @@ def summarise_ns(samples: dict[str, NDArray[np.int64]]) -> dict[str, dict[str, f
         out[name]["max"] = float(ms.max())
         out[name]["mean"] = float(ms.mean())
     return out
+
+
+class LatencyStats(BaseModel):
+    """Percentiles, max and mean of one stage or timer, in ms (None: nothing was measured).
+
+    The typed form of one `summarise_ns` entry, used wherever latencies cross a boundary
+    (run summary, bench report) so that readers use attributes; `p999` is the 99.9th.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    p999: float | None
+    max: float | None
+    mean: float | None
+
+    @classmethod
+    def of(cls, q: dict[str, float]) -> LatencyStats:
+        """From a `summarise_ns` entry (NaN, i.e. no samples, becomes None)."""
+
+        def v(key: str) -> float | None:
+            x = q.get(key)
+            return None if x is None or not math.isfinite(x) else float(x)
+
+        return cls(
+            p50=v("p50"), p90=v("p90"), p99=v("p99"), p999=v("p99.9"), max=v("max"), mean=v("mean")
+        )
+
+    @classmethod
+    def of_ns(cls, samples: NDArray[np.int64]) -> LatencyStats:
+        """Directly from samples in ns."""
+        return cls.of(summarise_ns({"x": samples})["x"])
+
+    def row(self) -> tuple[str, ...]:
+        """p50, p90, p99, p99.9, max as table cells ("-" where not measured)."""
+        return tuple("-" if x is None else f"{x:.3f}" for x in self.quantiles())
+
+    def quantiles(self) -> tuple[float | None, ...]:
+        return (self.p50, self.p90, self.p99, self.p999, self.max)

@@ -143,7 +143,10 @@ class PreviewThread:
             rates = self._rates.copy() if self._has_rates else None
             stim = self._stim
         cam = cv2.resize(
-            ((frame + 1.0) * 127.5).clip(0, 255).astype(np.uint8),
+            # back from the model's contrast to luminance, by the bundle's own convention
+            (frame * self.spec.contrast_scale + self.spec.contrast_offset)
+            .clip(0, 255)
+            .astype(np.uint8),
             (PANEL, PANEL),
             interpolation=cv2.INTER_NEAREST,
         )

@@ -28,12 +28,14 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
+from hardware.delivery import DeliverySummary
 from hardware.link import LinkStats
+from hardware.stimulator import StimulatorStatsSnapshot
 from hardware.types import RateField, StimulationFrame
 from runtime.binning import RingWindow, SampleAndHoldBinner
 from runtime.clock import BinClock, RealClock
 from runtime.inference import OrtEngine
-from runtime.latency import STAGES, LatencyRecorder, Stage
+from runtime.latency import STAGES, LatencyRecorder, LatencyStats, Stage
 from runtime.preprocess import Preprocessor
 from runtime.sources import FrameSource, SourceStats
 from runtime.spec import ModelSpec
@@ -129,7 +131,10 @@ class RunContext(BaseModel):
     camera_fov_deg: float
     pipeline_events: dict[str, int]
     link_stats: LinkStats
-    stimulator: dict[str, Any]
+    #: The simulated stimulator's final counters (None with a real link).
+    stimulator: StimulatorStatsSnapshot | None
+    #: Frames sent against accepted, refused by reason and lost (`hardware.delivery`).
+    delivery: DeliverySummary
     preview: str | None = None
     #: The signed deployment package the run came from (path, key id, manifest sha256).
     package: dict[str, str] | None = None
@@ -154,7 +159,7 @@ class RunSummary(BaseModel):
     bins_total: int
     counters: LoopCounters
     source_stats: SourceStats
-    latency_ms: dict[str, dict[str, float]]
+    latency_ms: dict[str, LatencyStats]
     bins_over_period: int = 0  # bins whose own work took longer than one bin period
     mean_active_electrodes: float = 0.0
     stalls: list[Stall] = Field(default_factory=list)
@@ -431,7 +436,7 @@ class StreamingRuntime:
             counters=replace(c),  # a copy: the live counters keep changing until stop
             source_stats=replace(self.source.stats),
             latency_ms={
-                k: v
+                k: LatencyStats.of(v)
                 for k, v in self.latency.summary_ms().items()
                 if k not in ("frame_age", "late") or self._real_clock  # real time only
             },

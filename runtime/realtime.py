@@ -49,3 +49,18 @@ def set_rt_priority(priority: int) -> str:
             "`sudo setcap cap_sys_nice+ep $(readlink -f $(which python))`); run without it"
         ) from None
     return f"SCHED_FIFO priority {priority}"
+
+
+def host_steal_s() -> float | None:
+    """CPU time (s, all cores) the hypervisor gave to other guests since boot; None off Linux.
+
+    Why: on a virtual machine a bin can stall for tens of ms with the loop thread runnable
+    but no physical core under it. The steal counter of /proc/stat is the evidence that
+    separates such stalls from the runtime's own work (recorded around every live session).
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = fh.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None

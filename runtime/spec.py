@@ -71,8 +71,8 @@ class ModelSpec:
         window_frames: T, frames of history the window form sees (25 = 250 ms at 100 Hz).
         height, width: model input frame size in pixels.
         pixel_size_deg: degrees of visual angle per model pixel (sets the camera crop).
-        contrast_offset, contrast_scale, clip: contrast = clip((L - offset) / scale),
-            the same convention as `encoder.recording.stimulus_as_contrast`.
+        contrast_offset, contrast_scale, clip: contrast = clip((L - offset) / scale), as
+            the bundle's manifest states it (no default: the convention is the bundle's).
         positions_deg: [n, 2] float32 (x right, y up) of every output entry.
         polarity: [n] int8 (+1 ON, -1 OFF, 0 unknown).
     """
@@ -87,10 +87,10 @@ class ModelSpec:
     pixel_size_deg: float
     positions_deg: NDArray[np.float32]
     polarity: NDArray[np.int8]
+    contrast_offset: float
+    contrast_scale: float
     ids: tuple[str, ...] = ()
     types: tuple[str, ...] = ()
-    contrast_offset: float = 127.5
-    contrast_scale: float = 127.5
     clip: tuple[float, float] = (-1.0, 1.0)
     sha256: str = ""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -55,7 +55,7 @@ def summary_table(summary: RunSummary) -> Table:
     for col in ("p50", "p90", "p99", "p99.9", "max"):
         tab.add_column(f"{col} ms", justify="right")
     for stage, q in summary.latency_ms.items():
-        tab.add_row(stage, *(f"{q[k]:.3f}" for k in ("p50", "p90", "p99", "p99.9", "max")))
+        tab.add_row(stage, *q.row())
     return tab
 
 
@@ -77,20 +77,7 @@ def print_summary(
             f"late starts (> half a bin): {len(summary.stalls)}, the worst {worst.late_ms:.1f} ms "
             f"at {worst.t_s:.2f} s (all listed in the summary JSON under 'stalls')"
         )
-    if summary.extra is not None and summary.extra.stimulator:
-        console.print(delivery_line(summary.extra.link_stats.sent, summary.extra.stimulator))
+    if summary.extra is not None:
+        console.print(summary.extra.delivery.line())
     for k, v in (extra or {}).items():
         console.print(f"{k}: {v}")
-
-
-def delivery_line(sent: int, stimulator: dict[str, Any]) -> str:
-    """Frames sent against frames the simulated stimulator received and accepted, with the
-    reasons of every refusal: a frame lost on the way or refused is reported, never hidden."""
-    received = int(stimulator.get("received", 0))
-    accepted = int(stimulator.get("accepted", 0))
-    rejected = stimulator.get("rejected") or {}
-    reasons = ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) or "none"
-    return (
-        f"stimulator: {sent} frames sent, {received} received ({sent - received} lost), "
-        f"{accepted} accepted, rejected: {reasons}"
-    )

@@ -14,6 +14,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 SceneKind = Literal["bar", "grating", "noise"]
+#: Mean grey level of the rendered camera pictures (uint8). A property of the scene, as a
+#: real camera's exposure would be, not the model's contrast convention: what contrast a
+#: pixel becomes is decided by the bundle's preprocessing, not here.
+SCENE_MEAN_U8 = 127.5
 SCENES: tuple[SceneKind, ...] = ("bar", "grating", "noise")
 
 
@@ -61,7 +65,7 @@ class SyntheticScene:
             np.subtract(self._row, 2 * np.pi * 2.0 * t_s, out=self._row)
             np.cos(self._row, out=self._row)
             np.multiply(self._row, 127.0, out=self._row)
-            np.add(self._row, 127.5, out=self._row)
+            np.add(self._row, SCENE_MEAN_U8, out=self._row)
             np.copyto(self._row_u8, self._row, casting="unsafe")
         out[:] = self._row_u8  # broadcast one row over every line (vertical structure)
         return out

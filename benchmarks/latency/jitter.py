@@ -126,12 +126,29 @@ def witness_events(reports: list[dict[str, Any]]) -> tuple[list[LateWake], float
     return events, max(spans, default=0.0)
 
 
-def compare(
-    bench: dict[str, Any], witnesses: list[dict[str, Any]], tol_ms: float
-) -> StallAttribution:
-    """Match a bench run's stalls (its JSON) with the witnesses' late wake-ups."""
-    e2e = bench.get("end_to_end", bench)
-    stalls = [SimpleNamespace(**s) for s in e2e.get("stalls", [])]
+def bench_stalls(bench_json: str) -> list[Any]:
+    """The stalls of a bench report's timed run (or of a run summary).
+
+    A current report is read through its model (`BenchReport`, npe.bench/2); the committed
+    results under benchmarks/latency/results/ predate it (npe.bench/1, or a summary.json),
+    and are read by their keys.
+    """
+    from pydantic import ValidationError
+
+    from runtime.bench.models import BenchReport
+
+    try:
+        report = BenchReport.model_validate_json(bench_json)
+    except ValidationError:
+        old = json.loads(bench_json)
+        e2e = old.get("end_to_end", old)
+        return [SimpleNamespace(**s) for s in e2e.get("stalls", [])]
+    return list(report.end_to_end.run.stalls) if report.end_to_end is not None else []
+
+
+def compare(bench_json: str, witnesses: list[dict[str, Any]], tol_ms: float) -> StallAttribution:
+    """Match a bench run's stalls (its JSON text) with the witnesses' late wake-ups."""
+    stalls = bench_stalls(bench_json)
     events, span_s = witness_events(witnesses)
     return attribute_stalls(stalls, events, span_s, tol_ms)
 
@@ -173,7 +190,7 @@ def main() -> None:
         )
     else:
         res = compare(
-            json.loads(args.bench.read_text()),
+            args.bench.read_text(),
             [json.loads(w.read_text()) for w in args.witness],
             args.tol_ms,
         )

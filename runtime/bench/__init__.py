@@ -6,7 +6,10 @@ the benchmark, its FLOP counter and its wake-up witnesses are tools around it. L
 handed to `run_benchmark` as `eager_timer` (the `npe` composition does that for `--checkpoint`).
 
     timing   the clock and result type shared with export's PyTorch timer
-    report   the parts (inference alone, end to end, FLOPs vs matmul peak), targets, JSON/PNG
+    report   the parts (inference alone, end to end, allocations, FLOPs vs matmul peak),
+             targets, JSON/PNG
+    models   the typed report (`BenchReport`, schema npe.bench/2), read back with its own JSON
+    allocations  net Python allocations per bin of the live loop (tracemalloc, two passes)
     flops    FLOPs per ONNX call (Conv/MatMul/Gemm/LSTM)
     witness  empty-loop processes that tell the machine's stalls from the runtime's own
 """
@@ -17,6 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from runtime.bench.models import BenchReport
     from runtime.bench.report import evaluate_targets, host_steal_s, run_benchmark
     from runtime.bench.timing import BenchError, EagerTimer, InferenceResult, time_calls
     from runtime.bench.witness import WitnessError
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
 # runtime.bench.witness` and must start with nothing but its own small module (no
 # onnxruntime, and no runpy warning about a module imported before it runs).
 _WHERE = {
+    "BenchReport": "models",
     "BenchError": "timing",
     "EagerTimer": "timing",
     "InferenceResult": "timing",
@@ -37,6 +42,7 @@ _WHERE = {
 
 __all__ = [
     "BenchError",
+    "BenchReport",
     "EagerTimer",
     "InferenceResult",
     "WitnessError",

@@ -7,6 +7,7 @@ Why tested: the README's floor figures come from `measure --native`, and its mat
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -46,7 +47,7 @@ def test_compare_merges_witness_files_old_and_new() -> None:
             ]
         }
     }
-    res = jitter.compare(bench, [old, new], tol_ms=5.0)
+    res = jitter.compare(json.dumps(bench), [old, new], tol_ms=5.0)
     assert [r.matched for r in res.rows] == [True, True, False]  # one stall from each witness
     assert res.dropped_bins_matched == 2
     # Two events over the longest span (100 s), ±5 ms, three stalls.

@@ -3,7 +3,6 @@ inference errors. (Speed targets are benchmark output, never asserted here.)"""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,9 +11,23 @@ import numpy as np
 import pytest
 from support.toymodel import build_toy_model
 
+from hardware.delivery import DeliverySummary
+from hardware.link import LinkStats
+from hardware.stimulator import StimulatorStatsSnapshot
 from runtime.bench.flops import count_flops
+from runtime.bench.models import (
+    AllocationReport,
+    BenchReport,
+    EndToEnd,
+    InferenceRow,
+    InferenceStats,
+)
 from runtime.bench.report import evaluate_targets, run_benchmark
 from runtime.inference import InferenceError, OrtEngine, SessionSettings
+from runtime.latency import LatencyStats
+from runtime.loop import LoopCounters, RunSummary
+from runtime.session import Pacing
+from runtime.sources import SourceStats
 from runtime.spec import ModelSpec
 
 
@@ -29,8 +42,10 @@ def test_flops_match_a_hand_count(tmp_path: Path) -> None:
     assert count_flops(step.path).total == spatial + readout  # the cache saves T-1 frames
 
 
-def _small_benchmark(spec: ModelSpec, out: Path, **kw: Any) -> dict[str, Any]:
+def _small_benchmark(spec: ModelSpec, out: Path, **kw: Any) -> BenchReport:
     """A benchmark small enough for a unit test (the toy model, a synthetic source)."""
+    kw.setdefault("paced_bins", 0)
+    kw.setdefault("alloc_bins", 0)
     return run_benchmark(
         spec,
         out,
@@ -44,31 +59,61 @@ def _small_benchmark(spec: ModelSpec, out: Path, **kw: Any) -> dict[str, Any]:
 
 def test_benchmark_report_json_and_histogram(tmp_path: Path, toy_spec: ModelSpec) -> None:
     switch_before = sys.getswitchinterval()
-    report = _small_benchmark(toy_spec, tmp_path / "out", runs=30, warmup=3, bins=60, peak_size=128)
-    on_disk = json.loads((tmp_path / "out" / "bench.json").read_text())
+    report = _small_benchmark(
+        toy_spec,
+        tmp_path / "out",
+        runs=30,
+        warmup=3,
+        bins=60,
+        peak_size=128,
+        paced_bins=20,
+        alloc_bins=40,
+    )
+    on_disk = BenchReport.model_validate_json((tmp_path / "out" / "bench.json").read_text())
+    assert on_disk == report  # the model's own JSON reads back to the same report
     assert (tmp_path / "out" / "latency_hist.png").stat().st_size > 1000
-    names = {r["name"] for r in on_disk["inference"]}
-    assert names == {"ORT fp32 window", "ORT fp32 step"}
-    for r in on_disk["inference"]:
-        assert r["stats"]["runs"] == 30
-        assert r["stats"]["p50"] <= r["stats"]["p99"] <= r["stats"]["max"]
-        assert r["flops"] > 0 and r["stats"]["fraction_of_peak"] > 0
-    m = on_disk["machine"]
-    assert m["cpu_model"] and m["cores_available"] >= 1 and "onnxruntime" in m["versions"]
-    assert on_disk["session"]["intra_op_threads"] == 1 and len(on_disk["model_sha256"]) in (0, 64)
-    e2e = on_disk["end_to_end"]
-    assert e2e["bins_total"] == 60 and e2e["counters"]["bins_done"] == 60
-    assert e2e["stimulator"]["accepted"] >= 60  # every frame reached the simulated stimulator
-    assert set(e2e["latency_ms"]) >= {"capture", "preprocess", "infer", "map", "send", "total"}
-    assert "late" not in e2e["latency_ms"]  # start lateness exists only on the real clock
-    assert e2e["stalls"] == []  # so do stalls: the virtual clock is never late
-    assert e2e["switch_interval_s"] == 0.0005  # the loop ran with `npe run`'s GIL setting
+    assert {r.name for r in on_disk.inference} == {"ORT fp32 window", "ORT fp32 step"}
+    for r in on_disk.inference:
+        q = r.stats
+        assert q.runs == 30
+        assert q.p50 is not None and q.p99 is not None and q.max is not None
+        assert q.p50 <= q.p99 <= q.max
+        assert r.flops > 0 and q.fraction_of_peak is not None and q.fraction_of_peak > 0
+    m = on_disk.machine
+    assert m.cpu_model and m.cores_available >= 1 and m.versions.onnxruntime
+    assert on_disk.session["intra_op_threads"] == 1 and len(on_disk.model_sha256) in (0, 64)
+    e2e = on_disk.end_to_end
+    assert e2e is not None and e2e.pacing is Pacing.AS_FAST_AS_POSSIBLE
+    assert e2e.run.bins_total == 60 and e2e.run.counters.bins_done == 60
+    # Every frame reached the simulated stimulator: 60 bins + the final zero frame.
+    d = e2e.delivery
+    assert d.sent == 61 and d.received == 61 and d.accepted == 61 and d.lost == 0
+    assert set(e2e.run.latency_ms) >= {"capture", "preprocess", "infer", "map", "send", "total"}
+    assert "late" not in e2e.run.latency_ms  # start lateness exists only on the real clock
+    assert e2e.run.stalls == []  # so do stalls: the virtual clock is never late
+    assert e2e.switch_interval_s == 0.0005  # the loop ran with `npe run`'s GIL setting
     assert sys.getswitchinterval() == switch_before  # ... and the process's own is back
     if sys.platform == "linux":  # host steal time around the run, from /proc/stat
-        assert e2e["host_steal_s"] is not None and e2e["host_steal_s"] >= 0
-    t = report["targets"]
-    assert set(t) == {"step_vs_window", "e2e"}
-    assert t["e2e"]["met"] is False  # 60 bins can never meet the 10 000-bin target
+        assert e2e.host_steal_s is not None and e2e.host_steal_s >= 0
+    paced = on_disk.paced_check
+    assert paced is not None and paced.pacing is Pacing.REAL_TIME
+    assert paced.run.bins_total == 20 and "late" in paced.run.latency_ms
+    c = paced.run.counters  # dropped bins (a loaded machine) send nothing; the rest do
+    assert paced.delivery.sent == paced.delivery.accepted == c.bins_done + c.bins_zero + 1
+    alloc = on_disk.allocations
+    assert alloc is not None and alloc.bins == 40 and alloc.short_bins == 4
+    assert {s.stage for s in alloc.by_stage} >= {"preprocess", "infer", "map", "send"}
+    t = report.targets
+    assert [name for name, _ in t.measured()] == [
+        "step_vs_window",
+        "e2e",
+        "paced_zero_lost",
+        "flood_losses_reported",
+        "allocations",
+    ]
+    assert t.e2e is not None and t.e2e.met is False  # 60 bins never meet the 10 000-bin target
+    assert t.paced_zero_lost is not None and t.paced_zero_lost.met  # 21 of 21 accepted
+    assert t.flood_losses_reported is not None and t.flood_losses_reported.accounted
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="witnesses pin to cores (Linux)")
@@ -86,50 +131,140 @@ def test_paced_run_with_witnesses_attributes_its_stalls(
         peak_size=64,
         realtime=True,
         witness=True,
+        paced_bins=500,  # unused: the timed run itself is paced
     )
-    e2e = report["end_to_end"]
-    wit = e2e["witness"]
+    assert report.paced_check is None
+    e2e = report.end_to_end
+    assert e2e is not None and e2e.pacing is Pacing.REAL_TIME
+    wit = e2e.witness
+    assert wit is not None
     cores = sorted(os.sched_getaffinity(0))
-    assert [w["cpu"] for w in wit["per_core"]] == cores  # one witness per usable core
-    for w in wit["per_core"]:
+    assert [w.cpu for w in wit.per_core] == cores  # one witness per usable core
+    for w in wit.per_core:
         # They watched the whole paced run (40 bins at 100 Hz = 0.4 s), at the bin rate.
-        assert w["hz"] == pytest.approx(toy_spec.frame_rate_hz) and w["wakeups"] >= 40
-    att = wit["attribution"]
-    assert att["stalls"] == len(e2e["stalls"]) and len(att["rows"]) == att["stalls"]
-    assert att["dropped_bins"] == e2e["counters"]["bins_dropped"]
-    t = report["targets"]["e2e"]
-    assert t["dropped_in_machine_stalls"] == att["dropped_bins_matched"]
-    assert t["empty_loop_would_drop"] == max(w["would_drop"] for w in wit["per_core"])
-    assert t["met"] is False  # 40 bins: the attribution never turns a target into "met"
+        assert w.hz == pytest.approx(toy_spec.frame_rate_hz) and w.wakeups >= 40
+    att = wit.attribution
+    assert att.stalls == len(e2e.run.stalls) and len(att.rows) == att.stalls
+    assert att.dropped_bins == e2e.run.counters.bins_dropped
+    t = report.targets.e2e
+    assert t is not None
+    assert t.dropped_in_machine_stalls == att.dropped_bins_matched
+    assert t.empty_loop_would_drop == max(w.would_drop for w in wit.per_core)
+    assert t.met is False  # 40 bins: the attribution never turns a target into "met"
+    # Paced, the timed run is the one "0 lost" is judged on.
+    paced = report.targets.paced_zero_lost
+    assert paced is not None and paced.run is Pacing.REAL_TIME
+    assert report.targets.flood_losses_reported is None  # no flood in this report
+
+
+def _row(name: str, p50: float) -> InferenceRow:
+    q = LatencyStats(p50=p50, p90=p50, p99=p50, p999=p50, max=p50, mean=p50)
+    return InferenceRow(
+        name=name,
+        settings={},
+        stats=InferenceStats(**q.model_dump(), runs=1, throughput_per_s=1e3 / p50),
+        flops=0,
+    )
+
+
+def _e2e(
+    p99: float,
+    *,
+    bins: int = 10_000,
+    over_period: int = 0,
+    pacing: Pacing = Pacing.AS_FAST_AS_POSSIBLE,
+    accepted: int | None = None,
+    rejected: dict[str, int] | None = None,
+) -> EndToEnd:
+    """An end-to-end result with the numbers the targets read (the rest neutral)."""
+    q = LatencyStats(p50=1.0, p90=1.0, p99=p99, p999=p99, max=p99, mean=1.0)
+    run = RunSummary(
+        source="synthetic:noise",
+        model="m",
+        form="step/fp32",
+        stop_reason="bins reached",
+        duration_s=1.0,
+        bins_total=bins,
+        counters=LoopCounters(bins_done=bins),
+        source_stats=SourceStats(),
+        latency_ms={"total": q},
+        bins_over_period=over_period,
+    )
+    sent = bins + 1
+    rej = rejected or {}
+    acc = sent - sum(rej.values()) if accepted is None else accepted
+    stim = StimulatorStatsSnapshot(received=acc + sum(rej.values()), accepted=acc, rejected=rej)
+    return EndToEnd(
+        pacing=pacing,
+        form="step/fp32",
+        source="synthetic:noise",
+        stimulator_mode="process",
+        spin_us=None,
+        host_steal_s=None,
+        switch_interval_s=None,
+        run=run,
+        delivery=DeliverySummary.of(LinkStats(sent=sent), stim),
+        stimulator=stim,
+    )
 
 
 def test_targets_are_judged_from_the_numbers() -> None:
-    def inf(name: str, p50: float) -> dict[str, object]:
-        return {"name": name, "stats": {"p50": p50}}
+    inference = [
+        _row("ORT fp32 window", 1.0),
+        _row("ORT fp32 step", 0.1),
+        _row("PyTorch eager window", 1.5),
+        _row("PyTorch eager step", 0.4),
+    ]
+    t = evaluate_targets(inference, _e2e(4.0))
+    assert t.step_vs_window is not None and t.step_vs_window.met
+    assert t.e2e is not None and t.e2e.met
+    assert t.ort_vs_torch is not None and not t.ort_vs_torch.met
+    assert t.ort_vs_torch.ratio_p50 == pytest.approx(1.5)
+    assert t.ort_vs_torch.ratio_p50_step == pytest.approx(4.0)  # shown, not judged
+    e2e = evaluate_targets(inference, _e2e(4.0, over_period=2)).e2e
+    assert e2e is not None and not e2e.met  # as fast as possible: over-period = drop
+    e2e = evaluate_targets(inference, _e2e(4.0, over_period=2, pacing=Pacing.REAL_TIME)).e2e
+    assert e2e is not None and e2e.met  # paced: only real drops count (none here)
+    e2e = evaluate_targets(inference, _e2e(6.0)).e2e
+    assert e2e is not None and not e2e.met  # p99 over 5 ms
+    # A frame the stimulator refused: the e2e figure no longer describes accepted frames.
+    e2e = evaluate_targets(inference, _e2e(4.0, rejected={"stale": 1})).e2e
+    assert e2e is not None and not e2e.met and e2e.frames_not_accepted == 1
 
-    rep = {
-        "inference": [
-            inf("ORT fp32 window", 1.0),
-            inf("ORT fp32 step", 0.1),
-            inf("PyTorch eager window", 1.5),
-            inf("PyTorch eager step", 0.4),
-        ],
-        "end_to_end": {
-            "latency_ms": {"total": {"p99": 4.0}},
-            "counters": {"bins_dropped": 0},
-            "bins_over_period": 0,
-            "bins_total": 10_000,
-            "clock": "as fast as possible",
-        },
-    }
-    t = evaluate_targets(rep)
-    assert t["step_vs_window"]["met"] and t["e2e"]["met"]
-    rep["end_to_end"]["bins_over_period"] = 2  # type: ignore[index]
-    assert not evaluate_targets(rep)["e2e"]["met"]  # as fast as possible: over-period = drop
-    rep["end_to_end"]["clock"] = "real time"  # type: ignore[index]
-    assert evaluate_targets(rep)["e2e"]["met"]  # paced: only real drops count (none here)
-    assert not t["ort_vs_torch"]["met"] and t["ort_vs_torch"]["ratio_p50"] == pytest.approx(1.5)
-    assert t["ort_vs_torch"]["ratio_p50_step"] == pytest.approx(4.0)  # shown, not judged
+
+def test_delivery_targets_name_every_loss() -> None:
+    flood = _e2e(4.0, rejected={"stale": 7}, accepted=9_990)  # 4 lost on the way
+    paced = _e2e(4.0, bins=500, pacing=Pacing.REAL_TIME)
+    t = evaluate_targets([], flood, paced)
+    assert t.flood_losses_reported is not None
+    f = t.flood_losses_reported
+    assert f.met and f.accounted and f.lost == 4 and f.rejected == {"stale": 7}
+    assert "stale 7" in f.measured() and "4 lost" in f.measured()
+    assert t.paced_zero_lost is not None and t.paced_zero_lost.met
+    lossy = _e2e(4.0, bins=500, pacing=Pacing.REAL_TIME, accepted=499)  # 2 lost
+    p = evaluate_targets([], flood, lossy).paced_zero_lost
+    assert p is not None and not p.met and p.lost == 2
+
+
+def test_allocation_target_is_judged_from_the_count() -> None:
+    def report(per_bin_blocks: int) -> AllocationReport:
+        return AllocationReport(
+            method="test",
+            warmup_bins=10,
+            bins=10_000,
+            short_bins=1_000,
+            net_blocks_long=50 + 10_000 * per_bin_blocks,
+            net_blocks_short=40 + 1_000 * per_bin_blocks,
+            net_blocks_per_bin=(10 + 9_000 * per_bin_blocks) / 9_000,
+            transient_peak_bytes=0,
+            by_stage=[],
+            top_files={},
+        )
+
+    ok = evaluate_targets([], allocations=report(0)).allocations
+    assert ok is not None and ok.met
+    bad = evaluate_targets([], allocations=report(1)).allocations
+    assert bad is not None and not bad.met and bad.net_blocks_per_bin > 1
 
 
 def test_preview_composes_camera_ratemap_and_phosphenes(
@@ -214,8 +349,10 @@ def test_an_eager_timer_adds_its_rows_and_the_ort_vs_torch_target(
         peak_size=128,
     )
     assert seen == [(tmp_path, 1, 7, 2)]
-    names = [r["name"] for r in report["inference"]]
+    names = [r.name for r in report.inference]
     assert "PyTorch eager window" in names and "ORT fp32 window" in names
-    ratio = report["targets"]["ort_vs_torch"]["ratio_p50"]
-    inf = {r["name"]: r["stats"]["p50"] for r in report["inference"]}
+    assert report.targets.ort_vs_torch is not None
+    ratio = report.targets.ort_vs_torch.ratio_p50
+    inf = {r.name: r.stats.p50 for r in report.inference}
+    assert inf["PyTorch eager window"] and inf["ORT fp32 window"]
     assert ratio == pytest.approx(inf["PyTorch eager window"] / inf["ORT fp32 window"])

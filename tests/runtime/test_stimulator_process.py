@@ -46,5 +46,6 @@ def test_stimulator_process_runs_niced_and_accepts_every_frame(tmp_path: Path) -
     finally:
         chain.close()
     stats = chain.stimulator_stats()
-    assert stats["received"] == 20 and stats["accepted"] == 20
-    assert stats["breaches_after_enforcement"] == 0
+    assert stats is not None
+    assert stats.received == 20 and stats.accepted == 20
+    assert stats.breaches_after_enforcement == 0

@@ -164,6 +164,9 @@ def build_toy_model(
         pixel_size_deg=pixel_size_deg,
         positions_deg=positions,
         polarity=polarity,
+        # The recordings' convention (encoder.recording), stated as a bundle states it.
+        contrast_offset=127.5,
+        contrast_scale=127.5,
         types=tuple(["ON", "OFF", "unknown"][min(i, 2)] for i in range(K)),
     )
 
@@ -224,6 +227,9 @@ def write_toy_bundle(out_dir: Path, **kwargs: object) -> Path:
                 ys_deg=tuple(float(v) for v in grid_y),
                 xs_deg=tuple(float(v) for v in grid_x),
             ),
+        ),
+        preprocessing=b.Preprocessing(
+            contrast_offset=spec.contrast_offset, contrast_scale=spec.contrast_scale
         ),
         forms=tuple(forms),
         parity=b.Parity(),

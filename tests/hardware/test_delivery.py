@@ -1,0 +1,105 @@
+"""Delivery counts over a real UDP link to a real simulated stimulator add up: every frame
+sent is accepted, refused with its reason, or lost on the way (hardware.delivery)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import numpy as np
+import pytest
+
+import hardware.stimulator as stimulator_module
+from hardware.arrays import load_array
+from hardware.delivery import DeliverySummary
+from hardware.link import open_link
+from hardware.safety import SafetyLimits
+from hardware.stimulator import SimulatedStimulator
+from hardware.types import StimulationFrame
+from hardware.wire import now_us
+
+
+def _frames(n: int) -> list[StimulationFrame]:
+    ids = load_array("utah96").electrode_ids
+    out = []
+    for seq in range(1, n + 1):
+        amp = np.zeros(len(ids))
+        amp[seq % len(ids)] = 20.0
+        out.append(
+            StimulationFrame(
+                sequence=seq,
+                timestamp_ns=time.monotonic_ns(),
+                electrode_ids=ids,
+                amplitude_ua=amp,
+                phase_width_us=np.where(amp > 0, 170.0, 0.0),
+                interphase_gap_us=np.where(amp > 0, 60.0, 0.0),
+                pulse_rate_hz=np.where(amp > 0, 300.0, 0.0),
+                n_pulses=np.where(amp > 0, 3, 0),
+            )
+        )
+    return out
+
+
+def _deliver(
+    stim: SimulatedStimulator, frames: list[StimulationFrame], gap_s: float
+) -> DeliverySummary:
+    stim.start()
+    link = open_link(f"udp://127.0.0.1:{stim.port}", stim.key)
+    try:
+        for f in frames:
+            link.send(f)
+            if gap_s:
+                time.sleep(gap_s)
+    finally:
+        link.close()
+        stim.drain()
+        stim.stop()
+    return DeliverySummary.of(link.stats, stim.stats.snapshot())
+
+
+def _stimulator(**kw: object) -> SimulatedStimulator:
+    arr = load_array("utah96")
+    return SimulatedStimulator("127.0.0.1", 0, secrets.token_bytes(32), SafetyLimits(), arr, **kw)  # type: ignore[arg-type]
+
+
+def test_paced_frames_are_all_accepted() -> None:
+    d = _deliver(_stimulator(), _frames(30), gap_s=0.005)
+    assert d.sent == d.received == d.accepted == 30
+    assert d.lost == 0 and d.rejected == {} and d.accounted and d.not_accepted == 0
+    assert "30 frames sent, 30 received (0 lost), 30 accepted, rejected: none" in d.line()
+
+
+def test_refused_frames_are_counted_with_their_reason() -> None:
+    # The stimulator's clock runs 10 s ahead: every frame arrives "sent 10 s ago".
+    stim = _stimulator(clock_us=lambda: now_us() + 10_000_000)
+    d = _deliver(stim, _frames(12), gap_s=0.002)
+    assert d.sent == 12 and d.accepted == 0 and d.lost == 0
+    assert sum(d.rejected.values()) == 12 and len(d.rejected) == 1  # one reason, named
+    assert d.accounted and d.not_accepted == 12
+    reason = next(iter(d.rejected))
+    assert f"rejected: {reason} 12" in d.line()
+
+
+def test_a_flood_into_a_tiny_buffer_loses_frames_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A receive buffer of about one datagram, and 1,500 frames back to back.
+    monkeypatch.setattr(stimulator_module, "RECEIVE_BUFFER_BYTES", 2048)
+    d = _deliver(_stimulator(), _frames(1500), gap_s=0.0)
+    assert d.received is not None and d.accepted is not None and d.lost is not None
+    assert d.lost > 0  # the kernel dropped datagrams the stimulator never saw
+    assert d.lost == d.sent - d.received
+    assert d.sent == d.accepted + sum(d.rejected.values()) + d.lost  # every frame accounted
+    assert d.accounted and d.not_accepted == d.sent - d.accepted
+
+
+def test_counts_that_do_not_add_up_are_flagged() -> None:
+    from hardware.link import LinkStats
+    from hardware.stimulator import StimulatorStatsSnapshot
+
+    # More received than sent: someone else's datagrams; the counts cannot explain them.
+    d = DeliverySummary.of(LinkStats(sent=5), StimulatorStatsSnapshot(received=7, accepted=7))
+    assert d.lost == -2 and not d.accounted
+    # A real link: nothing to check against, only what was sent.
+    real = DeliverySummary.of(LinkStats(sent=5), None)
+    assert real.received is None and real.accounted and "no simulated stimulator" in real.line()
