@@ -248,6 +248,7 @@ class MappingKernel:
         self._on_f = self._oc[0]
         self._cur = self._oc[1]
         self._cur_flat = self._cur.reshape(-1)
+        self._cur_row = self._cur.reshape(1, N)
         self._on = buf(np.bool_)
         self._b1 = _Flags((A, W))
         self._live32 = buf(np.float32)
@@ -284,20 +285,22 @@ class MappingKernel:
         self._caps_bar = np.r_[
             np.full(A, float(self._k)), np.full(A, float(self._total_margin))
         ]
-        # Cumulative current allowed at each rank: the total cap for the first k, below any
-        # sum (−1) after them, so that one comparison applies both caps.
-        self._rank_cap = np.where(
-            np.arange(W) < self._k, limits.max_total_current_ua, -1.0
-        ) + np.zeros((A, 1))
+        # The first k ranks of every array: [k] for one array, [A, k] for several.
+        rank_shape = (self._k,) if A == 1 else (A, self._k)
+        self._total_cap = _c(limits.max_total_current_ua)
         self._row_base = (np.arange(A, dtype=np.intp) * W)[:, None]
         self._flat_order = np.empty((A, W), dtype=np.intp)
+        self._flat_order_k = self._flat_order[:, : self._k]
+        self._ranked = np.empty(rank_shape, dtype=f64)
+        self._cs = np.empty(rank_shape, dtype=f64)
+        self._keep = np.empty(rank_shape, dtype=np.bool_)
+        self._keep_f = np.empty(rank_shape, dtype=f64)
         self._key = buf()
-        self._ranked = buf()
-        self._cs = buf()
-        self._keep = buf(np.bool_)
-        self._keep_f = buf()
-        self._ranked_row0 = self._ranked[0]
-        self._cs_row0 = self._cs[0]
+        self._key_row0 = self._key[0]
+        self._ranked = np.empty(rank_shape, dtype=f64)
+        self._cs = np.empty(rank_shape, dtype=f64)
+        self._keep = np.empty(rank_shape, dtype=np.bool_)
+        self._keep_f = np.empty(rank_shape, dtype=f64)
 
         # What the enforcer does to a live electrode's pulse parameters: asked once, of the
         # enforcer itself (a fresh one, so that its counters stay untouched; at least one
@@ -472,28 +475,32 @@ class MappingKernel:
     def _cap_active_and_total(self) -> None:
         """Per array: rank by drive (strongest first, ties: lower index first, off electrodes
         last), keep the first k, and along that order drop every electrode whose cumulative
-        current passes the total cap (the general path's `currents`, step for step)."""
-        c, d, on_f, key = self._cur, self._drive, self._on_f, self._key
+        current passes the total cap (the general path's `currents`, step for step).
+
+        Only the first k ranks are gathered and summed: the general path zeroes every later
+        rank before its cumulative sum, so the sums over the first k are the same additions.
+        """
+        d, on_f, key = self._drive, self._on_f, self._key
         # key = −drive where on, +1 where off (after every on key, which is ≤ 0).
         np.multiply(d, on_f, out=self._tmp2)
         np.subtract(self._one, on_f, out=key)
         np.subtract(key, self._tmp2, out=key)
-        order = np.argsort(key, axis=-1, kind="stable")  # the one allocation (see top)
+        fo: NDArray[np.intp]
         if self.n_arrays == 1:
-            fo = order  # row 0: column index = flat index
+            order = np.argsort(self._key_row0, kind="stable")  # the one allocation (see top)
+            fo = order[: self._k]
         else:
-            fo = self._flat_order
-            np.add(order, self._row_base, out=fo)
+            order = np.argsort(key, axis=-1, kind="stable")
+            np.add(order, self._row_base, out=self._flat_order)
+            fo = self._flat_order_k
         ranked = self._ranked
         self._cur_flat.take(fo, out=ranked, mode="clip")
-        if self.n_arrays == 1:
-            np.add.accumulate(self._ranked_row0, out=self._cs_row0)
-        else:
-            np.add.accumulate(ranked, axis=1, out=self._cs)
-        np.less_equal(self._cs, self._rank_cap, out=self._keep)
+        np.add.accumulate(ranked, axis=-1, out=self._cs)
+        np.less_equal(self._cs, self._total_cap, out=self._keep)
         np.copyto(self._keep_f, self._keep)
         np.multiply(ranked, self._keep_f, out=ranked)
-        self._cur_flat.put(fo, ranked)
+        self._cur_flat.fill(0.0)
+        self._cur_flat.put(fo, ranked, mode="clip")
 
     def _enforce(self) -> bool:
         """The enforcer's work on a bin it would not intervene in; False if it would."""
@@ -514,10 +521,16 @@ class MappingKernel:
             np.multiply(c, self._tmp, out=c)
         # Round to float32 without exceeding the ceiling (see f32_round_bound).
         np.minimum(c, self._amp_bound, out=self._tmp)
-        a = self.amplitude_ua
-        np.copyto(a, self._tmp, casting="same_kind")
+        np.copyto(self.amplitude_ua, self._tmp, casting="same_kind")
+        self.refill_from_amplitudes()
+        return True
+
+    def refill_from_amplitudes(self) -> None:
+        """Phase width, gap, rate and pulses from the amplitudes: the enforcer's pulse
+        parameters where the amplitude is > 0 (those electrodes are live), 0 elsewhere. Also
+        used after the implant's caps have zeroed amplitudes in a served slot."""
         live = self._live32
-        np.sign(a, out=live)  # 1 where the electrode stimulates, 0 elsewhere (a ≥ 0)
+        np.sign(self.amplitude_ua, out=live)  # 1 where the electrode stimulates, else 0
         block = self._params_block
         if block is not None:
             # [3, 1] · [1, N]: a product with one term each, i.e. exactly live × parameter.
@@ -528,7 +541,6 @@ class MappingKernel:
             np.multiply(live, self._rate32, out=self.pulse_rate_hz)
         np.copyto(self._live16, live, casting="unsafe")
         np.multiply(self._live16, self._pulses16, out=self.n_pulses)
-        return True
 
     # -- implant-wide checks ----------------------------------------------------------
     def live_count_and_total_above(
@@ -544,7 +556,7 @@ class MappingKernel:
         np.greater(self._n_live, max_active, out=self._n_flag)
         if bool(self._n_flag):
             return True
-        np.dot(self._cur_flat, self._ones_n, out=self._n_sum)
+        np.dot(self._cur_row, self._ones_n, out=self._n_sum)
         np.greater(self._n_sum, total_ua, out=self._n_flag)
         return bool(self._n_flag)
 

@@ -172,3 +172,47 @@ def test_implant_kernel_equals_each_arrays_general_path(limits, mapping, p_bad, 
         else:
             bad = ~np.isfinite(rates[b]) | (rates[b] < 0)
             assert any(ev[b] for _, ev in want) or bad.any() or not kernel.eligible, b
+
+
+@settings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+@given(
+    max_active=st.sampled_from([64, 20, 1]),
+    max_total=st.sampled_from([6400.0, 900.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+@pytest.mark.slow
+def test_implant_caps_on_served_bins_equal_the_general_implant_path(max_active, max_total, seed):
+    """With binding implant-wide caps, a bin the fused kernel serves (then
+    `ImplantPipeline._limit_served`) gives the same frames and implant events as the same bin
+    through every array's own pipeline and the general `_limit_implant`."""
+    rng = np.random.default_rng(seed)
+    imp = type(IMPLANT)(
+        IMPLANT.name,
+        IMPLANT.arrays,
+        ImplantLimits(max_active_electrodes=max_active, max_total_current_ua=max_total),
+    )
+    lim = SafetyLimits()
+    fast = ImplantPipeline(imp, lim)
+    slow = ImplantPipeline(imp, lim)
+    ph = np.concatenate([p.model.phosphene_deg for p in fast.pipelines.values()])
+    n = 4096
+    pos = (ph[rng.integers(0, len(ph), n)] + rng.normal(0, 0.7, (n, 2))).astype(np.float32)
+    pol = rng.integers(-1, 2, n).astype(np.int8)
+    rates = _rates(rng, 10, n, 0.0)
+    field = RateField(rates[0], pos, pol)
+    slow.kernel_for(field).eligible = False  # every bin array by array, then _limit_implant
+    served = 0
+    for b in range(rates.shape[0]):
+        f = RateField(rates[b], pos, pol, timestamp_ns=b + 1)
+        before = fast.kernel_bins
+        got = fast.process(f)
+        want = slow.process(f)
+        served += fast.kernel_bins - before
+        assert [e.kind for e in fast.last_events] == [e.kind for e in slow.last_events]
+        for g, w in zip(got, want, strict=True):
+            for name in FIELDS:
+                np.testing.assert_array_equal(getattr(g, name), getattr(w, name), err_msg=name)
+    assert served > 0 and slow.kernel_bins == 0
+    assert sum(fast.events.values()) > 0  # the implant caps did bind
