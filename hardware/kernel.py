@@ -192,21 +192,23 @@ class MappingKernel:
         top = per_electrode(lambda p: p.model.max_comfortable_ua, 1.0)
         ceiling = per_electrode(lambda p: p.ceiling_ua, 0.0)
         bmax = per_electrode(lambda p: p.model.max_brightness, 1.0)
-        # Drive → current (ElectrodeModel.current_for), with its no-op clips dropped and its
-        # sign folded into the constants: ratio = d·top_b/bmax ≥ 0, so the kernel computes
-        # t = d·(−top_b)/bmax = −ratio exactly (negation is exact), clips it at −(1 − 1e-12),
-        # and log1p(t) ≤ 0 makes thr − scale·log1p(t) ≥ thr (the lower clip is a no-op). The
+        # The kernel holds the drive negated, nd = −d (x / −r is exactly −(x / r)): then the
+        # current needs no negation, and −d is the caps' sort key as it is.
+        # Drive → current (ElectrodeModel.current_for), with its no-op clips dropped: ratio =
+        # d·top_b/bmax ≥ 0, so t = nd·top_b/bmax = −ratio exactly, clipped at −(1 − 1e-12);
+        # log1p(t) ≤ 0 makes thr − scale·log1p(t) ≥ thr (the lower clip is a no-op). The
         # upper clip and the charge ceiling are one minimum with min(top, ceiling).
         self._thr = thr
         self._scale = per_electrode(lambda p: p.model.scale_ua, 1.0)
-        self._neg_top_b = -per_electrode(lambda p: p.model._top_brightness, 0.0)
+        self._top_b = per_electrode(lambda p: p.model._top_brightness, 0.0)
         self._bmax = bmax
         self._divide_bmax = not bool(np.all(bmax == 1.0))  # x / 1 is x: skip it
         self._top_ceil = np.minimum(top, ceiling)
         self._neg_almost_one = _c(-(1.0 - 1e-12))
-        # On: drive ≥ min_drive and enabled; a disabled (or padding) electrode's bar is +inf,
-        # which no drive in [0, 1] reaches.
-        self._min_drive_vec = np.where(enabled, mapping.min_drive, np.inf)
+        # On: drive ≥ min_drive and enabled, i.e. nd ≤ −min_drive; a disabled (or padding)
+        # electrode's bar is −inf, which no nd in [−1, 0] reaches.
+        self._neg_min_drive = np.where(enabled, -mapping.min_drive, -np.inf)
+        self._min_drive_positive = mapping.min_drive > 0
         pw_row = np.full((1, W), mapping.phase_width_us)
         self._enf_ceiling = per_electrode(
             lambda p: p.enforcer._ceiling(pw_row[:, : p.model.enabled.shape[0]])[0], 0.0
@@ -238,7 +240,7 @@ class MappingKernel:
         def buf(dtype: type[np.generic] = f64) -> NDArray[np.generic]:
             return np.empty((A, W), dtype=dtype)
 
-        self._drive = buf()
+        self._neg_drive = buf()
         self._tmp = buf()
         self._tmp2 = buf()
         # The on mask (as 0/1) and the currents side by side, so that one matrix-vector
@@ -257,6 +259,8 @@ class MappingKernel:
         self._zero = _c(0.0)
         self._one = _c(1.0)
         self._rate_max = _c(mapping.rate_max_hz)
+        self._neg_rate_max = _c(-mapping.rate_max_hz)
+        self._neg_one = _c(-1.0)
         self._min_deliv = _c(_MIN_DELIVERABLE_UA)
         self._ones_w = np.ones(W, dtype=f64)
         self._rows = np.empty(A, dtype=f64)
@@ -282,6 +286,11 @@ class MappingKernel:
         # enforcer (which sums pairwise, the kernel by BLAS) cannot see its own cap either:
         # summing ≤ 1,024 non-negative float64 values errs by far less than 1e-9 relative.
         self._total_margin = _c(limits.max_total_current_ua * _MARGIN * (1.0 - 1e-9))
+        # When k electrodes at their highest current stay below that, neither the mapper's
+        # total cap nor the enforcer's can bind after the simultaneous-electrode cap (the
+        # shipped defaults: 16 × 90 µA < 1,600 µA): its cumulative sum and re-check are skipped.
+        highest = float(self._top_ceil[enabled].max()) if enabled.any() else 0.0
+        self._total_cannot_bind = self._k * highest * (1.0 + 1e-9) <= float(self._total_margin)
         self._caps_bar = np.r_[
             np.full(A, float(self._k)), np.full(A, float(self._total_margin))
         ]
@@ -414,16 +423,16 @@ class MappingKernel:
             r,
             both,
         )
-        d = self._drive
-        np.maximum(self._on_part, self._off_part, out=d)
-        np.divide(d, self._rate_max, out=d)
-        np.minimum(d, self._one, out=d)
+        nd = self._neg_drive
+        np.maximum(self._on_part, self._off_part, out=nd)
+        np.divide(nd, self._neg_rate_max, out=nd)
+        np.maximum(nd, self._neg_one, out=nd)
 
         # Drive → current (see the constructor for the identities), then off below the
         # minimum drive and where disabled.
         t = self._tmp
         c = self._cur
-        np.multiply(d, self._neg_top_b, out=t)
+        np.multiply(nd, self._top_b, out=t)
         if self._divide_bmax:
             np.divide(t, self._bmax, out=t)
         np.maximum(t, self._neg_almost_one, out=t)
@@ -431,7 +440,7 @@ class MappingKernel:
         np.multiply(self._scale, t, out=t)
         np.subtract(self._thr, t, out=c)
         np.minimum(c, self._top_ceil, out=c)
-        np.greater_equal(d, self._min_drive_vec, out=self._on)
+        np.less_equal(nd, self._neg_min_drive, out=self._on)
         np.copyto(self._on_f, self._on)
         np.multiply(c, self._on_f, out=c)
 
@@ -444,7 +453,7 @@ class MappingKernel:
             self.caps_ran = self._caps_may_bind()
             if self.caps_ran:
                 self._cap_active_and_total()
-                if self._over_total_margin():
+                if not self._total_cannot_bind and self._over_total_margin():
                     return False
         return self._enforce()
 
@@ -480,11 +489,12 @@ class MappingKernel:
         Only the first k ranks are gathered and summed: the general path zeroes every later
         rank before its cumulative sum, so the sums over the first k are the same additions.
         """
-        d, on_f, key = self._drive, self._on_f, self._key
-        # key = −drive where on, +1 where off (after every on key, which is ≤ 0).
-        np.multiply(d, on_f, out=self._tmp2)
-        np.subtract(self._one, on_f, out=key)
-        np.subtract(key, self._tmp2, out=key)
+        nd, on_f, key = self._neg_drive, self._on_f, self._key
+        # key = −drive where on, after every on key where off.
+        np.multiply(nd, on_f, out=key)  # on: −d < 0 (d ≥ min_drive > 0); off: ±0
+        if not self._min_drive_positive:  # an on drive may be 0: off must be above it
+            np.subtract(self._one, on_f, out=self._tmp2)
+            np.add(key, self._tmp2, out=key)
         fo: NDArray[np.intp]
         if self.n_arrays == 1:
             order = np.argsort(self._key_row0, kind="stable")  # the one allocation (see top)
@@ -495,10 +505,11 @@ class MappingKernel:
             fo = self._flat_order_k
         ranked = self._ranked
         self._cur_flat.take(fo, out=ranked, mode="clip")
-        np.add.accumulate(ranked, axis=-1, out=self._cs)
-        np.less_equal(self._cs, self._total_cap, out=self._keep)
-        np.copyto(self._keep_f, self._keep)
-        np.multiply(ranked, self._keep_f, out=ranked)
+        if not self._total_cannot_bind:
+            np.add.accumulate(ranked, axis=-1, out=self._cs)
+            np.less_equal(self._cs, self._total_cap, out=self._keep)
+            np.copyto(self._keep_f, self._keep)
+            np.multiply(ranked, self._keep_f, out=ranked)
         self._cur_flat.fill(0.0)
         self._cur_flat.put(fo, ranked, mode="clip")
 

@@ -43,6 +43,11 @@ from runtime.latency import summarise_ns
 from runtime.spec import FormSpec, ModelSpec
 
 TARGET_E2E_P99_MS = 5.0
+#: Issue 17, end to end as fast as possible (stage p50s of one run): mapping + safety over the
+#: model step (utah96), the whole bin over the model step, and the whole bin's p99.
+TARGET_MAP_VS_INFER = 0.3
+TARGET_TOTAL_VS_INFER = 1.5
+TARGET_TOTAL_P99_MS = 1.2
 TARGET_ORT_VS_TORCH = 2.0
 TARGET_STEP_VS_WINDOW = 5.0
 
@@ -374,6 +379,8 @@ def evaluate_targets(report: dict[str, Any]) -> dict[str, Any]:
             "target_p99_ms": TARGET_E2E_P99_MS,
             "met": p99 <= TARGET_E2E_P99_MS and dropped == 0 and e2e["bins_total"] >= 10_000,
         }
+        if all(k in e2e["latency_ms"] for k in ("infer", "map", "total")):
+            out["live_path"] = live_path_targets(e2e)
         if "witness" in e2e:  # context, not an excuse: `met` above is unchanged by it
             att = e2e["witness"]["attribution"]
             out["e2e"]["dropped_in_machine_stalls"] = att["dropped_bins_matched"]
@@ -381,6 +388,33 @@ def evaluate_targets(report: dict[str, Any]) -> dict[str, Any]:
                 w["would_drop"] for w in e2e["witness"]["per_core"]
             )
     return out
+
+
+def live_path_targets(e2e: dict[str, Any]) -> dict[str, Any]:
+    """Issue 17's targets from one end-to-end run: ratios of stage p50s in that run, so that
+    the machine's speed at that moment cancels out (the p99 bound is absolute)."""
+    lat = e2e["latency_ms"]
+    infer, mapping, total = lat["infer"]["p50"], lat["map"]["p50"], lat["total"]["p50"]
+    map_ratio = mapping / infer if infer > 0 else float("inf")
+    total_ratio = total / infer if infer > 0 else float("inf")
+    p99 = lat["total"]["p99"]
+    fast = e2e.get("clock") == "as fast as possible"
+    return {
+        "map_vs_infer_p50": map_ratio,
+        "total_vs_infer_p50": total_ratio,
+        "total_p99_ms": p99,
+        "stage_p50_ms": {k: v["p50"] for k, v in lat.items() if k not in ("total", "cpu")},
+        "targets": {
+            "map_vs_infer": TARGET_MAP_VS_INFER,
+            "total_vs_infer": TARGET_TOTAL_VS_INFER,
+            "total_p99_ms": TARGET_TOTAL_P99_MS,
+        },
+        "met": fast
+        and map_ratio <= TARGET_MAP_VS_INFER
+        and total_ratio <= TARGET_TOTAL_VS_INFER
+        and p99 <= TARGET_TOTAL_P99_MS,
+        "judged_on": "as fast as possible" if fast else "not judged: the targets are for as fast as possible",
+    }
 
 
 def run_benchmark(

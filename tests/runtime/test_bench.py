@@ -132,6 +132,40 @@ def test_targets_are_judged_from_the_numbers() -> None:
     assert t["ort_vs_torch"]["ratio_p50_step"] == pytest.approx(4.0)  # shown, not judged
 
 
+def test_live_path_targets_are_ratios_of_one_runs_stage_p50s() -> None:
+    """Issue 17: mapping + safety ≤ 0.3 × the model step, the whole bin ≤ 1.5 × it, p99 ≤
+    1.2 ms, all judged on one as-fast-as-possible run."""
+
+    def e2e(infer: float, mapping: float, total: float, p99: float, clock: str) -> dict:
+        stage = {"infer": infer, "map": mapping, "send": 0.01, "preprocess": 0.01}
+        lat = {k: {"p50": v, "p99": v} for k, v in stage.items()}
+        lat["total"] = {"p50": total, "p99": p99}
+        return {
+            "latency_ms": lat,
+            "counters": {"bins_dropped": 0},
+            "bins_over_period": 0,
+            "bins_total": 10_000,
+            "clock": clock,
+        }
+
+    def judged(**kw: object) -> dict:
+        return evaluate_targets({"inference": [], "end_to_end": e2e(**kw)})["live_path"]  # type: ignore[arg-type]
+
+    ok = judged(infer=0.1, mapping=0.03, total=0.15, p99=1.0, clock="as fast as possible")
+    assert ok["met"] and ok["map_vs_infer_p50"] == pytest.approx(0.3)
+    assert ok["total_vs_infer_p50"] == pytest.approx(1.5)
+    assert not judged(infer=0.1, mapping=0.031, total=0.15, p99=1.0, clock="as fast as possible")[
+        "met"
+    ]
+    assert not judged(infer=0.1, mapping=0.03, total=0.16, p99=1.0, clock="as fast as possible")[
+        "met"
+    ]
+    assert not judged(infer=0.1, mapping=0.03, total=0.15, p99=1.3, clock="as fast as possible")[
+        "met"
+    ]
+    assert not judged(infer=0.1, mapping=0.03, total=0.15, p99=1.0, clock="real time")["met"]
+
+
 def test_preview_composes_camera_ratemap_and_phosphenes(
     toy_spec: ModelSpec, tmp_path: Path
 ) -> None:
