@@ -213,10 +213,12 @@ class MappingKernel:
         self._enf_ceiling = per_electrode(
             lambda p: p.enforcer._ceiling(pw_row[:, : p.model.enabled.shape[0]])[0], 0.0
         )
-        self._amp_bound = f32_round_bound(self._enf_ceiling)
+        self._amp_bound = f32_round_bound(self._enf_ceiling.astype(f64))
         # Electrodes the limits disable but the calibration does not: the mapper would drive
         # them, the enforcer would zero them with an event.
-        extra = per_electrode(lambda p: p.enforcer.disabled_mask & p.model.enabled, False, bool)
+        extra = per_electrode(
+            lambda p: p.enforcer.disabled_mask & p.model.enabled, False, np.bool_
+        ).astype(bool)
         self._extra_disabled_f = extra.astype(f64)
         self._check_disabled = bool(extra.any())
         self._check_ceiling = not np.array_equal(self._enf_ceiling, ceiling)
@@ -291,9 +293,7 @@ class MappingKernel:
         # shipped defaults: 16 × 90 µA < 1,600 µA): its cumulative sum and re-check are skipped.
         highest = float(self._top_ceil[enabled].max()) if enabled.any() else 0.0
         self._total_cannot_bind = self._k * highest * (1.0 + 1e-9) <= float(self._total_margin)
-        self._caps_bar = np.r_[
-            np.full(A, float(self._k)), np.full(A, float(self._total_margin))
-        ]
+        self._caps_bar = np.r_[np.full(A, float(self._k)), np.full(A, float(self._total_margin))]
         # The first k ranks of every array: [k] for one array, [A, k] for several.
         rank_shape = (self._k,) if A == 1 else (A, self._k)
         self._total_cap = _c(limits.max_total_current_ua)
@@ -570,7 +570,6 @@ class MappingKernel:
         np.dot(self._cur_row, self._ones_n, out=self._n_sum)
         np.greater(self._n_sum, total_ua, out=self._n_flag)
         return bool(self._n_flag)
-
 
 
 def _params_block(

@@ -413,7 +413,9 @@ def live_path_targets(e2e: dict[str, Any]) -> dict[str, Any]:
         and map_ratio <= TARGET_MAP_VS_INFER
         and total_ratio <= TARGET_TOTAL_VS_INFER
         and p99 <= TARGET_TOTAL_P99_MS,
-        "judged_on": "as fast as possible" if fast else "not judged: the targets are for as fast as possible",
+        "judged_on": "as fast as possible"
+        if fast
+        else "not judged: the targets are for as fast as possible",
     }
 
 

@@ -36,8 +36,10 @@ def _calibration(array, rng, tiny: bool) -> PatientCalibration:
     for eid in array.electrode_ids:
         if rng.random() < 0.1:
             continue  # not listed: disabled
-        thr = float(rng.uniform(1e-4, 2e-3)) if tiny and rng.random() < 0.2 else float(
-            rng.uniform(5, 60)
+        thr = (
+            float(rng.uniform(1e-4, 2e-3))
+            if tiny and rng.random() < 0.2
+            else float(rng.uniform(5, 60))
         )
         electrodes.append(
             ElectrodeCalibration(

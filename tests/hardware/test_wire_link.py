@@ -243,9 +243,7 @@ def test_encode_into_writes_exactly_encode_frames_bytes(utah, orion, key, make_f
     assert flags & 0x01
 
 
-def test_udp_link_sends_one_datagram_per_frame_and_counts_acks_on_close(
-    utah, key, make_frame
-):
+def test_udp_link_sends_one_datagram_per_frame_and_counts_acks_on_close(utah, key, make_frame):
     """One sendto per frame; the acks, read every few sends, are all counted by close()."""
     from hardware.safety import SafetyLimits
     from hardware.stimulator import SimulatedStimulator
