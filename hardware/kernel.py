@@ -283,7 +283,6 @@ class MappingKernel:
         # Simultaneous-electrode cap: the k strongest drives per array (ties: lower index
         # first), then the total-current cap along that order.
         self._k = min(int(limits.max_active_electrodes), W)
-        self._k_f = _c(float(self._k))
         # Below this sum (in any order) no partial sum can pass the total cap, and the
         # enforcer (which sums pairwise, the kernel by BLAS) cannot see its own cap either:
         # summing ≤ 1,024 non-negative float64 values errs by far less than 1e-9 relative.
@@ -306,10 +305,6 @@ class MappingKernel:
         self._keep_f = np.empty(rank_shape, dtype=f64)
         self._key = buf()
         self._key_row0 = self._key[0]
-        self._ranked = np.empty(rank_shape, dtype=f64)
-        self._cs = np.empty(rank_shape, dtype=f64)
-        self._keep = np.empty(rank_shape, dtype=np.bool_)
-        self._keep_f = np.empty(rank_shape, dtype=f64)
 
         # What the enforcer does to a live electrode's pulse parameters: asked once, of the
         # enforcer itself (a fresh one, so that its counters stay untouched; at least one

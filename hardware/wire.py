@@ -198,11 +198,12 @@ class _FrameBuffer:
 
     def fill(self, frame: StimulationFrame, wire_sequence: int, proto: hmac.HMAC) -> memoryview:
         amp, pw, gap, rate, pulses = self.fields
-        np.copyto(amp, frame.amplitude_ua, casting="same_kind")
-        np.copyto(pw, frame.phase_width_us, casting="same_kind")
-        np.copyto(gap, frame.interphase_gap_us, casting="same_kind")
-        np.copyto(rate, frame.pulse_rate_hz, casting="same_kind")
-        np.copyto(pulses, frame.n_pulses, casting="same_kind")
+        # "unsafe", as `encode_frame`'s field assignment casts (a caller's int64 pulses).
+        np.copyto(amp, frame.amplitude_ua, casting="unsafe")
+        np.copyto(pw, frame.phase_width_us, casting="unsafe")
+        np.copyto(gap, frame.interphase_gap_us, casting="unsafe")
+        np.copyto(rate, frame.pulse_rate_hz, casting="unsafe")
+        np.copyto(pulses, frame.n_pulses, casting="unsafe")
         # flags: all-zero frame iff no electrode has amplitude > 0 and pulses > 0.
         np.greater(frame.amplitude_ua, self._zero32, out=self._a)
         np.greater(frame.n_pulses, self._zero16, out=self._b)

@@ -67,8 +67,12 @@ def test_benchmark_report_json_and_histogram(tmp_path: Path, toy_spec: ModelSpec
     if sys.platform == "linux":  # host steal time around the run, from /proc/stat
         assert e2e["host_steal_s"] is not None and e2e["host_steal_s"] >= 0
     t = report["targets"]
-    assert set(t) == {"step_vs_window", "e2e"}
+    assert set(t) == {"step_vs_window", "e2e", "live_path"}
     assert t["e2e"]["met"] is False  # 60 bins can never meet the 10 000-bin target
+    lp = t["live_path"]  # issue 17's ratios, from this run's own stage p50s
+    lat = e2e["latency_ms"]
+    assert lp["map_vs_infer_p50"] == pytest.approx(lat["map"]["p50"] / lat["infer"]["p50"])
+    assert lp["judged_on"] == "as fast as possible"
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="witnesses pin to cores (Linux)")
