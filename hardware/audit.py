@@ -119,6 +119,7 @@ class AuditLog:
         if new:
             os.write(self.fd, FILE_HEADER.pack(FILE_MAGIC, LOG_VERSION))
         self._ids_crc: dict[tuple[str, ...], int] = {}
+        self._layout: _FrameEntries | None = None
         session = {
             "pid": os.getpid(),
             "array": json.loads(array.to_json()) if array is not None else None,
@@ -139,27 +140,24 @@ class AuditLog:
         self.sequence += 1
 
     def frame(self, frame: StimulationFrame) -> None:
-        """Record one stimulation frame as sent."""
-        crc = self._ids_crc.get(frame.electrode_ids)
-        if crc is None:
-            crc = self._ids_crc[frame.electrode_ids] = ids_checksum(frame.electrode_ids)
-        fields: tuple[NDArray[Any], ...] = (
-            frame.amplitude_ua,
-            frame.phase_width_us,
-            frame.interphase_gap_us,
-            frame.pulse_rate_hz,
-            frame.n_pulses,
-        )
-        # Non-zero rows (NaN counts as non-zero: a NaN that was sent is logged as such).
-        keep = np.nonzero(np.any(np.stack([f != 0 for f in fields]), axis=0))[0]
-        rec = np.empty(len(keep), dtype=ENTRY)
-        rec["i"] = keep
-        for name, f in zip(("amp", "pw", "gap", "rate", "n"), fields, strict=True):
-            rec[name] = f[keep]
+        """Record one stimulation frame as sent.
+
+        Why a per-array layout (`_FrameEntries`): this runs on every bin of a live run; the
+        entries are written into a preallocated record array and only the non-zero ones
+        gathered, instead of building masks, a stack and six arrays per frame.
+        """
+        lay = self._layout
+        if lay is None or lay.electrode_ids is not frame.electrode_ids:
+            crc = self._ids_crc.get(frame.electrode_ids)
+            if crc is None:
+                crc = self._ids_crc[frame.electrode_ids] = ids_checksum(frame.electrode_ids)
+            lay = self._layout = _FrameEntries(frame.electrode_ids, crc)
+        body = lay.entries(frame)
         head = FRAME_HEAD.pack(
-            frame.sequence, frame.timestamp_ns, frame.n_electrodes, len(keep), crc
-        )
-        self._write(TYPE_FRAME, head + rec.tobytes())
+            frame.sequence, frame.timestamp_ns, frame.n_electrodes, len(body) // ENTRY.itemsize,
+            lay.crc,
+        )  # fmt: skip
+        self._write(TYPE_FRAME, head + body)
 
     def event(self, kind: str, detail: str) -> None:
         """Record one safety event (or any other notable event)."""
@@ -175,6 +173,39 @@ class AuditLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _FrameEntries:
+    """One array's preallocated frame entries (`AuditLog.frame`): every electrode's fields
+    are copied into big-endian record views, the rows with any non-zero field are taken."""
+
+    def __init__(self, electrode_ids: tuple[str, ...], crc: int) -> None:
+        n = len(electrode_ids)
+        self.electrode_ids = electrode_ids
+        self.crc = crc
+        self.rec = np.zeros(n, dtype=ENTRY)
+        self.rec["i"] = np.arange(n)
+        self.views = tuple(self.rec[name] for name in ("amp", "pw", "gap", "rate", "n"))
+        self.nonzero = np.empty(n, dtype=bool)
+        self.tmp = np.empty(n, dtype=bool)
+
+    def entries(self, frame: StimulationFrame) -> bytes:
+        fields: tuple[NDArray[Any], ...] = (
+            frame.amplitude_ua,
+            frame.phase_width_us,
+            frame.interphase_gap_us,
+            frame.pulse_rate_hz,
+            frame.n_pulses,
+        )
+        # Non-zero rows (NaN counts as non-zero: a NaN that was sent is logged as such).
+        nz, tmp = self.nonzero, self.tmp
+        np.not_equal(fields[0], 0, out=nz)
+        for view, f in zip(self.views, fields, strict=True):
+            np.copyto(view, f, casting="unsafe")
+        for f in fields[1:]:
+            np.not_equal(f, 0, out=tmp)
+            np.logical_or(nz, tmp, out=nz)
+        return self.rec[nz].tobytes()
 
 
 @dataclass(frozen=True)

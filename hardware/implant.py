@@ -296,21 +296,20 @@ class ImplantPipeline(GeometryKernelCache):
             )
             for slot in self._slots
         ]
+        # Each ring frame's attribute dict, so that a served bin stamps 2 × arrays values
+        # without a method call per frame (StimulationFrame._restamp's job, done in bulk).
+        self._ring_dicts = [[f.__dict__ for f in frames] for frames in self._ring]
         self._ring_at = 0
         self._init_kernel_cache()
-        # Implant-wide check buffers (so that a bin within the implant limits allocates
-        # nothing here either).
-        size = n_arrays * width
-        self._amp64 = np.zeros(size)
-        self._live = np.zeros(size, dtype=bool)
-        self._live_f = np.zeros(size)
-        self._acc = np.zeros(size)
-        self._acc_last = self._acc[-1:]
-        self._flag = np.zeros(1, dtype=bool)
-        self._zero = np.array(0.0)
-        self._max_active = np.array(float(implant.limits.max_active_electrodes))
-        self._total_near = np.array(implant.limits.max_total_current_ua * _MARGIN * (1.0 - 1e-9))
+        # Implant-wide check (`MappingKernel.live_count_and_total_above`, allocation-free): the
+        # caps may bind above these. The kernel's float64 currents may round up by one float32
+        # step (2**-24 relative) on the way into the frames, so their sum is compared with a
+        # bound lowered by more than that below the cap `_limit_slot` applies.
         self._amp_flat = [slot[0].reshape(-1) for slot in self._slots]
+        self._max_active_f32 = np.array(implant.limits.max_active_electrodes, dtype=np.float32)
+        self._total_near_f64 = np.array(
+            implant.limits.max_total_current_ua * _MARGIN * (1.0 - 1e-9) / (1.0 + 1e-6)
+        )
         self._scratch = _slot(n_arrays, width)
         #: Bins the implant kernel served / bins that went array by array.
         self.kernel_bins = 0
@@ -355,26 +354,16 @@ class ImplantPipeline(GeometryKernelCache):
         frames = self._ring[at]
         self._ring_at = (at + 1) % RING_FRAMES
         ts = rate_field.timestamp_ns or time.monotonic_ns()
-        for f, p in zip(frames, self._order, strict=True):
-            f._restamp(p._next_sequence(), ts)
-            p.last_events = []
+        for d, p in zip(self._ring_dicts[at], self._order, strict=True):
+            p.sequence = seq = p.sequence + 1
+            d["sequence"] = seq
+            d["timestamp_ns"] = ts
+            if p.last_events:
+                p.last_events = []
         self.kernel_bins += 1
-        if self._implant_limits_near(at):
-            self._limit_implant(frames, at)
+        if kernel.live_count_and_total_above(self._max_active_f32, self._total_near_f64):
+            self._limit_served(at, kernel)
         return frames
-
-    def _implant_limits_near(self, at: int) -> bool:
-        """Whether the implant-wide caps might bind (then `_limit_implant` decides exactly)."""
-        np.copyto(self._amp64, self._amp_flat[at])
-        np.greater(self._amp64, self._zero, out=self._live)
-        np.copyto(self._live_f, self._live)
-        np.add.accumulate(self._live_f, out=self._acc)
-        np.greater(self._acc_last, self._max_active, out=self._flag)
-        if self._flag[0]:
-            return True
-        np.add.accumulate(self._amp64, out=self._acc)
-        np.greater(self._acc_last, self._total_near, out=self._flag)
-        return bool(self._flag[0])
 
     def _limit_implant(self, frames: tuple[StimulationFrame, ...], at: int | None = None) -> None:
         """Implant-wide caps, in place on the frames (they are this call's own frames).
@@ -409,9 +398,13 @@ class ImplantPipeline(GeometryKernelCache):
         a64 = np.where(live, amp, 0).astype(np.float64)
         changed = False
         if active > lim.max_active_electrodes:
-            order = np.argsort(-a64, kind="stable")
+            # Only the live electrodes compete (all others are 0 and rank last anyway); their
+            # flat indices ascend, so a stable sort of their amplitudes breaks ties as a stable
+            # sort of all of them would.
+            at_live = np.flatnonzero(live)
+            order = np.argsort(-a64[at_live], kind="stable")
             drop = np.zeros(a64.shape[0], dtype=bool)
-            drop[order[lim.max_active_electrodes :]] = True
+            drop[at_live[order[lim.max_active_electrodes :]]] = True
             _zero_fields(slot, drop)
             a64[drop] = 0.0
             changed = True
@@ -422,19 +415,48 @@ class ImplantPipeline(GeometryKernelCache):
                 active,
                 lim.max_active_electrodes,
             )
+        return self._cap_total(slot, a64) or changed
+
+    def _cap_total(self, slot: tuple[np.ndarray, ...], a64: NDArray[np.float64]) -> bool:
+        """The implant's total-current cap on a slot whose live amplitudes (float64, 0
+        elsewhere) are a64; True if it scaled."""
+        lim = self.implant.limits
+        amp = slot[0].reshape(-1)
         total = float(a64.sum())
-        if total > lim.max_total_current_ua * _MARGIN:
-            scale = lim.max_total_current_ua * _MARGIN**2 / total
-            np.copyto(amp, amp.astype(np.float64) * scale, casting="same_kind")
-            _zero_fields(slot, amp < _MIN_DELIVERABLE_UA)
-            changed = True
+        if total <= lim.max_total_current_ua * _MARGIN:
+            return False
+        scale = lim.max_total_current_ua * _MARGIN**2 / total
+        np.copyto(amp, amp.astype(np.float64) * scale, casting="same_kind")
+        _zero_fields(slot, amp < _MIN_DELIVERABLE_UA)
+        self._event(
+            "implant_total_current_cap",
+            "total current over the implant scaled down proportionally",
+            total,
+            lim.max_total_current_ua,
+        )
+        return True
+
+    def _limit_served(self, at: int, kernel: MappingKernel) -> None:
+        """`_limit_slot` on the ring slot the kernel has just filled, with the same result in
+        fewer operations: there an electrode is live exactly where its amplitude is > 0, and
+        its other fields follow from the amplitude (`MappingKernel.refill_from_amplitudes`)."""
+        lim = self.implant.limits
+        amp = self._amp_flat[at]
+        at_live = np.flatnonzero(amp)
+        active = int(at_live.size)
+        if active > lim.max_active_electrodes:
+            # Stable on the live ones in index order = stable on all (the rest are 0, last).
+            order = np.argsort(-amp[at_live], kind="stable")
+            amp[at_live[order[lim.max_active_electrodes :]]] = 0.0
+            kernel.refill_from_amplitudes()
             self._event(
-                "implant_total_current_cap",
-                "total current over the implant scaled down proportionally",
-                total,
-                lim.max_total_current_ua,
+                "implant_active_cap",
+                f"{active} electrodes active over the implant, the "
+                f"{lim.max_active_electrodes} strongest kept",
+                active,
+                lim.max_active_electrodes,
             )
-        return changed
+        self._cap_total(self._slots[at], amp.astype(np.float64))
 
     def _event(self, kind: str, detail: str, value: float, limit: float) -> None:
         ev = SafetyEvent(kind, detail, None, float(value), float(limit))
@@ -454,7 +476,7 @@ def _zero_fields(slot: tuple[np.ndarray, ...], mask_flat: np.ndarray) -> None:
     """Turn off the electrodes of a slot where mask_flat [arrays·width] is True."""
     mask = mask_flat.reshape(slot[0].shape)
     for x in slot:
-        x[mask] = 0
+        np.copyto(x, 0, where=mask)
 
 
 def check_implant(

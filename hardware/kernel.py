@@ -3,26 +3,36 @@
 Why: the general path (`StimulationPipeline.currents` → `SafetyEnforcer.enforce_arrays`)
 rebuilds masks, sorts and event lists every bin; it cost twice the neural network. In normal
 operation nothing about a bin changes except the rates, so everything else — the sampling
-weights, the calibration curves, the charge ceilings, the pulse parameters the enforcer would
-emit — is resolved once here, into preallocated arrays, and a bin is a fixed sequence of
-in-place numpy operations (``out=``), with no loop over electrodes or arrays and no object
-built. Several arrays (an implant) are one kernel: a [arrays, width] layout (shorter arrays
-padded with electrodes that never stimulate), with the per-array caps done row by row by
-the same vectorised operations.
+weights, the calibration curves, the charge ceilings, the float32 rounding bound, the pulse
+parameters the enforcer would emit — is resolved once here, into preallocated arrays, and a
+bin is a fixed, short sequence of in-place numpy operations (``out=``), with no loop over
+electrodes or arrays and no object built. Several arrays (an implant) are one kernel: a
+[arrays, width] layout (shorter arrays padded with electrodes that never stimulate), with
+the per-array caps done row by row by the same operations.
 
-The kernel is *exact*, not an approximation: every step reproduces the general path's
-arithmetic in the same order (the sampling sum runs in the sparse matrix's stored order, the
-total-current cumulative sum in the drive order), so its frames are bit-identical. It only
-takes the bins on which the general path would report nothing: whenever a bin would raise a
-safety event (a bad rate, a disabled electrode asked to stimulate, an amplitude above the
-enforcer's own ceiling, the total current near its cap) `run` returns False and the caller
-runs the general path on that bin, so refusals and events are exactly today's.
-`tests/hardware/test_kernel.py` checks the equality and the allocations.
+Why so few operations: each numpy call costs ~0.5–1 µs however small its array, so the
+kernel's cost is mostly its number of calls (about 30 on a bin whose caps are idle, 40 when
+they bind, plus the sparse product). The savings over a literal transcription are exact
+identities, each stated where it is used: the validity of every rate is one integer
+comparison of its bit pattern; the disabled electrodes, the calibration curve's clips and the
+charge ceiling fold into per-electrode constants; an electrode is on exactly when its current
+is > 0; the float32 rounding that may not cross the ceiling is a minimum with a precomputed
+bound; the caps are one stable argsort per bin in which they bind.
+
+The kernel is *exact*, not an approximation: every value reproduces the general path's
+arithmetic (the sampling sum runs in the sparse matrix's stored order, the total-current
+cumulative sum in the drive order), so its frames are bit-identical. It only takes the bins
+on which the general path would report nothing: whenever a bin would raise a safety event (a
+bad rate, a disabled electrode asked to stimulate, an amplitude above the enforcer's own
+ceiling, the total current near its cap) `run` returns False and the caller runs the general
+path on that bin, so refusals and events are exactly today's.
+`tests/hardware/test_kernel.py` checks the equality (seeded cases and a hypothesis property)
+and the allocations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,12 +44,16 @@ from hardware.mapping import ElectrodeModel, MappingConfig
 from hardware.safety import _MARGIN, _MIN_DELIVERABLE_UA, SafetyEnforcer, SafetyLimits
 from hardware.types import RateField
 
-#: Steady-state allocation: none, except that on bins where the simultaneous-electrode or
-#: total-current cap must run, numpy's `ndarray.partition` allocates and frees a small scratch
-#: inside the call (2,840 bytes measured with numpy 2.4 for 96 electrodes; more rows, a little
-#: more, plus numpy's iterator for the per-row cumulative sum when there are several arrays).
-#: Nothing else in a bin allocates (tests/hardware/test_kernel.py measures it with tracemalloc).
-PARTITION_SCRATCH_BYTES = 4096
+#: Steady-state allocation: none while the simultaneous-electrode and total-current caps are
+#: idle. On a bin where they must run, numpy's stable `argsort` allocates its result and a
+#: merge buffer inside the call and frees them before `run` returns (≈ 6.5 kB measured with
+#: numpy 2.4 for 96 electrodes; several arrays: more, plus numpy's iterator for the per-row
+#: cumulative sum). Net allocation is zero (tests/hardware/test_kernel.py, tracemalloc).
+CAPS_SCRATCH_BYTES = 8192
+
+#: Bit patterns (as unsigned integers) above this are not finite non-negative float64 values:
+#: negative numbers (sign bit set, including -0.0), +inf and every NaN.
+_MAX_FINITE_BITS = np.array(np.float64(np.finfo(np.float64).max).view(np.uint64))
 
 
 def _c(value: float, dtype: type[np.generic] = np.float64) -> NDArray[np.generic]:
@@ -82,6 +96,47 @@ def _stack_weights(parts: Sequence[KernelArray], width: int) -> sparse.csr_matri
     )
 
 
+class _Flags:
+    """A bool buffer whose "any" is one ufunc call and allocates nothing.
+
+    Why: `ndarray.any()` and `np.count_nonzero` each build a scalar or an iterator per call.
+    Here the bools sit in a buffer padded to whole 64-bit words, and a running bitwise OR
+    over those words (into a preallocated array) ends in a nonzero word iff one is set.
+    """
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        n = int(np.prod(shape))
+        words = max(1, (n + 7) // 8)
+        raw = np.zeros(words * 8, dtype=bool)
+        self.flags: NDArray[np.bool_] = raw[:n].reshape(shape)
+        self._words = raw.view(np.uint64)
+        self._acc = np.empty(words, dtype=np.uint64)
+        self._last = self._acc[words - 1 :]
+
+    def any(self) -> bool:
+        np.bitwise_or.accumulate(self._words, out=self._acc)
+        return bool(self._last)
+
+
+def f32_round_bound(ceiling: NDArray[np.float64]) -> NDArray[np.float64]:
+    """[n] bound b with float32(min(x, b)) == safety._f32_le(x, ceiling) for 0 ≤ x ≤ ceiling.
+
+    Why: the enforcer rounds each amplitude to float32 and, where that rounding went above
+    the ceiling, steps it one float32 down; that is two comparisons and a fix-up per bin.
+    Let d be the largest float32 ≤ ceiling and u the next float32 above it (u > ceiling).
+    Every x below the midpoint m of d and u rounds to a float32 ≤ d; every x in [m, ceiling]
+    rounds to d or to u, and the enforcer turns u into d. So with b = the float64 just below
+    m, min(x, b) rounds to exactly what the enforcer emits, in one operation.
+    """
+    c = np.asarray(ceiling, dtype=np.float64)
+    d = c.astype(np.float32)
+    over = d.astype(np.float64) > c
+    d[over] = np.nextafter(d[over], np.float32(-np.inf))
+    u = np.nextafter(d, np.float32(np.inf))
+    m = (d.astype(np.float64) + u.astype(np.float64)) / 2.0
+    return np.nextafter(m, -np.inf)
+
+
 class MappingKernel:
     """Mapping and safety of A arrays for one rate-field geometry, resolved at construction.
 
@@ -122,157 +177,134 @@ class MappingKernel:
         self._w_data = np.ascontiguousarray(w.data, dtype=f64)
         self.weight_nnz = int(w.nnz)
 
-        def per_electrode(get: object, pad: float, dtype: type[np.generic] = f64) -> NDArray:
+        def per_electrode(
+            get: Callable[[KernelArray], NDArray[np.generic]],
+            pad: float,
+            dtype: type[np.generic] = f64,
+        ) -> NDArray[np.generic]:
             out = np.full((A, W), pad, dtype=dtype)
             for a, p in enumerate(parts):
-                out[a, : sizes[a]] = get(p)  # type: ignore[operator]
+                out[a, : sizes[a]] = get(p)
             return out
 
-        self._thr = per_electrode(lambda p: p.model.threshold_ua, 1.0)
-        self._top = per_electrode(lambda p: p.model.max_comfortable_ua, 1.0)
+        enabled = per_electrode(lambda p: p.model.enabled, False, np.bool_).astype(bool)
+        thr = per_electrode(lambda p: p.model.threshold_ua, 1.0)
+        top = per_electrode(lambda p: p.model.max_comfortable_ua, 1.0)
+        ceiling = per_electrode(lambda p: p.ceiling_ua, 0.0)
+        bmax = per_electrode(lambda p: p.model.max_brightness, 1.0)
+        # The kernel holds the drive negated, nd = −d (x / −r is exactly −(x / r)): then the
+        # current needs no negation, and −d is the caps' sort key as it is.
+        # Drive → current (ElectrodeModel.current_for), with its no-op clips dropped: ratio =
+        # d·top_b/bmax ≥ 0, so t = nd·top_b/bmax = −ratio exactly, clipped at −(1 − 1e-12);
+        # log1p(t) ≤ 0 makes thr − scale·log1p(t) ≥ thr (the lower clip is a no-op). The
+        # upper clip and the charge ceiling are one minimum with min(top, ceiling).
+        self._thr = thr
         self._scale = per_electrode(lambda p: p.model.scale_ua, 1.0)
-        self._bmax = per_electrode(lambda p: p.model.max_brightness, 1.0)
         self._top_b = per_electrode(lambda p: p.model._top_brightness, 0.0)
-        self._enabled = per_electrode(lambda p: p.model.enabled, False, np.bool_)
-        self._ceiling = per_electrode(lambda p: p.ceiling_ua, 0.0)
+        self._bmax = bmax
+        self._divide_bmax = not bool(np.all(bmax == 1.0))  # x / 1 is x: skip it
+        self._top_ceil = np.minimum(top, ceiling)
+        self._neg_almost_one = _c(-(1.0 - 1e-12))
+        # On: drive ≥ min_drive and enabled, i.e. nd ≤ −min_drive; a disabled (or padding)
+        # electrode's bar is −inf, which no nd in [−1, 0] reaches.
+        self._neg_min_drive = np.where(enabled, -mapping.min_drive, -np.inf)
+        self._min_drive_positive = mapping.min_drive > 0
         pw_row = np.full((1, W), mapping.phase_width_us)
         self._enf_ceiling = per_electrode(
             lambda p: p.enforcer._ceiling(pw_row[:, : p.model.enabled.shape[0]])[0], 0.0
         )
+        self._amp_bound = f32_round_bound(self._enf_ceiling.astype(f64))
         # Electrodes the limits disable but the calibration does not: the mapper would drive
         # them, the enforcer would zero them with an event.
-        self._extra_disabled = per_electrode(
+        extra = per_electrode(
             lambda p: p.enforcer.disabled_mask & p.model.enabled, False, np.bool_
-        )
-        self._check_disabled = bool(self._extra_disabled.any())
-        self._check_ceiling = not np.array_equal(self._enf_ceiling, self._ceiling)
+        ).astype(bool)
+        self._extra_disabled_f = extra.astype(f64)
+        self._check_disabled = bool(extra.any())
+        self._check_ceiling = not np.array_equal(self._enf_ceiling, ceiling)
+        # Every on electrode's current is ≥ min(thr, top, ceiling) over the enabled ones; when
+        # that is > 0, "on" is exactly "current > 0", and when it is also ≥ the deliverable
+        # floor, the enforcer's floor never bites (checked per bin otherwise).
+        floor_on = np.minimum(thr, self._top_ceil)[enabled]
+        lowest = float(floor_on.min()) if floor_on.size else 1.0
+        self._check_live = lowest < _MIN_DELIVERABLE_UA
 
         # Rates and sampling buffers.
         self._rates = np.zeros(n_in, dtype=f64)
-        self._fin = np.empty(n_in, dtype=bool)
-        self._ge = np.empty(n_in, dtype=bool)
-        self._ge_last = self._ge[n_in - 1 :] if n_in else np.ones(1, dtype=bool)
+        self._rate_bits = self._rates.view(np.uint64)
+        self._bad = _Flags((n_in,))
+        self._bad2 = _Flags((n_in,))
         self._both = np.empty(2 * N, dtype=f64)
         self._on_part = self._both[:N].reshape(A, W)
         self._off_part = self._both[N:].reshape(A, W)
 
-        # Per-electrode buffers [A, W] (flat views where a flat index is needed).
-        def buf(dtype: type[np.generic] = f64) -> NDArray:
+        # Per-electrode buffers [A, W].
+        def buf(dtype: type[np.generic] = f64) -> NDArray[np.generic]:
             return np.empty((A, W), dtype=dtype)
 
-        self._drive = buf()
+        self._neg_drive = buf()
         self._tmp = buf()
-        self._f1 = buf()
-        self._cur_ext = np.zeros(N + 1, dtype=f64)  # [N]: the padding slot (current 0)
-        self._cur = self._cur_ext[:N].reshape(A, W)
-        self._cur_tail = self._cur_ext[N:]
+        self._tmp2 = buf()
+        # The on mask (as 0/1) and the currents side by side, so that one matrix-vector
+        # product gives every array's number of electrodes on and its total current.
+        self._oc = np.empty((2, A, W), dtype=f64)
+        self._oc_rows = self._oc.reshape(2 * A, W)
+        self._on_f = self._oc[0]
+        self._cur = self._oc[1]
+        self._cur_flat = self._cur.reshape(-1)
+        self._cur_row = self._cur.reshape(1, N)
         self._on = buf(np.bool_)
-        self._on_f = buf()
-        self._b1 = buf(np.bool_)
-        self._b2 = buf(np.bool_)
-        self._live = buf(np.bool_)
-        self._live_f = buf()
+        self._b1 = _Flags((A, W))
         self._live32 = buf(np.float32)
+        self._live32_row = self._live32.reshape(1, N)
         self._live16 = buf(np.uint16)
-        self._back = buf()
-        self._next32 = buf(np.float32)
-        self._i1 = buf(np.int64)
-        self._i3 = buf(np.int64)
-        self._sel_i = buf(np.int64)
         self._zero = _c(0.0)
         self._one = _c(1.0)
-        self._almost_one = _c(1.0 - 1e-12)
         self._rate_max = _c(mapping.rate_max_hz)
-        self._min_drive = _c(mapping.min_drive)
+        self._neg_rate_max = _c(-mapping.rate_max_hz)
+        self._neg_one = _c(-1.0)
         self._min_deliv = _c(_MIN_DELIVERABLE_UA)
-        self._neginf32 = np.array(-np.inf, dtype=np.float32)
-
-        # Row sums from flat running sums: row a = acc[a·W + W − 1] − acc[a·W − 1], with a
-        # leading zero slot (so a = 0 needs no special case).
-        self._acc_ext = np.zeros(N + 1, dtype=f64)
-        self._acc = self._acc_ext[1:]
-        self._row_end = (np.arange(A) * W + W).astype(np.intp)
-        self._row_start = (np.arange(A) * W).astype(np.intp)
-        self._rows_a = np.empty(A, dtype=f64)
-        self._rows_b = np.empty(A, dtype=f64)
-        self._rows_c = np.empty(A, dtype=f64)  # (in-place ufuncs on 1-element arrays allocate)
-        self._rows_flag = np.empty(A, dtype=bool)
-        self._rows_flag2 = np.empty(A, dtype=bool)
-        self._bacc = np.empty(max(N, 1), dtype=bool)
-        self._bacc_last = self._bacc[-1:]
-        self._bacc_a = np.empty(A, dtype=bool)
-        self._bacc_a_last = self._bacc_a[-1:]
+        self._ones_w = np.ones(W, dtype=f64)
+        self._rows = np.empty(A, dtype=f64)
+        self._rows_flag = _Flags((A,))
+        self._rows2 = np.empty(2 * A, dtype=f64)
+        self._rows2_flag = _Flags((2 * A,))
+        self._rows2_on = self._rows2_flag.flags[:1]
+        self._rows2_total = self._rows2_flag.flags[1:]
+        # Implant-wide check: live electrodes (float32 0/1) and float64 currents, all arrays.
+        self._ones_n32 = np.ones(N, dtype=np.float32)
+        self._ones_n = np.ones(N, dtype=f64)
+        self._n_live = np.empty(1, dtype=np.float32)
+        self._n_sum = np.empty(1, dtype=f64)
+        self._n_flag = np.empty(1, dtype=bool)
         #: Whether the last bin needed the simultaneous-electrode / total-current caps.
         self.caps_ran = False
 
         # Simultaneous-electrode cap: the k strongest drives per array (ties: lower index
         # first), then the total-current cap along that order.
         self._k = min(int(limits.max_active_electrodes), W)
-        kk = max(self._k, 1)
-        self._kk = kk
-        self._k_f = _c(float(self._k))
-        self._k_i = _c(self._k, np.int64)
-        self._one_i = _c(1, np.int64)
-        self._masked_ext = np.full(N + 1, -np.inf, dtype=f64)  # [N]: the padding slot
-        self._masked = self._masked_ext[:N].reshape(A, W)
-        self._part = buf()
-        self._kth = W - kk
-        self._t_idx = (np.arange(A)[:, None] * W + self._kth + np.zeros((1, W), int)).astype(
-            np.intp
-        )
-        self._t = buf()
-        self._row_of = np.repeat(np.arange(A, dtype=np.intp), W).reshape(A, W)
-        self._row_prev_end = (np.arange(A) * W).astype(np.intp)  # in a leading-zero ext
-        self._iacc_ext = np.zeros(N + 1, dtype=np.int64)
-        self._iacc = self._iacc_ext[1:].reshape(A, W)
-        self._row_base_i = np.empty(A, dtype=np.int64)
-        self._row_base_full = buf(np.int64)
-        self._rem = np.empty(A, dtype=np.int64)
-        self._rem2 = np.empty(A, dtype=np.int64)
-        self._rem_full = buf(np.int64)
-        self._slot_base = (np.arange(A)[:, None] * (kk + 1)).astype(np.int64) + np.zeros(
-            (1, W), np.int64
-        )
-        self._slot_pad = self._slot_base + kk
-        self._pad_idx = _c(N, np.intp)
-        self._flat_arange = np.arange(N, dtype=np.intp)
-        self._compact_ext = np.empty(A * (kk + 1), dtype=np.intp)
-        self._compact_view = self._compact_ext.reshape(A, kk + 1)[:, :kk]
-        self._compact = np.empty((A, kk), dtype=np.intp)
-        self._dsel = np.empty((A, kk), dtype=f64)
-        self._csel = np.empty((A, kk), dtype=f64)
-        kidx = np.arange(kk)
-        base = (np.arange(A) * kk)[:, None, None]
-        self._col_of = (base + kidx[None, None, :] + np.zeros((1, kk, 1), int)).astype(np.intp)
-        self._rowk_of = (base + kidx[None, :, None] + np.zeros((1, 1, kk), int)).astype(np.intp)
-        self._drow = np.empty((A, kk, kk), dtype=f64)
-        self._dcol = np.empty((A, kk, kk), dtype=f64)
-        self._prec = np.empty((A, kk, kk), dtype=bool)
-        self._prec_flat = self._prec.reshape(-1)
-        self._eqm = np.empty((A, kk, kk), dtype=bool)
-        self._lower = np.broadcast_to(np.tri(kk, kk, -1, dtype=bool), (A, kk, kk)).copy()
-        self._prec_i = np.empty(A * kk * kk, dtype=np.intp)
-        self._prec_acc_ext = np.zeros(A * kk * kk + 1, dtype=np.intp)
-        self._prec_acc = self._prec_acc_ext[1:]
-        self._pr_end = (np.arange(A * kk) * kk + kk).astype(np.intp).reshape(A, kk)
-        self._pr_start = (np.arange(A * kk) * kk).astype(np.intp).reshape(A, kk)
-        self._rank = np.empty((A, kk), dtype=np.intp)
-        self._rank_b = np.empty((A, kk), dtype=np.intp)
-        self._rank_base = (np.arange(A)[:, None] * kk + np.zeros((1, kk), int)).astype(np.intp)
-        self._ordered = np.empty((A, kk), dtype=f64)
-        self._ocs = np.empty((A, kk), dtype=f64)
-        self._ok = np.empty((A, kk), dtype=bool)
-        self._okf = np.empty((A, kk), dtype=f64)
-        self._okf_sel = np.empty((A, kk), dtype=f64)
-        self._ordered_row0 = self._ordered[0]
-        self._ocs_row0 = self._ocs[0]
-        self._total_cap = _c(limits.max_total_current_ua)
-        # Below this sum (in any order) no partial sum can pass the total cap: summing
-        # ≤ 1,024 non-negative float64 values errs by far less than 1e-9 relative.
-        self._total_safe = _c(limits.max_total_current_ua * (1.0 - 1e-9))
-        # The enforcer sums pairwise, the kernel by running sums: bins within 1e-9 of the
-        # enforcer's threshold are left to the enforcer.
+        # Below this sum (in any order) no partial sum can pass the total cap, and the
+        # enforcer (which sums pairwise, the kernel by BLAS) cannot see its own cap either:
+        # summing ≤ 1,024 non-negative float64 values errs by far less than 1e-9 relative.
         self._total_margin = _c(limits.max_total_current_ua * _MARGIN * (1.0 - 1e-9))
+        # When k electrodes at their highest current stay below that, neither the mapper's
+        # total cap nor the enforcer's can bind after the simultaneous-electrode cap (the
+        # shipped defaults: 16 × 90 µA < 1,600 µA): its cumulative sum and re-check are skipped.
+        highest = float(self._top_ceil[enabled].max()) if enabled.any() else 0.0
+        self._total_cannot_bind = self._k * highest * (1.0 + 1e-9) <= float(self._total_margin)
+        self._caps_bar = np.r_[np.full(A, float(self._k)), np.full(A, float(self._total_margin))]
+        # The first k ranks of every array: [k] for one array, [A, k] for several.
+        rank_shape = (self._k,) if A == 1 else (A, self._k)
+        self._total_cap = _c(limits.max_total_current_ua)
+        self._row_base = (np.arange(A, dtype=np.intp) * W)[:, None]
+        self._flat_order = np.empty((A, W), dtype=np.intp)
+        self._flat_order_k = self._flat_order[:, : self._k]
+        self._ranked = np.empty(rank_shape, dtype=f64)
+        self._cs = np.empty(rank_shape, dtype=f64)
+        self._keep = np.empty(rank_shape, dtype=np.bool_)
+        self._keep_f = np.empty(rank_shape, dtype=f64)
+        self._key = buf()
+        self._key_row0 = self._key[0]
 
         # What the enforcer does to a live electrode's pulse parameters: asked once, of the
         # enforcer itself (a fresh one, so that its counters stay untouched; at least one
@@ -280,7 +312,7 @@ class MappingKernel:
         probe_limits = limits.model_copy(
             update={"max_active_electrodes": max(1, limits.max_active_electrodes)}
         )
-        self.eligible = False
+        self.eligible = lowest > 0.0
         pw32 = gap32 = rate32 = np.float32(0.0)
         pulses = np.uint16(0)
         for p in parts:
@@ -300,29 +332,27 @@ class MappingKernel:
                 np.where(on, mapping.pulse_rate_hz, 0.0),
                 np.where(on, mapping.n_pulses, 0),
             )
-            self.eligible = not events[0] and bool(a_[0, j] > 0)
+            self.eligible = self.eligible and not events[0] and bool(a_[0, j] > 0)
             pw32, gap32, rate32, pulses = pw_[0, j], g_[0, j], r_[0, j], n_[0, j]
             break
+        else:
+            self.eligible = False
+        self._params3 = np.array([[pw32], [gap32], [rate32]], dtype=np.float32)
         self._pw32 = np.array(pw32, dtype=np.float32)
         self._gap32 = np.array(gap32, dtype=np.float32)
         self._rate32 = np.array(rate32, dtype=np.float32)
         self._pulses16 = np.array(pulses, dtype=np.uint16)
-
-        # Flat views of [A, W] buffers (made once: a view is an object).
-        self._on_f_flat = self._on_f.reshape(-1)
-        self._cur_flat = self._cur_ext[:N]
-        self._b2_flat = self._b2.reshape(-1)
-        self._i1_flat = self._i1.reshape(-1)
-        self._i3_flat = self._i3.reshape(-1)
-        self._iacc_flat = self._iacc_ext[1:]
-        self._part_flat = self._part.reshape(-1)
-        self._row_last = (np.arange(A) * W + W - 1).astype(np.intp)
 
         self.amplitude_ua = np.zeros((A, W), dtype=np.float32)
         self.phase_width_us = np.zeros((A, W), dtype=np.float32)
         self.interphase_gap_us = np.zeros((A, W), dtype=np.float32)
         self.pulse_rate_hz = np.zeros((A, W), dtype=np.float32)
         self.n_pulses = np.zeros((A, W), dtype=np.uint16)
+        #: [3, A·W] view of a block whose rows are phase width, gap and rate, when the
+        #: outputs are laid out that way (one product fills all three); None: three multiplies.
+        self._params_block: NDArray[np.float32] | None = None
+        self._ring_slots: list[tuple[NDArray[np.generic], ...]] = []
+        self._ring_blocks: list[NDArray[np.float32] | None] = []
 
     def set_outputs(
         self,
@@ -338,40 +368,47 @@ class MappingKernel:
         self.interphase_gap_us = interphase_gap_us
         self.pulse_rate_hz = pulse_rate_hz
         self.n_pulses = n_pulses
+        self._params_block = _params_block(phase_width_us, interphase_gap_us, pulse_rate_hz)
 
     def bind_ring(self, slots: Sequence[Sequence[NDArray[np.generic]]]) -> None:
         """Register a frame ring's slots once; `use_slot(i)` then switches without objects."""
         self._ring_slots = [tuple(s) for s in slots]
+        self._ring_blocks = [
+            _params_block(s[1], s[2], s[3])  # type: ignore[arg-type]
+            for s in self._ring_slots
+        ]
 
     def use_slot(self, i: int) -> None:
-        """Write the next bins into registered slot i (five attribute stores, no object)."""
+        """Write the next bins into registered slot i (six attribute stores, no object)."""
         s = self._ring_slots[i]
         self.amplitude_ua = s[0]  # type: ignore[assignment]
         self.phase_width_us = s[1]  # type: ignore[assignment]
         self.interphase_gap_us = s[2]  # type: ignore[assignment]
         self.pulse_rate_hz = s[3]  # type: ignore[assignment]
         self.n_pulses = s[4]  # type: ignore[assignment]
+        self._params_block = self._ring_blocks[i]
 
     def run(self, rates_hz: NDArray[np.floating]) -> bool:
         """One bin: rates [n_entries] → the frame fields above. False: use the general path.
 
-        Allocation-free after the first call (see PARTITION_SCRATCH_BYTES).
+        Allocation-free while the caps are idle (see CAPS_SCRATCH_BYTES).
         """
         if not self.eligible:
             return False
         r = self._rates
         np.copyto(r, rates_hz, casting="same_kind")
-        # A bad rate (NaN, inf, negative) is an event: the general path reports it.
-        np.isfinite(r, out=self._fin)
-        np.greater_equal(r, self._zero, out=self._ge)
-        np.logical_and(self._fin, self._ge, out=self._fin)
-        np.logical_and.accumulate(self._fin, out=self._ge)
-        if not self._ge_last:
+        # A bad rate (NaN, ±inf, negative) is an event: the general path reports it. One
+        # unsigned comparison of the bit patterns finds all of them (and -0.0, which is
+        # harmless but rare enough to leave to the general path).
+        np.greater(self._rate_bits, _MAX_FINITE_BITS, out=self._bad.flags)
+        if self._bad.any() and not self._only_negative_zeros():
             return False
         np.minimum(r, self._rate_max, out=r)
 
-        # Sampling (ON rows, then OFF rows), the ON/OFF rule, normalisation.
-        np.copyto(self._both, self._zero)
+        # Sampling (ON rows, then OFF rows), the ON/OFF rule, normalisation. The drive is
+        # ≥ 0 (non-negative weights and rates), so only its upper clip remains.
+        both = self._both
+        both.fill(0.0)
         _csr_matvec(
             self._w_shape[0],
             self._w_shape[1],
@@ -379,177 +416,174 @@ class MappingKernel:
             self._w_indices,
             self._w_data,
             r,
-            self._both,
+            both,
         )
-        d = self._drive
-        np.maximum(self._on_part, self._off_part, out=d)
-        np.divide(d, self._rate_max, out=d)
-        np.maximum(d, self._zero, out=d)
-        np.minimum(d, self._one, out=d)
+        nd = self._neg_drive
+        np.maximum(self._on_part, self._off_part, out=nd)
+        np.divide(nd, self._neg_rate_max, out=nd)
+        np.maximum(nd, self._neg_one, out=nd)
 
-        # Drive → current: the inverse brightness curve (ElectrodeModel.current_for; its
-        # clip of the drive to [0, 1] and of the ratio at 0 are no-ops here and skipped).
+        # Drive → current (see the constructor for the identities), then off below the
+        # minimum drive and where disabled.
         t = self._tmp
         c = self._cur
-        np.multiply(d, self._top_b, out=t)
-        np.divide(t, self._bmax, out=t)
-        np.minimum(t, self._almost_one, out=t)
-        np.negative(t, out=t)
+        np.multiply(nd, self._top_b, out=t)
+        if self._divide_bmax:
+            np.divide(t, self._bmax, out=t)
+        np.maximum(t, self._neg_almost_one, out=t)
         np.log1p(t, out=t)
         np.multiply(self._scale, t, out=t)
         np.subtract(self._thr, t, out=c)
-        np.maximum(c, self._thr, out=c)
-        np.minimum(c, self._top, out=c)
-        # Off below min drive and where disabled; clipped to the charge ceiling.
-        np.greater_equal(d, self._min_drive, out=self._on)
-        np.logical_and(self._on, self._enabled, out=self._on)
+        np.minimum(c, self._top_ceil, out=c)
+        np.less_equal(nd, self._neg_min_drive, out=self._on)
         np.copyto(self._on_f, self._on)
-        np.minimum(c, self._ceiling, out=c)
         np.multiply(c, self._on_f, out=c)
 
         if self._k == 0:
-            np.copyto(c, self._zero)
+            c.fill(0.0)
+            self.caps_ran = False
         else:
-            # The caps cannot bind on an array with few enough electrodes on and a low sum.
-            self._row_sums(self._on_f_flat)
-            np.greater(self._rows_a, self._k_f, out=self._rows_flag)
-            self._row_sums(self._cur_flat)
-            np.greater(self._rows_a, self._total_safe, out=self._rows_flag2)
-            self.caps_ran = self._any_rows(self._rows_flag) or self._any_rows(self._rows_flag2)
+            # The caps cannot bind on an array with few enough electrodes on and a low sum
+            # (on ⟺ current > 0, see the constructor).
+            self.caps_ran = self._caps_may_bind()
             if self.caps_ran:
                 self._cap_active_and_total()
+                if not self._total_cannot_bind and self._over_total_margin():
+                    return False
         return self._enforce()
 
-    def _row_sums(self, x_flat: NDArray[np.float64]) -> None:
-        """self._rows_a[a] = the sum of row a of x [A, W] (given flat), by one running sum."""
-        np.add.accumulate(x_flat, out=self._acc)
-        self._acc_ext.take(self._row_end, out=self._rows_c, mode="clip")
-        self._acc_ext.take(self._row_start, out=self._rows_b, mode="clip")
-        np.subtract(self._rows_c, self._rows_b, out=self._rows_a)
+    def _only_negative_zeros(self) -> bool:
+        """Whether every flagged rate is -0.0 (a valid rate of 0, as the general path has it)."""
+        b2 = self._bad2.flags
+        np.equal(self._rates, self._zero, out=b2)
+        np.greater(self._bad.flags, b2, out=b2)  # flagged and not ±0
+        return not self._bad2.any()
 
-    def _any_rows(self, mask: NDArray[np.bool_]) -> bool:
-        np.logical_or.accumulate(mask, out=self._bacc_a)
-        return bool(self._bacc_a_last)
+    def _caps_may_bind(self) -> bool:
+        """Whether some array has more than k electrodes on or a total current within reach
+        of the cap (one product for both)."""
+        np.dot(self._oc_rows, self._ones_w, out=self._rows2)
+        np.greater(self._rows2, self._caps_bar, out=self._rows2_flag.flags)
+        if self.n_arrays == 1:
+            return bool(self._rows2_on) or bool(self._rows2_total)
+        return self._rows2_flag.any()
 
-    def _any(self, flat_mask: NDArray[np.bool_]) -> bool:
-        """mask.any() (of a flat view) without the temporaries numpy's reduction allocates."""
-        np.logical_or.accumulate(flat_mask, out=self._bacc)
-        return bool(self._bacc_last)
-
-    def _row_cumsum_i(self, x_bool: NDArray[np.bool_]) -> None:
-        """self._i1[a, i] = number of True in x[a, :i+1] (integers: exact from a flat sum)."""
-        np.copyto(self._i3, x_bool)
-        if self.n_arrays == 1:  # one row: the flat running sum is the row's
-            np.add.accumulate(self._i3_flat, out=self._i1_flat)
-            return
-        np.add.accumulate(self._i3_flat, out=self._iacc_flat)
-        self._iacc_ext.take(self._row_prev_end, out=self._row_base_i, mode="clip")
-        self._row_base_i.take(self._row_of, out=self._row_base_full, mode="clip")
-        np.subtract(self._iacc, self._row_base_full, out=self._i1)
+    def _over_total_margin(self) -> bool:
+        """Whether some array's total current is within reach of the enforcer's cap."""
+        np.dot(self._cur, self._ones_w, out=self._rows)
+        np.greater(self._rows, self._total_margin, out=self._rows_flag.flags)
+        if self.n_arrays == 1:
+            return bool(self._rows_flag.flags)
+        return self._rows_flag.any()
 
     def _cap_active_and_total(self) -> None:
-        """Per array: keep the k strongest drives (stable), then drop along that order past
-        the total cap."""
-        c = self._cur
-        m = self._masked
-        # where(on, drive, -1): drives are ≥ 0, so -1 ranks every off electrode last.
-        np.multiply(self._drive, self._on_f, out=m)
-        np.subtract(self._on_f, self._one, out=self._f1)
-        np.add(m, self._f1, out=m)
-        np.copyto(self._part, m)
-        self._part.partition(self._kth, axis=1)  # column kth: each row's k-th largest
-        self._part_flat.take(self._t_idx, out=self._t, mode="clip")
-        gt, eq, sel = self._b1, self._b2, self._on
-        np.greater(m, self._t, out=gt)
-        np.equal(m, self._t, out=eq)
-        self._row_cumsum_i(gt)
-        # rem[a] = k − (number above the threshold in row a); ties kept by index up to rem.
-        self._i1.take(self._row_last, out=self._rem2, mode="clip")
-        np.subtract(self._k_i, self._rem2, out=self._rem)
-        self._rem.take(self._row_of, out=self._rem_full, mode="clip")
-        self._row_cumsum_i(eq)
-        np.less_equal(self._i1, self._rem_full, out=self._live)
-        np.logical_and(eq, self._live, out=eq)
-        np.logical_or(gt, eq, out=gt)
-        np.logical_and(sel, gt, out=sel)  # selected: on and among the row's k strongest
-        # Slot of each selected electrode (its rank by index within its row); others → pad.
-        pos, si = self._i1, self._sel_i
-        self._row_cumsum_i(sel)
-        np.copyto(si, sel)
-        np.subtract(pos, self._one_i, out=pos)
-        np.add(pos, self._slot_base, out=pos)
-        np.multiply(pos, si, out=pos)
-        np.subtract(self._one_i, si, out=si)
-        np.multiply(si, self._slot_pad, out=si)
-        np.add(pos, si, out=pos)
-        np.copyto(self._compact_ext, self._pad_idx)
-        self._compact_ext.put(self._i1_flat, self._flat_arange)
-        np.copyto(self._compact, self._compact_view)
-        np.copyto(self._on_f, sel)
-        np.multiply(c, self._on_f, out=c)
-        self._masked_ext.take(self._compact, out=self._dsel, mode="clip")
-        self._cur_ext.take(self._compact, out=self._csel, mode="clip")
-        # Rank in the drive order (ties: lower index first), cumulative current in that order.
-        self._dsel.take(self._col_of, out=self._drow, mode="clip")
-        self._dsel.take(self._rowk_of, out=self._dcol, mode="clip")
-        np.greater(self._drow, self._dcol, out=self._prec)
-        np.equal(self._drow, self._dcol, out=self._eqm)
-        np.logical_and(self._eqm, self._lower, out=self._eqm)
-        np.logical_or(self._prec, self._eqm, out=self._prec)
-        np.copyto(self._prec_i, self._prec_flat)
-        np.add.accumulate(self._prec_i, out=self._prec_acc)
-        self._prec_acc_ext.take(self._pr_end, out=self._rank, mode="clip")
-        self._prec_acc_ext.take(self._pr_start, out=self._rank_b, mode="clip")
-        np.subtract(self._rank, self._rank_b, out=self._rank)
-        np.add(self._rank, self._rank_base, out=self._rank)  # flat slot in [A, kk]
-        self._ordered.put(self._rank, self._csel)
+        """Per array: rank by drive (strongest first, ties: lower index first, off electrodes
+        last), keep the first k, and along that order drop every electrode whose cumulative
+        current passes the total cap (the general path's `currents`, step for step).
+
+        Only the first k ranks are gathered and summed: the general path zeroes every later
+        rank before its cumulative sum, so the sums over the first k are the same additions.
+        """
+        nd, on_f, key = self._neg_drive, self._on_f, self._key
+        # key = −drive where on, after every on key where off.
+        np.multiply(nd, on_f, out=key)  # on: −d < 0 (d ≥ min_drive > 0); off: ±0
+        if not self._min_drive_positive:  # an on drive may be 0: off must be above it
+            np.subtract(self._one, on_f, out=self._tmp2)
+            np.add(key, self._tmp2, out=key)
+        fo: NDArray[np.intp]
         if self.n_arrays == 1:
-            np.add.accumulate(self._ordered_row0, out=self._ocs_row0)
+            order = np.argsort(self._key_row0, kind="stable")  # the one allocation (see top)
+            fo = order[: self._k]
         else:
-            np.add.accumulate(self._ordered, axis=1, out=self._ocs)
-        np.less_equal(self._ocs, self._total_cap, out=self._ok)
-        np.copyto(self._okf, self._ok)
-        self._okf.take(self._rank, out=self._okf_sel, mode="clip")
-        np.multiply(self._csel, self._okf_sel, out=self._csel)
-        self._cur_ext.put(self._compact, self._csel)
-        np.copyto(self._cur_tail, self._zero)
+            order = np.argsort(key, axis=-1, kind="stable")
+            np.add(order, self._row_base, out=self._flat_order)
+            fo = self._flat_order_k
+        ranked = self._ranked
+        self._cur_flat.take(fo, out=ranked, mode="clip")
+        if not self._total_cannot_bind:
+            np.add.accumulate(ranked, axis=-1, out=self._cs)
+            np.less_equal(self._cs, self._total_cap, out=self._keep)
+            np.copyto(self._keep_f, self._keep)
+            np.multiply(ranked, self._keep_f, out=ranked)
+        self._cur_flat.fill(0.0)
+        self._cur_flat.put(fo, ranked, mode="clip")
 
     def _enforce(self) -> bool:
         """The enforcer's work on a bin it would not intervene in; False if it would."""
         c = self._cur
-        b = self._b2
+        b1 = self._b1.flags
         if self._check_disabled:
-            np.not_equal(c, self._zero, out=self._b1)
-            np.logical_and(self._b1, self._extra_disabled, out=b)
-            if self._any(self._b2_flat):
+            np.multiply(c, self._extra_disabled_f, out=self._tmp)
+            np.greater(self._tmp, self._zero, out=b1)
+            if self._b1.any():
                 return False
         if self._check_ceiling:
-            np.greater(c, self._enf_ceiling, out=b)
-            if self._any(self._b2_flat):
+            np.greater(c, self._enf_ceiling, out=b1)
+            if self._b1.any():
                 return False
-        self._row_sums(self._cur_flat)
-        np.greater(self._rows_a, self._total_margin, out=self._rows_flag)
-        if self._any_rows(self._rows_flag):
-            return False
-        live = self._live
-        np.greater_equal(c, self._min_deliv, out=live)
-        np.copyto(self._live_f, live)
-        np.multiply(c, self._live_f, out=self._back)
-        a = self.amplitude_ua
-        np.copyto(a, self._back, casting="same_kind")
-        # Round to float32 without exceeding the ceiling (safety._f32_le).
-        np.copyto(self._back, a)
-        np.greater(self._back, self._enf_ceiling, out=b)
-        if self._any(self._b2_flat):
-            np.nextafter(a, self._neginf32, out=self._next32)
-            np.copyto(a, self._next32, where=b)
-        np.copyto(self._live32, live)
-        np.copyto(self._live16, live)
-        np.multiply(self._live32, self._pw32, out=self.phase_width_us)
-        np.multiply(self._live32, self._gap32, out=self.interphase_gap_us)
-        np.multiply(self._live32, self._rate32, out=self.pulse_rate_hz)
-        np.multiply(self._live16, self._pulses16, out=self.n_pulses)
+        if self._check_live:
+            np.greater_equal(c, self._min_deliv, out=b1)
+            np.copyto(self._tmp, b1)
+            np.multiply(c, self._tmp, out=c)
+        # Round to float32 without exceeding the ceiling (see f32_round_bound).
+        np.minimum(c, self._amp_bound, out=self._tmp)
+        np.copyto(self.amplitude_ua, self._tmp, casting="same_kind")
+        self.refill_from_amplitudes()
         return True
+
+    def refill_from_amplitudes(self) -> None:
+        """Phase width, gap, rate and pulses from the amplitudes: the enforcer's pulse
+        parameters where the amplitude is > 0 (those electrodes are live), 0 elsewhere. Also
+        used after the implant's caps have zeroed amplitudes in a served slot."""
+        live = self._live32
+        np.sign(self.amplitude_ua, out=live)  # 1 where the electrode stimulates, else 0
+        block = self._params_block
+        if block is not None:
+            # [3, 1] · [1, N]: a product with one term each, i.e. exactly live × parameter.
+            np.dot(self._params3, self._live32_row, out=block)
+        else:
+            np.multiply(live, self._pw32, out=self.phase_width_us)
+            np.multiply(live, self._gap32, out=self.interphase_gap_us)
+            np.multiply(live, self._rate32, out=self.pulse_rate_hz)
+        np.copyto(self._live16, live, casting="unsafe")
+        np.multiply(self._live16, self._pulses16, out=self.n_pulses)
+
+    # -- implant-wide checks ----------------------------------------------------------
+    def live_count_and_total_above(
+        self, max_active: NDArray[np.float32], total_ua: NDArray[np.float64]
+    ) -> bool:
+        """After a served bin: whether more electrodes stimulate over all arrays together
+        than `max_active`, or their summed float64 current exceeds `total_ua` (0-d arrays).
+
+        Why here: the kernel still holds the live mask and the float64 currents, so the
+        implant's check is two products and two comparisons.
+        """
+        np.dot(self._live32_row, self._ones_n32, out=self._n_live)  # exact below 2**24
+        np.greater(self._n_live, max_active, out=self._n_flag)
+        if bool(self._n_flag):
+            return True
+        np.dot(self._cur_row, self._ones_n, out=self._n_sum)
+        np.greater(self._n_sum, total_ua, out=self._n_flag)
+        return bool(self._n_flag)
+
+
+def _params_block(
+    pw: NDArray[np.float32], gap: NDArray[np.float32], rate: NDArray[np.float32]
+) -> NDArray[np.float32] | None:
+    """The [3, A, W] array whose rows are pw, gap and rate, if they are laid out so."""
+    base = pw.base
+    if not (
+        isinstance(base, np.ndarray)
+        and base.dtype == np.float32
+        and base.shape == (3, *pw.shape)
+        and base.flags.c_contiguous
+    ):
+        return None
+    at = [a.__array_interface__["data"][0] for a in (pw, gap, rate)]
+    rows = [base[i].__array_interface__["data"][0] for i in range(3)]
+    if at != rows or not pw.shape == gap.shape == rate.shape:
+        return None
+    return base.reshape(3, -1)  # [3, A·W], the shape the product writes
 
 
 class GeometryKernelCache:

@@ -1,8 +1,9 @@
 """Transports that carry authenticated wire frames (`hardware.wire`) to a stimulator.
 
 `open_link(spec, key)` understands:
-  * ``udp://127.0.0.1:PORT`` (the default transport; one datagram per frame; acks from the
-    stimulator are read without blocking after each send and counted),
+  * ``udp://127.0.0.1:PORT`` (the default transport; one datagram per frame, one `sendto`;
+    acks from the stimulator are read without blocking every `POLL_EVERY` sends, by `poll()`
+    and on close, and counted),
   * ``serial:///dev/ttyUSB0`` or any pyserial URL after ``serial://`` (e.g. ``serial://loop://``),
     optionally ``?baud=N`` (default 3,000,000: a 96-electrode frame is 1,800 bytes, i.e.
     156 ms at 115,200 baud, far too slow for 100 frames/s; USB CDC ports ignore the figure);
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 DEFAULT_PORT = 9750
 DEFAULT_LINK = f"udp://127.0.0.1:{DEFAULT_PORT}"
+#: Sends between two reads of the acknowledgements (a socket buffer holds far more acks).
+POLL_EVERY = 8
 
 
 class LinkError(HardwareError, OSError):
@@ -61,10 +64,16 @@ class StimulatorLink:
         self.key = key
         self.audit = audit
         self.stats = LinkStats()
+        self._until_poll = 1  # the first send polls at once, then every POLL_EVERY
 
     def send(self, frame: StimulationFrame) -> None:
-        """Encode and write one frame; transport errors are counted, never raised."""
-        data = self.encoder.encode(frame)
+        """Encode and write one frame; transport errors are counted, never raised.
+
+        The frame is encoded into the encoder's preallocated buffer and written with one
+        call; acknowledgements are read every `POLL_EVERY` sends (and by `poll`/`close`),
+        not after each one: reading an empty socket is a syscall and an exception per bin.
+        """
+        data = self.encoder.encode_into(frame)
         try:
             self._write(data)
             self.stats.sent += 1
@@ -73,12 +82,15 @@ class StimulatorLink:
             self.stats.send_errors += 1
         if self.audit is not None:
             self.audit.frame(frame)
-        self.poll()
+        self._until_poll -= 1
+        if self._until_poll <= 0:
+            self._until_poll = POLL_EVERY
+            self.poll()
 
     def poll(self) -> None:
         """Read whatever acknowledgements have arrived (non-blocking)."""
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -93,7 +105,7 @@ class UdpLink(StimulatorLink):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         self.sock.sendto(data, self.addr)
 
     def poll(self) -> None:
@@ -105,7 +117,7 @@ class UdpLink(StimulatorLink):
             except OSError:
                 return
             try:
-                ack = decode_ack(self.key, data)
+                ack = decode_ack(self.key, data, self.encoder._mac_proto)
             except WireError:
                 self.stats.bad_acks += 1
                 continue
@@ -117,6 +129,7 @@ class UdpLink(StimulatorLink):
                 self.stats.last_nack_reason = ack.reason
 
     def close(self) -> None:
+        self.poll()  # the acks of the last sends, before they are lost with the socket
         self.sock.close()
 
 
@@ -135,7 +148,7 @@ class SerialLink(StimulatorLink):
         except (serial.SerialException, ValueError) as exc:
             raise LinkError(f"cannot open serial port {url}: {exc}") from exc
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         self.port.write(data)
 
     def close(self) -> None:
@@ -152,7 +165,7 @@ class FileLink(StimulatorLink):
         except OSError as exc:
             raise LinkError(f"cannot open file sink {path}: {exc}") from exc
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         self.fh.write(data)
 
     def close(self) -> None:

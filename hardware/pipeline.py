@@ -315,12 +315,17 @@ Slot = tuple[
 
 
 def _slot(rows: int, width: int) -> Slot:
-    """One ring slot: the five [rows, width] frame fields a kernel writes into."""
+    """One ring slot: the five [rows, width] frame fields a kernel writes into.
+
+    Phase width, gap and pulse rate are the rows of one [3, rows, width] block, so that the
+    kernel fills all three with one multiply (`hardware.kernel._params_block`).
+    """
     f = np.float32
+    params = np.zeros((3, rows, width), f)
     return (
         np.zeros((rows, width), f),
-        np.zeros((rows, width), f),
-        np.zeros((rows, width), f),
-        np.zeros((rows, width), f),
+        params[0],
+        params[1],
+        params[2],
         np.zeros((rows, width), np.uint16),
     )

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from hardware.calibration_file import BrightnessCurve, ElectrodeCalibration, PatientCalibration
-from hardware.kernel import PARTITION_SCRATCH_BYTES
+from hardware.kernel import CAPS_SCRATCH_BYTES
 from hardware.mapping import MappingConfig
 from hardware.pipeline import RING_FRAMES, StimulationPipeline
 from hardware.safety import SafetyLimits, check_frame
@@ -206,7 +206,7 @@ def test_kernel_with_binding_caps_allocates_only_numpys_partition_scratch(utah):
     assert kernel.run(rates) and kernel.caps_ran
     assert int((kernel.amplitude_ua > 0).sum()) <= 16
     net, peak = measure_allocations(lambda: kernel.run(rates))
-    assert net * 500 <= 1 and peak <= PARTITION_SCRATCH_BYTES, (net, peak)
+    assert net * 500 <= 1 and peak <= CAPS_SCRATCH_BYTES, (net, peak)
 
 
 def test_process_allocates_only_the_frame_stamp(utah):

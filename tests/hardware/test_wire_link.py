@@ -216,3 +216,66 @@ def test_file_sink_and_bad_specs(utah, key, make_frame, tmp_path):
     with pytest.raises(LinkError, match="too short"):
         open_link(f"file://{path}", b"short")
     assert struct.calcsize(">H") == 2
+
+
+def test_encode_into_writes_exactly_encode_frames_bytes(utah, orion, key, make_frame):
+    """The preallocated live path (`FrameEncoder.encode_into`) and the reference
+    `encode_frame` give the same bytes, frame after frame and across arrays, for ordinary,
+    zero and adversarial values; the buffer is reused, `encode` returns a copy."""
+    clock = iter(range(10_000, 20_000))
+    enc = FrameEncoder(key, clock_us=lambda: next(clock))
+    rng = np.random.default_rng(11)
+    views = set()
+    for i in range(12):
+        array = orion if i % 5 == 4 else utah
+        frame = sample_frame(array, make_frame, seq=i + 1)
+        if i % 3 == 1:
+            frame.amplitude_ua[rng.integers(0, array.n, 3)] = [np.nan, -1.0, np.inf]
+        if i % 4 == 2:
+            frame = make_frame(array, amp=0.0, sequence=i + 1)  # a stop frame (flag set)
+        view = enc.encode_into(frame)
+        assert bytes(view) == encode_frame(frame, key, enc.last_sequence)
+        views.add(id(enc._layout))
+        kept = enc.encode(frame)
+        assert kept == encode_frame(frame, key, enc.last_sequence) and isinstance(kept, bytes)
+    assert len(views) > 1  # a new buffer when the array changes, reused otherwise
+    flags = encode_frame(make_frame(utah, amp=0.0), key, 1)[6]
+    assert flags & 0x01
+
+
+def test_udp_link_sends_one_datagram_per_frame_and_counts_acks_on_close(utah, key, make_frame):
+    """One sendto per frame; the acks, read every few sends, are all counted by close()."""
+    from hardware.safety import SafetyLimits
+    from hardware.stimulator import SimulatedStimulator
+
+    stim = SimulatedStimulator("127.0.0.1", 0, key, SafetyLimits(), utah)
+    stim.start()
+    try:
+        link = open_link(f"udp://127.0.0.1:{stim.port}", key)
+        calls = []
+
+        class CountingSocket:  # the real socket, with its sendto calls recorded
+            def __init__(self, sock):
+                self._sock = sock
+
+            def sendto(self, data, addr):
+                calls.append(len(data))
+                return self._sock.sendto(data, addr)
+
+            def __getattr__(self, name):
+                return getattr(self._sock, name)
+
+        link.sock = CountingSocket(link.sock)
+        for i in range(5):
+            link.send(sample_frame(utah, make_frame, seq=i + 1))
+        assert calls == [HEADER.size + 18 * utah.n + MAC_BYTES] * 5
+        import time
+
+        deadline = time.monotonic() + 5
+        while stim.stats.acks_sent < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        link.close()
+        assert link.stats.sent == 5 and link.stats.acks == 5 and link.stats.bad_acks == 0
+        assert stim.stats.received == 5 and stim.stats.accepted == 5
+    finally:
+        stim.stop()

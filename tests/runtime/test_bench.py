@@ -21,6 +21,7 @@ from runtime.bench.models import (
     EndToEnd,
     InferenceRow,
     InferenceStats,
+    LivePathTarget,
 )
 from runtime.bench.report import evaluate_targets, run_benchmark
 from runtime.inference import InferenceError, OrtEngine, SessionSettings
@@ -107,6 +108,7 @@ def test_benchmark_report_json_and_histogram(tmp_path: Path, toy_spec: ModelSpec
     assert [name for name, _ in t.measured()] == [
         "step_vs_window",
         "e2e",
+        "live_path",
         "paced_zero_lost",
         "flood_losses_reported",
         "allocations",
@@ -265,6 +267,39 @@ def test_allocation_target_is_judged_from_the_count() -> None:
     assert ok is not None and ok.met
     bad = evaluate_targets([], allocations=report(1)).allocations
     assert bad is not None and not bad.met and bad.net_blocks_per_bin > 1
+
+
+def test_live_path_targets_are_ratios_of_one_runs_stage_p50s() -> None:
+    """Issue 17: mapping + safety ≤ 0.3 × the model step, the whole bin ≤ 1.5 × it, p99 ≤
+    1.2 ms, all judged on one as-fast-as-possible run."""
+
+    def judged(
+        infer: float,
+        mapping: float,
+        total: float,
+        p99: float,
+        pacing: Pacing = Pacing.AS_FAST_AS_POSSIBLE,
+    ) -> LivePathTarget:
+        e2e = _e2e(p99, pacing=pacing)
+
+        def q(p50: float, p99_: float) -> LatencyStats:
+            return LatencyStats(p50=p50, p90=p50, p99=p99_, p999=p99_, max=p99_, mean=p50)
+
+        lat = {"infer": q(infer, infer), "map": q(mapping, mapping), "total": q(total, p99)}
+        e2e = e2e.model_copy(update={"run": e2e.run.model_copy(update={"latency_ms": lat})})
+        t = evaluate_targets([], e2e).live_path
+        assert t is not None
+        return t
+
+    ok = judged(infer=0.1, mapping=0.03, total=0.15, p99=1.0)
+    assert ok.met and ok.map_vs_infer_p50 == pytest.approx(0.3)
+    assert ok.total_vs_infer_p50 == pytest.approx(1.5)
+    assert not judged(infer=0.1, mapping=0.031, total=0.15, p99=1.0).met
+    assert not judged(infer=0.1, mapping=0.03, total=0.16, p99=1.0).met
+    assert not judged(infer=0.1, mapping=0.03, total=0.15, p99=1.3).met
+    assert not judged(infer=0.1, mapping=0.03, total=0.15, p99=1.0, pacing=Pacing.REAL_TIME).met
+    # a run without the stages timed is not judged at all
+    assert evaluate_targets([], _e2e(1.0)).live_path is None
 
 
 def test_preview_composes_camera_ratemap_and_phosphenes(
