@@ -353,9 +353,30 @@ def _strings(f: h5py.File, name: str, expected: str) -> tuple[str, ...]:
     return tuple(v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in raw.tolist())
 
 
+#: What h5py and numpy raise on a damaged or hostile file once it has opened (a truncated
+#: dataset, a bad filter, a dtype that will not convert, a string that is not UTF-8).
+_H5_READ_ERRORS = (OSError, KeyError, TypeError, ValueError, RuntimeError, OverflowError)
+
+
 def read_recording(path: str | Path) -> Recording:
-    """Read and validate a recording; raise RecordingFormatError naming what is wrong."""
+    """Read and validate a recording; raise RecordingFormatError naming what is wrong.
+
+    Any error h5py or numpy raises while reading an opened file (truncated data, wrong
+    dtypes, undecodable strings) becomes a RecordingFormatError too: the file is untrusted,
+    so a damaged one is a one-line refusal, not a traceback.
+    """
     path = Path(path)
+    try:
+        return _read_recording(path)
+    except RecordingFormatError:
+        raise
+    except _H5_READ_ERRORS as exc:
+        raise RecordingFormatError(
+            f"{path}: unreadable recording ({type(exc).__name__}: {' '.join(str(exc).split())})"
+        ) from exc
+
+
+def _read_recording(path: Path) -> Recording:
     if not path.exists():
         raise RecordingFormatError(f"{path}: no such file")
     if not path.is_file():
@@ -474,6 +495,17 @@ def open_stimulus(path: str | Path) -> StimulusFile:
     frame rate, a 3-D stimulus and well-formed train ranges.
     """
     path = Path(path)
+    try:
+        return _open_stimulus(path)
+    except RecordingFormatError:
+        raise
+    except _H5_READ_ERRORS as exc:
+        raise RecordingFormatError(
+            f"{path}: unreadable recording ({type(exc).__name__}: {' '.join(str(exc).split())})"
+        ) from exc
+
+
+def _open_stimulus(path: Path) -> StimulusFile:
     if not path.is_file():
         raise RecordingFormatError(
             f"{path}: no such file" if not path.exists() else f"{path}: not a file"

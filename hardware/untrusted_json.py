@@ -99,16 +99,12 @@ def parse_untrusted_json(
         raise UntrustedFileError(f"{source}: refused: {_one_line(str(exc))}") from exc
 
 
-def load_untrusted_json(
-    path: str | Path,
-    what: str = "file",
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_depth: int = DEFAULT_MAX_DEPTH,
-) -> Any:
-    """Read, check and parse one JSON file; raise UntrustedFileError with a one-line reason.
+def read_untrusted_bytes(path: str | Path, what: str = "file", max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of a user-supplied file: a regular file (not a directory, device or FIFO)
+    of at most `max_bytes`, checked from its size before reading and again while reading
+    (a file that grows meanwhile). Raise UntrustedFileError with a one-line reason.
 
-    `what` names the kind of file in the message ("calibration file", "manifest").
-    """
+    Why a FIFO is refused: reading one blocks forever; a device may never end."""
     p = Path(path)
     try:
         st = p.stat()
@@ -135,10 +131,29 @@ def load_untrusted_json(
         ) from exc
     if len(data) > max_bytes:
         raise UntrustedFileError(f"{p}: {what} is above the {max_bytes}-byte limit")
+    return data
+
+
+def read_untrusted_text(path: str | Path, what: str = "file", max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+    """`read_untrusted_bytes` decoded as UTF-8 (strictly: a bad byte is a refusal)."""
+    data = read_untrusted_bytes(path, what, max_bytes)
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UntrustedFileError(
-            f"{p}: {what} is not UTF-8 text (bad byte at offset {exc.start})"
+            f"{Path(path)}: {what} is not UTF-8 text (bad byte at offset {exc.start})"
         ) from exc
-    return parse_untrusted_json(text, source=str(p), max_depth=max_depth)
+
+
+def load_untrusted_json(
+    path: str | Path,
+    what: str = "file",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> Any:
+    """Read, check and parse one JSON file; raise UntrustedFileError with a one-line reason.
+
+    `what` names the kind of file in the message ("calibration file", "manifest").
+    """
+    text = read_untrusted_text(path, what, max_bytes)
+    return parse_untrusted_json(text, source=str(Path(path)), max_depth=max_depth)
