@@ -115,7 +115,7 @@ class SessionLog:
         """Read an existing session file for resuming (or inspecting)."""
         p = Path(path)
         try:
-            text = read_untrusted_text(p, "calibration session file", MAX_SESSION_BYTES)
+            text = read_untrusted_text(p, "session file", MAX_SESSION_BYTES)
         except UntrustedFileError as exc:
             raise SessionError(str(exc)) from exc
         lines = text.split("\n")
@@ -141,8 +141,7 @@ class SessionLog:
             header = SessionHeader.model_validate(record(*body[0]))
         except ValidationError as exc:
             raise SessionError(
-                f"{p}: line {body[0][0]} is not a calibration session header: "
-                f"{_first_error(exc)}"
+                f"{p}: line {body[0][0]} is not a calibration session header: {_first_error(exc)}"
             ) from exc
         trials: list[TrialRecord] = []
         complete = False

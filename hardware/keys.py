@@ -42,7 +42,9 @@ def load_or_create_device_key(path: Path | None = None) -> bytes:
     p = Path(path) if path is not None else default_key_path()
     if not p.exists() and not p.is_symlink():
         if p.parent.exists() and not p.parent.is_dir():
-            raise DeviceKeyError(f"{p}: cannot create the device key ({p.parent} is not a directory)")
+            raise DeviceKeyError(
+                f"{p}: cannot create the device key ({p.parent} is not a directory)"
+            )
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
