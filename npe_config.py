@@ -14,6 +14,7 @@ then defaults) beside its results with `write_effective_config`, and ``npe confi
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -100,8 +101,8 @@ def _check_toml_type(path: Path, key: str, param: Any, raw: Any) -> None:
             ok = isinstance(v, int) and not isinstance(v, bool)
             want = "an integer"
         elif kind == "float":
-            ok = isinstance(v, int | float) and not isinstance(v, bool)
-            want = "a number"
+            ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            want = "a finite number"
         else:
             ok = isinstance(v, str) and len(v) <= MAX_CONFIG_STRING
             want = f"a string of at most {MAX_CONFIG_STRING} characters"

@@ -121,8 +121,6 @@ class SessionLog:
         lines = text.split("\n")
         torn = lines[-1] != ""  # a complete file ends with a newline
         body = [(n, ln) for n, ln in enumerate(lines[:-1], start=1) if ln.strip()]
-        if torn and lines[-1].strip():
-            print_warning(f"{p}: ignoring a torn last line (interrupted mid-write)")
         if not body:
             raise SessionError(f"{p}: empty session file")
 
@@ -164,6 +162,9 @@ class SessionLog:
                     f"{p}: line {n}: trial index {rec.index}, expected {len(trials)}"
                 )
             trials.append(rec)
+        if torn and lines[-1].strip():
+            # Only now: a file refused above gets its one error line, not a warning too.
+            print_warning(f"{p}: ignoring a torn last line (interrupted mid-write)")
         log = cls(p, header, trials)
         log.complete = complete
         log.unanswered = unanswered

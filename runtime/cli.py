@@ -196,8 +196,14 @@ def run_command(
         )
     except expected as exc:
         raise fail(str(exc)) from None
-    from hardware.audit import EVENT_DEV_UNSIGNED, EVENT_PACKAGE_VERIFIED
+    from hardware.audit import EVENT_BUNDLE_LOADED, EVENT_DEV_UNSIGNED, EVENT_PACKAGE_VERIFIED
 
+    digest = str(spec.extra.get("bundle_digest", ""))
+    chain.audit.event(
+        EVENT_BUNDLE_LOADED,
+        f"{spec.extra.get('bundle', bundle or 'default')}: bundle digest {digest}"
+        + (" (pinned by --expect-digest)" if expect_digest else ""),
+    )
     if unpacked is not None:
         chain.audit.event(
             EVENT_PACKAGE_VERIFIED,
@@ -237,7 +243,7 @@ def run_command(
     console.print(
         f"[bold]npe run[/bold] {spec.name} ({fspec.form}/{fspec.precision}, "
         f"{spec.frame_rate_hz:g} bins/s, window {spec.window_frames}) · {src.name} → "
-        f"{chain.array.name} via {chain.link_spec} · log {log_path}"
+        f"{chain.array.name} via {chain.link_spec} · log {log_path} · bundle digest {digest}"
     )
     error: BaseException | None = None
     summary = None
@@ -266,6 +272,7 @@ def run_command(
     summary.extra = RunContext(
         bundle=str(spec.extra.get("bundle", "")),
         model_sha256=spec.sha256,
+        bundle_digest=str(spec.extra.get("bundle_digest", "")),
         array=chain.array.name,
         link=chain.link_spec,
         audit_log=str(log_path),
