@@ -10,7 +10,6 @@ wrong current in a patient's cortex.
 from __future__ import annotations
 
 import json
-
 from datetime import datetime
 from pathlib import Path
 from typing import Literal

@@ -207,7 +207,7 @@ def test_manifest_mutations_are_refused_even_when_resealed(
         edited = json.loads(raw)
         edited["manifest_sha256"] = BundleManifest.model_validate(edited).content_sha256()
         raw = json.dumps(edited).encode()
-    except Exception:  # noqa: BLE001 - not a valid manifest: left as it is, must be refused
+    except Exception:  # not a valid manifest: left as it is, must be refused
         must_refuse = must_refuse or raw != json.dumps(doc).encode()
     (bundle_copy / "manifest.json").write_bytes(raw)
     refused = _one_line_refusal(lambda: load_bundle(bundle_copy), BundleError)
@@ -323,7 +323,7 @@ TOML_BAD = st.one_of(
             b'source = "' + b"x" * 5000 + b'"',
             b"[npe.run]\nduration = {a = 1}",
         ]
-    ),  # fmt: skip
+    ),
 )
 
 

@@ -232,7 +232,7 @@ def _put(path: Path, data: bytes | None) -> Path:
     return path
 
 
-def cases(fx: Fixtures) -> list[Case]:  # noqa: C901 - one table of cases
+def cases(fx: Fixtures) -> list[Case]:
     out: list[Case] = []
     tmp = fx.tmp
 
@@ -266,7 +266,7 @@ def cases(fx: Fixtures) -> list[Case]:  # noqa: C901 - one table of cases
                 "--key-file",
                 str(tmp / "home" / "k.key"),
             ],
-        ),  # fmt: skip
+        ),
         "array (run)": ({"name": "x", "electrodes": []}, lambda p: run_args("--array", str(p))),
     }
     for loader, (valid, make_args) in json_loaders.items():
