@@ -112,7 +112,9 @@ def serve_cmd(
         100.0, help="Stop all stimulation after this long without a valid frame."
     ),
     deadman_margin_ms: float = typer.Option(
-        10.0, help="Wake up this long before the dead-man deadline (covers wake-up latency)."
+        10.0,
+        help="Record the stop this long before a frame's validity ends "
+        "(the output is zero at its end by construction).",
     ),
     freshness_ms: float = typer.Option(
         250.0, help="Refuse frames sent longer ago (or further ahead) than this."

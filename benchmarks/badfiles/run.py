@@ -98,6 +98,9 @@ class Case:
     klass: str
     argv: Callable[[], list[str]]  # builds the bad input, returns the npe arguments
     expected_exit: int = 2
+    #: A check command's negative verdict (exit 1): it reports the damage as its table and
+    #: writes its report to the output path it was given (under out/); no one-line rule.
+    verdict: bool = False
 
 
 # --- fixtures (all inside the temporary directory) ---------------------------------------
@@ -543,7 +546,9 @@ def cases(fx: Fixtures) -> list[Case]:
             p = _put(fx.new("a.log"), data)
             return ["log", "inspect", str(p), "--json-out", str(tmp / "out" / "r.json")]
 
-        out.append(Case(f"audit log (log inspect): {variant}", klass, make_log, code))
+        out.append(
+            Case(f"audit log (log inspect): {variant}", klass, make_log, code, verdict=code == 1)
+        )
 
     # Device key files (stimulator serve --key-file, run --key-file).
     def key_case(
@@ -756,8 +761,13 @@ def run_case(case: Case, fx: Fixtures, timeout_s: float = 180.0) -> CaseResult:
     seconds = time.perf_counter() - t0
     after = _snapshot(fx.tmp)
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    if case.verdict:  # its report, where it was told to write it
+        changed = [k for k in changed if k != "out" and not k.startswith("out/")]
     lines = [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("warning:")]
     tb = "Traceback (most recent call last)" in stdout + stderr
+    one = len(lines) == 1 and lines[0].startswith("error: ")
+    if case.verdict:
+        one = not lines or one  # the verdict is the table on stdout
     return CaseResult(
         name=case.name,
         klass=case.klass,
@@ -765,7 +775,7 @@ def run_case(case: Case, fx: Fixtures, timeout_s: float = 180.0) -> CaseResult:
         exit_code=code,
         expected_exit=case.expected_exit,
         traceback=tb,
-        one_line=len(lines) == 1 and lines[0].startswith("error: "),
+        one_line=one,
         silently_accepted=code == 0,
         changed_on_disk=changed[:10],
         first_line=(lines[0] if lines else stdout.strip()[:200])[:240],
@@ -828,13 +838,18 @@ def _startup_s(fx: Fixtures) -> float:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default=None, help="run only cases whose name contains this")
+    ap.add_argument(
+        "--only", action="append", default=None,
+        help="run only cases whose name contains this (repeatable)",
+    )  # fmt: skip
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="npe-badfiles-") as d:
         fx = build_fixtures(Path(d))
-        selected = [c for c in cases(fx) if args.only is None or args.only in c.name]
+        selected = [
+            c for c in cases(fx) if args.only is None or any(o in c.name for o in args.only)
+        ]
         results = []
         for k, case in enumerate(selected, 1):
             r = run_case(case, fx)

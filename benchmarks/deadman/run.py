@@ -58,6 +58,9 @@ class DeadmanReport(BaseModel):
     #: when the receive thread recorded the stop (audit/stats), from the send
     bookkeeping_from_send: LatencySummary
     missed_stops: int
+    #: the three latest stops from send, broken down (ms from the send): arrival, validity
+    #: end, bookkeeping, and the wall-clock age the stimulator computed on arrival
+    worst_trials: list[dict[str, float]]
     met: bool
 
 
@@ -116,6 +119,7 @@ def _trials(trials: int, interval_ms: float, margin_ms: float, load: int) -> Dea
     from_arrival: list[float] = []
     observed: list[float] = []
     bookkeeping: list[float] = []
+    detail: list[dict[str, float]] = []
     missed = 0
     with SimulatedStimulator(
         "127.0.0.1", 0, key, SafetyLimits(), arr, interval_ms, deadman_margin_ms=margin_ms
@@ -125,6 +129,7 @@ def _trials(trials: int, interval_ms: float, margin_ms: float, load: int) -> Dea
             before = stim.stats.deadman_stops
             data = enc.encode(frame)
             sent_ns = time.monotonic_ns()
+            sent_wall_us = time.time_ns() // 1000
             tx.sendto(data, addr)
             end_ns = sent_ns + int(10 * interval_ms * 1e6)
             last_active_ns = sent_ns
@@ -141,6 +146,16 @@ def _trials(trials: int, interval_ms: float, margin_ms: float, load: int) -> Dea
             from_arrival.append((stop_ns - stim.stats.last_valid_ns) / 1e6)
             observed.append((last_active_ns - sent_ns) / 1e6)
             bookkeeping.append((stim.stats.last_deadman_stop_ns - sent_ns) / 1e6)
+            st = stim.stats
+            detail.append(
+                {
+                    "stop_ms": (stop_ns - sent_ns) / 1e6,
+                    "arrival_ms": (st.last_valid_ns - sent_ns) / 1e6,
+                    "valid_until_ms": (st.last_valid_until_ns - sent_ns) / 1e6,
+                    "bookkeeping_ms": (st.last_deadman_stop_ns - sent_ns) / 1e6,
+                    "send_wall_minus_wire_sequence_ms": (sent_wall_us - enc.last_sequence) / 1e3,
+                }
+            )
             if (k + 1) % 100 == 0:
                 print(f"  {k + 1}/{trials} trials", file=sys.stderr, flush=True)
     tx.close()
@@ -156,6 +171,7 @@ def _trials(trials: int, interval_ms: float, margin_ms: float, load: int) -> Dea
         observed_active_from_send=o,
         bookkeeping_from_send=_summary(np.array(bookkeeping)),
         missed_stops=missed,
+        worst_trials=sorted(detail, key=lambda d: d["stop_ms"])[-3:],
         met=missed == 0 and s.p100_ms <= interval_ms and o.p100_ms < interval_ms,
     )
 
