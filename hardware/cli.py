@@ -223,11 +223,15 @@ def inspect_cmd(
 
     if not file.exists():
         raise fail(f"{file}: no such audit log")
+    if not file.is_file():
+        raise fail(f"{file}: is a directory or not a regular file, expected an audit log")
     try:
         with console.status(f"verifying {file} ..."):
             report = inspect_log(file)
     except AuditError as exc:
         raise fail(str(exc)) from exc
+    except OSError as exc:  # unreadable (permissions, I/O error): one line, not a traceback
+        raise fail(f"{file}: cannot read the audit log ({exc.strerror or exc})") from exc
     out = json_out or file.with_name(file.name + ".report.json")
     _write_json(out, report.model_dump())
     if as_json:

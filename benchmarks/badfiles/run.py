@@ -536,9 +536,9 @@ def cases(fx: Fixtures) -> list[Case]:
         "directory": ("directory for a file", None, 2),
         "random bytes 64 kB": ("truncated / garbage", bytes(rng.integers(0, 256, 65536, dtype=np.uint8)), 2),
         "empty file": ("truncated / garbage", b"", 2),
-        "truncated mid-record": ("damaged audit log", good_log[: len(good_log) * 2 // 3 + 7], 1),
+        "7 bytes cut from the middle": ("damaged audit log", good_log[: len(good_log) // 2] + good_log[len(good_log) // 2 + 7 :], 1),
         "a flipped byte": ("damaged audit log", good_log[:5000] + bytes([good_log[5000] ^ 0xFF]) + good_log[5001:], 1),
-        "random tail 64 kB": ("damaged audit log", good_log + bytes(rng.integers(0, 256, 65536, dtype=np.uint8)), 1),
+        "random 64 kB in the middle": ("damaged audit log", good_log[: len(good_log) // 2] + bytes(rng.integers(0, 256, 65536, dtype=np.uint8)) + good_log[len(good_log) // 2 :], 1),
     }  # fmt: skip
     for variant, (klass, data, code) in log_cases.items():
 
@@ -843,6 +843,11 @@ def main(argv: list[str]) -> int:
         help="run only cases whose name contains this (repeatable)",
     )  # fmt: skip
     ap.add_argument("--skip-timing", action="store_true")
+    ap.add_argument(
+        "--update", action="store_true",
+        help="with --only: replace those cases (and any of the same class and loader that no "
+        "longer exist) in the existing --out file, keep the rest and its timings",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="npe-badfiles-") as d:
@@ -863,9 +868,19 @@ def main(argv: list[str]) -> int:
             results.append(r)
         times = [] if args.skip_timing else timings(fx)
         startup = _startup_s(fx) if times else 0.0
+    if args.update and args.only and args.out.exists():
+        old = BadfilesReport.model_validate_json(args.out.read_text())
+        results = [r for r in old.results if not any(o in r.name for o in args.only)] + results
+        if not times:
+            times = old.timings
+            startup = 0.0
     by_class = _summaries(results)
     log_t = {t.size_mb: t.seconds - startup for t in times if "log inspect" in t.what}
     ratio = (log_t[4.0] / 4) / (log_t[1.0] / 1) if len(log_t) == 3 and log_t[1.0] > 0 else None
+    if args.update and ratio is None and args.out.exists():
+        ratio = BadfilesReport.model_validate_json(
+            args.out.read_text()
+        ).log_inspect_seconds_per_mb_ratio_4_to_1
     total = {
         "tracebacks": sum(c.tracebacks for c in by_class),
         "wrong_exit": sum(c.wrong_exit for c in by_class),
