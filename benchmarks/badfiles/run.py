@@ -850,6 +850,7 @@ def main(argv: list[str]) -> int:
     )  # fmt: skip
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args(argv)
+    kept_timings: list[Timing] = []
     with tempfile.TemporaryDirectory(prefix="npe-badfiles-") as d:
         fx = build_fixtures(Path(d))
         selected = [
@@ -872,8 +873,8 @@ def main(argv: list[str]) -> int:
         old = BadfilesReport.model_validate_json(args.out.read_text())
         results = [r for r in old.results if not any(o in r.name for o in args.only)] + results
         if not times:
-            times = old.timings
-            startup = 0.0
+            times = []  # the ratio below is taken from the old report, with its start-up
+            kept_timings = old.timings
     by_class = _summaries(results)
     log_t = {t.size_mb: t.seconds - startup for t in times if "log inspect" in t.what}
     ratio = (log_t[4.0] / 4) / (log_t[1.0] / 1) if len(log_t) == 3 and log_t[1.0] > 0 else None
@@ -881,6 +882,7 @@ def main(argv: list[str]) -> int:
         ratio = BadfilesReport.model_validate_json(
             args.out.read_text()
         ).log_inspect_seconds_per_mb_ratio_4_to_1
+        times = times or kept_timings
     total = {
         "tracebacks": sum(c.tracebacks for c in by_class),
         "wrong_exit": sum(c.wrong_exit for c in by_class),
