@@ -8,9 +8,16 @@ that ``npe --help`` shows one flat list. Package CLIs import their heavy depende
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
+
+# ONNX Runtime (>= 1.2x) writes a device id and a telemetry database under
+# ~/.cache/Microsoft/DeveloperTools on import, unless told not to: npe writes nothing it was
+# not asked to (a refused file must leave the disk unchanged; a prosthesis computer keeps no
+# vendor telemetry). Set before any package below imports onnxruntime; a user may override.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import typer
 import typer.main

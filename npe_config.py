@@ -14,10 +14,11 @@ then defaults) beside its results with `write_effective_config`, and ``npe confi
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import tomli_w
 import typer
@@ -41,6 +42,8 @@ __all__ = [
 CONFIG_FILE_NAME = "npe-config.toml"
 #: A configuration file is a few hundred bytes; anything far larger is not one.
 MAX_CONFIG_BYTES = 1 << 20
+#: Longest string value accepted (a path or a link address is far shorter).
+MAX_CONFIG_STRING = 4096
 #: Parameters that are not settings (the config option itself, help).
 _NOT_SETTINGS = frozenset({"config_file", "help"})
 
@@ -55,6 +58,78 @@ def setting_key(param: Any) -> str:
         if opt.startswith("--"):
             return str(opt[2:])
     return str(param.name).replace("_", "-")
+
+
+def read_config_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML configuration file as untrusted input: a regular file under the size
+    limit, UTF-8, parsed without a traceback whatever it holds (tomllib recurses on nested
+    arrays and inline tables, so a file nested 100,000 deep would end in RecursionError)."""
+    from hardware.untrusted_json import UntrustedFileError, read_untrusted_text
+
+    try:
+        text = read_untrusted_text(path, "configuration file", MAX_CONFIG_BYTES)
+    except UntrustedFileError as exc:
+        raise ConfigFileError(str(exc)) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigFileError(f"{path}: TOML nested too deeply; refused") from None
+
+
+def _toml_kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+
+
+def _check_toml_type(path: Path, key: str, param: Any, raw: Any) -> None:
+    """Strict types: a TOML value must already be of the option's kind. Why: click converts
+    leniently ("no" becomes False for a flag, 1.0 a path "1.0"), so a file that says
+    ``preview = "no"`` or ``limits = 1`` would run with a setting nobody wrote."""
+    kind = _option_kind(param)
+    many = kind.startswith("list:")
+    if isinstance(raw, list) and not many:
+        raise ConfigFileError(f"{path}: {key}: expected one value, got an array")
+    kind = kind.removeprefix("list:")
+    for v in raw if many and isinstance(raw, list) else [raw]:
+        if kind == "bool":
+            ok = isinstance(v, bool)
+            want = "a boolean (true or false)"
+        elif kind == "int":
+            ok = isinstance(v, int) and not isinstance(v, bool)
+            want = "an integer"
+        elif kind == "float":
+            ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            want = "a finite number"
+        else:
+            ok = isinstance(v, str) and len(v) <= MAX_CONFIG_STRING
+            want = f"a string of at most {MAX_CONFIG_STRING} characters"
+        if not ok:
+            raise ConfigFileError(f"{path}: {key}: expected {want}, got {_toml_kind(v)}")
+
+
+def _option_kind(param: Any) -> str:
+    """bool, int, float or str (paths, enums, text), prefixed "list:" for repeated options."""
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", str)
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) is not list and len(args) == 1:
+        annotation = args[0]  # X | None
+    if get_origin(annotation) is list:
+        inner = get_args(annotation)
+        return "list:" + _scalar_kind(inner[0] if inner else str)
+    return _scalar_kind(annotation)
+
+
+def _scalar_kind(annotation: Any) -> str:
+    if annotation is bool:
+        return "bool"
+    if annotation is int:
+        return "int"
+    if annotation is float:
+        return "float"
+    return "str"
 
 
 def _settings_params(command: Any) -> dict[str, Any]:
@@ -73,18 +148,7 @@ def load_config_file(path: Path, command: Any, ctx: typer.Context | None = None)
     ``--stall-timeout``; ``stall_timeout`` is accepted too). Returns ``{parameter name: value}``. A table ``[npe.<command>]`` may hold the settings so that
     one file can serve several commands; otherwise the top level is the command's table.
     """
-    if not path.exists():
-        raise ConfigFileError(f"{path}: no such configuration file")
-    if not path.is_file():
-        raise ConfigFileError(f"{path}: not a regular file (a TOML configuration file is expected)")
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise ConfigFileError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a config file")
-    try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigFileError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigFileError(f"{path}: not valid TOML ({exc})") from None
+    data = read_config_toml(path)
     table: Any = data
     name = command.name or ""
     section = data.get("npe")
@@ -105,6 +169,7 @@ def load_config_file(path: Path, command: Any, ctx: typer.Context | None = None)
             raise ConfigFileError(
                 f"{path}: {key}: a positional argument; give it on the command line"
             )
+        _check_toml_type(path, key, param, raw)
         try:
             # The option's own conversion and range checks, as for a value typed as a flag.
             param.process_value(ctx if ctx is not None else typer.Context(command), raw)

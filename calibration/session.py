@@ -10,7 +10,9 @@ are deterministic given their history) and carries on where it stopped.
 
 A torn last line (the process died mid-write) is ignored with a warning; anything else that
 does not parse is refused with the line number, because a session file that lies about what
-was delivered must not be silently trusted.
+was delivered must not be silently trusted. The file is read through the untrusted loader
+(regular file, size limit, UTF-8) and every line parsed with its depth, NaN/Infinity and
+duplicate-key checks, so a hostile file is one line of error, never a traceback.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from typing import IO, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from calibration.errors import CalibrationPackageError
+from hardware.untrusted_json import UntrustedFileError, parse_untrusted_json, read_untrusted_text
 from npe_errors import print_warning
 
 SESSION_SCHEMA = "npe.calibration-session"
 SESSION_VERSION = 1
+#: Largest session file read (bytes): a trial line is ~300 bytes, a session a few thousand.
+MAX_SESSION_BYTES = 64 << 20
 
 
 class SessionError(CalibrationPackageError, ValueError):
@@ -35,7 +40,7 @@ class SessionError(CalibrationPackageError, ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SessionHeader(_Strict):
@@ -77,6 +82,13 @@ class TrialRecord(_Strict):
     time: datetime
 
 
+def _first_error(exc: ValidationError) -> str:
+    """The first validation error as 'field: message' (one line)."""
+    err = exc.errors()[0]
+    where = ".".join(str(x) for x in err["loc"])
+    return f"{where}: {err['msg']}" if where else str(err["msg"])
+
+
 class SessionLog:
     """Append-only, fsync'ed JSON-lines log of one session."""
 
@@ -102,29 +114,39 @@ class SessionLog:
     def open(cls, path: str | Path) -> SessionLog:
         """Read an existing session file for resuming (or inspecting)."""
         p = Path(path)
-        if not p.exists():
-            raise SessionError(f"{p}: no such session file")
-        lines = p.read_text().split("\n")
+        try:
+            text = read_untrusted_text(p, "session file", MAX_SESSION_BYTES)
+        except UntrustedFileError as exc:
+            raise SessionError(str(exc)) from exc
+        lines = text.split("\n")
         torn = lines[-1] != ""  # a complete file ends with a newline
-        body = [ln for ln in lines[:-1] if ln.strip()]
-        if torn and lines[-1].strip():
-            print_warning(f"{p}: ignoring a torn last line (interrupted mid-write)")
+        body = [(n, ln) for n, ln in enumerate(lines[:-1], start=1) if ln.strip()]
         if not body:
             raise SessionError(f"{p}: empty session file")
+
+        def record(n: int, line: str) -> dict[str, object]:
+            source = f"{p}: line {n}"
+            try:
+                obj = parse_untrusted_json(line, source=source)
+            except UntrustedFileError as exc:
+                reason = str(exc).removeprefix(source + ": ")
+                raise SessionError(f"{source} is not JSON npe accepts: {reason}") from exc
+            if not isinstance(obj, dict):
+                raise SessionError(f"{p}: line {n}: expected a JSON object")
+            return obj
+
         try:
-            header = SessionHeader.model_validate_json(body[0])
+            header = SessionHeader.model_validate(record(*body[0]))
         except ValidationError as exc:
             raise SessionError(
-                f"{p}: line 1 is not a calibration session header: {exc.errors()[0]['msg']}"
+                f"{p}: line {body[0][0]} is not a calibration session header: {_first_error(exc)}"
             ) from exc
         trials: list[TrialRecord] = []
         complete = False
         unanswered = 0
-        for n, line in enumerate(body[1:], start=2):
-            try:
-                kind = json.loads(line).get("kind")
-            except json.JSONDecodeError as exc:
-                raise SessionError(f"{p}: line {n} is not JSON") from exc
+        for n, line in body[1:]:
+            obj = record(n, line)
+            kind = obj.get("kind")
             if kind == "complete":
                 complete = True
                 continue
@@ -132,16 +154,17 @@ class SessionLog:
                 unanswered += 1
                 continue
             try:
-                rec = TrialRecord.model_validate_json(line)
+                rec = TrialRecord.model_validate(obj)
             except ValidationError as exc:
-                raise SessionError(
-                    f"{p}: line {n}: bad trial record: {exc.errors()[0]['msg']}"
-                ) from exc
+                raise SessionError(f"{p}: line {n}: bad trial record: {_first_error(exc)}") from exc
             if rec.index != len(trials):
                 raise SessionError(
                     f"{p}: line {n}: trial index {rec.index}, expected {len(trials)}"
                 )
             trials.append(rec)
+        if torn and lines[-1].strip():
+            # Only now: a file refused above gets its one error line, not a warning too.
+            print_warning(f"{p}: ignoring a torn last line (interrupted mid-write)")
         log = cls(p, header, trials)
         log.complete = complete
         log.unanswered = unanswered

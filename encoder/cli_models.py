@@ -149,11 +149,16 @@ def train_command(
     from encoder.models import ModelConfigError
     from encoder.recording import RecordingFormatError
     from encoder.train import TrainConfig, TrainError, dist_info, train
+    from hardware.untrusted_json import UntrustedFileError, parse_untrusted_json
 
     try:
-        model_config = json.loads(model_config_json) if model_config_json else {}
-    except json.JSONDecodeError as exc:
-        raise fail(f"--model-config: not valid JSON ({exc})") from exc
+        model_config = (
+            parse_untrusted_json(model_config_json, source="--model-config")
+            if model_config_json
+            else {}
+        )
+    except UntrustedFileError as exc:
+        raise fail(exc) from exc
     if not isinstance(model_config, dict):
         raise fail("--model-config: expected a JSON object")
     cfg = TrainConfig(

@@ -355,15 +355,46 @@ def _dataset(f: h5py.File, name: str, expected: str) -> NDArray[Any]:
     return np.asarray(obj[()])
 
 
+def _integers(f: h5py.File, name: str, expected: str) -> NDArray[np.int64]:
+    """An integer dataset as int64 (a float one, NaN included, is refused, not cast)."""
+    raw = _dataset(f, name, expected)
+    _require(
+        np.issubdtype(raw.dtype, np.integer),
+        f"/{name}: expected {expected}, got dtype {raw.dtype}",
+    )
+    return raw.astype(np.int64)
+
+
 def _strings(f: h5py.File, name: str, expected: str) -> tuple[str, ...]:
     raw = _dataset(f, name, expected)
     _require(raw.ndim == 1, f"/{name}: expected {expected}, got shape {list(raw.shape)}")
     return tuple(v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in raw.tolist())
 
 
+#: What h5py and numpy raise on a damaged or hostile file once it has opened (a truncated
+#: dataset, a bad filter, a dtype that will not convert, a string that is not UTF-8).
+_H5_READ_ERRORS = (OSError, KeyError, TypeError, ValueError, RuntimeError, OverflowError)
+
+
 def read_recording(path: str | Path) -> Recording:
-    """Read and validate a recording; raise RecordingFormatError naming what is wrong."""
+    """Read and validate a recording; raise RecordingFormatError naming what is wrong.
+
+    Any error h5py or numpy raises while reading an opened file (truncated data, wrong
+    dtypes, undecodable strings) becomes a RecordingFormatError too: the file is untrusted,
+    so a damaged one is a one-line refusal, not a traceback.
+    """
     path = Path(path)
+    try:
+        return _read_recording(path)
+    except RecordingFormatError:
+        raise
+    except _H5_READ_ERRORS as exc:
+        raise RecordingFormatError(
+            f"{path}: unreadable recording ({type(exc).__name__}: {' '.join(str(exc).split())})"
+        ) from exc
+
+
+def _read_recording(path: Path) -> Recording:
     if not path.exists():
         raise RecordingFormatError(f"{path}: no such file")
     if not path.is_file():
@@ -389,15 +420,17 @@ def read_recording(path: str | Path) -> Recording:
             f"/ attrs version: this reader understands version {FORMAT_VERSION}, "
             f"got {version.item() if isinstance(version, np.generic) else version!r}",
         )
-        for attr in ("frame_rate_hz", "pixel_size_deg"):
+        # Upper bounds: no camera or screen runs above 10 kHz, and one pixel cannot span more
+        # than the visual field; a file claiming so would be trained and exported as is.
+        for attr, upper in (("frame_rate_hz", 10_000.0), ("pixel_size_deg", 180.0)):
             _require(attr in f.attrs, f"/ attrs {attr}: missing (expected a positive number)")
             value = f.attrs[attr]
             numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
                 value, (bool, np.bool_)
             )
             _require(
-                numeric and bool(np.isfinite(value)) and float(value) > 0,
-                f"/ attrs {attr}: expected a positive finite number, got {value!r}",
+                numeric and bool(np.isfinite(value)) and 0 < float(value) <= upper,
+                f"/ attrs {attr}: expected a positive finite number up to {upper:g}, got {value!r}",
             )
         stimulus = _dataset(f, "stimulus", "[n_frames, height, width] uint8 or float32")
         responses = _dataset(f, "responses", "[n_frames, n_cells] uint16")
@@ -406,10 +439,7 @@ def read_recording(path: str | Path) -> Recording:
         types = _strings(f, "cells/type", "[n_cells] str")
         center = _dataset(f, "cells/center_deg", "[n_cells, 2] float32").astype(np.float32)
         _require("splits" in f, "/splits: missing group (expected train, val, test)")
-        splits = {
-            name: _dataset(f, f"splits/{name}", "[k, 2] int64").astype(np.int64)
-            for name in f["splits"]
-        }
+        splits = {name: _integers(f, f"splits/{name}", "[k, 2] int64") for name in f["splits"]}
         repeats = None
         if "repeats" in f:
             rep_truth = (
@@ -482,6 +512,17 @@ def open_stimulus(path: str | Path) -> StimulusFile:
     frame rate, a 3-D stimulus and well-formed train ranges.
     """
     path = Path(path)
+    try:
+        return _open_stimulus(path)
+    except RecordingFormatError:
+        raise
+    except _H5_READ_ERRORS as exc:
+        raise RecordingFormatError(
+            f"{path}: unreadable recording ({type(exc).__name__}: {' '.join(str(exc).split())})"
+        ) from exc
+
+
+def _open_stimulus(path: Path) -> StimulusFile:
     if not path.is_file():
         raise RecordingFormatError(
             f"{path}: no such file" if not path.exists() else f"{path}: not a file"

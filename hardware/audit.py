@@ -70,6 +70,10 @@ EVENT_PACKAGE_VERIFIED = "package_verified"
 #: Event kind: a run used unsigned inputs under `npe run --dev-unsigned` (a development run;
 #: a prosthesis computer refuses unsigned input without it).
 EVENT_DEV_UNSIGNED = "dev_unsigned"
+#: Event kind: the bundle a run loaded (detail: path and bundle digest). Why: the manifest's
+#: own seal proves integrity only; this digest, compared with a pinned or signed one, is what
+#: says afterwards which model drove the electrodes.
+EVENT_BUNDLE_LOADED = "bundle_loaded"
 
 
 class AuditError(HardwareError, OSError):

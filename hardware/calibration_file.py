@@ -9,6 +9,7 @@ wrong current in a patient's cortex.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -119,6 +120,7 @@ class PatientCalibration(_Strict):
     arrays: tuple[str, ...] = Field(min_length=1)
     procedures: tuple[Procedure, ...] = ()
     electrodes: tuple[ElectrodeCalibration, ...]
+    """At least one: a calibration of no electrode would disable every electrode silently."""
 
     @model_validator(mode="after")
     def _check(self) -> PatientCalibration:
@@ -127,6 +129,8 @@ class PatientCalibration(_Strict):
                 f"unknown calibration version {self.version}; this npe reads version "
                 f"{CALIBRATION_VERSION}"
             )
+        if not self.electrodes:
+            raise ValueError("the calibration lists no electrodes")
         ids = [e.electrode_id for e in self.electrodes]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -148,14 +152,21 @@ def load_calibration(path: str | Path) -> PatientCalibration:
 
 
 def parse_calibration(raw: object, source: str = "<calibration>") -> PatientCalibration:
-    """Validate an already-parsed calibration document."""
+    """Validate an already-parsed calibration document, strictly: each value must already
+    have its field's JSON type (a number, not the string "20"; true/false, not "no"), since
+    pydantic's lax mode would turn a wrong file into a value nobody wrote. Validated in
+    pydantic's strict JSON mode, where arrays stand for tuples and ISO strings for dates."""
     if isinstance(raw, dict) and raw.get("version") not in (None, CALIBRATION_VERSION):
         raise CalibrationError(
             f"{source}: unknown calibration version {raw.get('version')!r}; "
             f"this npe reads version {CALIBRATION_VERSION}"
         )
     try:
-        return PatientCalibration.model_validate(raw)
+        text = json.dumps(raw, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise CalibrationError(f"{source}: refused: not a JSON document ({exc})") from exc
+    try:
+        return PatientCalibration.model_validate_json(text, strict=True)
     except ValidationError as exc:
         reasons = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"

@@ -177,6 +177,11 @@ def start_chain(
         array_spec: the name or file the array was loaded from (a simulator process loads it
             again; default: the array's name, i.e. a shipped array).
     """
+    if link is not None and key is None:
+        # Before the audit log exists: a refused key file must leave nothing behind.
+        from hardware.keys import load_or_create_device_key
+
+        key = load_or_create_device_key(key_file)
     audit_path.parent.mkdir(parents=True, exist_ok=True)
     audit = AuditLog(audit_path, array, limits, note=note)
     stim: SimulatedStimulator | StimulatorProcess | None = None
@@ -190,10 +195,7 @@ def start_chain(
                 stim = SimulatedStimulator("127.0.0.1", 0, key, limits, array, **kwargs)
                 stim.start()
             link = f"udp://127.0.0.1:{stim.port}"
-        elif key is None:
-            from hardware.keys import load_or_create_device_key
-
-            key = load_or_create_device_key(key_file)
+        assert key is not None
         lnk = open_link(link, key, audit if link_audit else None)
     except BaseException:
         if stim is not None:

@@ -112,7 +112,9 @@ def serve_cmd(
         100.0, help="Stop all stimulation after this long without a valid frame."
     ),
     deadman_margin_ms: float = typer.Option(
-        10.0, help="Wake up this long before the dead-man deadline (covers wake-up latency)."
+        10.0,
+        help="Record the stop this long before a frame's validity ends "
+        "(the output is zero at its end by construction).",
     ),
     freshness_ms: float = typer.Option(
         250.0, help="Refuse frames sent longer ago (or further ahead) than this."
@@ -221,11 +223,15 @@ def inspect_cmd(
 
     if not file.exists():
         raise fail(f"{file}: no such audit log")
+    if not file.is_file():
+        raise fail(f"{file}: is a directory or not a regular file, expected an audit log")
     try:
         with console.status(f"verifying {file} ..."):
             report = inspect_log(file)
     except AuditError as exc:
         raise fail(str(exc)) from exc
+    except OSError as exc:  # unreadable (permissions, I/O error): one line, not a traceback
+        raise fail(f"{file}: cannot read the audit log ({exc.strerror or exc})") from exc
     out = json_out or file.with_name(file.name + ".report.json")
     _write_json(out, report.model_dump())
     if as_json:

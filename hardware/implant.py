@@ -23,7 +23,6 @@ Public API: `ImplantError`, `ImplantFile`, `ImplantLimits`, `Implant`, `ImplantA
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -224,14 +223,12 @@ def load_implant(name_or_path: str | Path) -> Implant:
             raise ImplantError(
                 f"unknown implant {name_or_path!r}; shipped implants: {', '.join(list_implants())}"
             )
+    from hardware.untrusted_json import UntrustedFileError, load_untrusted_json
+
     try:
-        if p.stat().st_size > MAX_IMPLANT_BYTES:
-            raise ImplantError(f"{p}: larger than {MAX_IMPLANT_BYTES} bytes")
-        raw = json.loads(p.read_text())
-    except FileNotFoundError as exc:
-        raise ImplantError(f"{p}: no such implant file") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ImplantError(f"{p}: not valid JSON ({exc})") from exc
+        raw = load_untrusted_json(p, "implant file", max_bytes=MAX_IMPLANT_BYTES)
+    except UntrustedFileError as exc:
+        raise ImplantError(str(exc)) from exc
     return parse_implant(raw, source=str(p), base_dir=p.parent)
 
 

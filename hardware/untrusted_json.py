@@ -24,6 +24,9 @@ from hardware.errors import HardwareError
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 #: Deepest bracket nesting accepted; npe's own files nest fewer than 8 levels.
 DEFAULT_MAX_DEPTH = 64
+#: Longest string accepted (characters): npe's strings are ids, names, paths, dates and
+#: hex digests; a megabyte "patient id" is a hostile file, not a patient.
+DEFAULT_MAX_STRING = 64 * 1024
 
 
 class UntrustedFileError(HardwareError, ValueError):
@@ -34,11 +37,15 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _max_depth(text: str, limit: int) -> int:
-    """Deepest bracket nesting outside strings; stops early once past `limit` (linear scan)."""
+def _max_depth(text: str, limit: int, max_string: int = 1 << 62) -> int:
+    """Deepest bracket nesting outside strings; stops early once past `limit` (linear scan).
+
+    Raises ValueError for a string longer than `max_string` characters (escapes counted as
+    written)."""
     depth = deepest = 0
     in_string = escaped = False
-    for ch in text:
+    start = 0
+    for i, ch in enumerate(text):
         if in_string:
             if escaped:
                 escaped = False
@@ -46,8 +53,11 @@ def _max_depth(text: str, limit: int) -> int:
                 escaped = True
             elif ch == '"':
                 in_string = False
+                if i - start - 1 > max_string:
+                    raise ValueError(f"a string of {i - start - 1} characters (limit {max_string})")
         elif ch == '"':
             in_string = True
+            start = i
         elif ch in "[{":
             depth += 1
             if depth > deepest:
@@ -82,8 +92,11 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def parse_untrusted_json(
     text: str, source: str = "<json>", max_depth: int = DEFAULT_MAX_DEPTH
 ) -> Any:
-    """Parse JSON text with the depth, NaN/Infinity and duplicate-key checks."""
-    depth = _max_depth(text, max_depth)
+    """Parse JSON text with the depth, string length, NaN/Infinity and duplicate-key checks."""
+    try:
+        depth = _max_depth(text, max_depth, DEFAULT_MAX_STRING)
+    except ValueError as exc:
+        raise UntrustedFileError(f"{source}: refused: {exc}") from exc
     if depth > max_depth:
         raise UntrustedFileError(f"{source}: JSON nested deeper than {max_depth} levels; refused")
     try:
@@ -99,16 +112,14 @@ def parse_untrusted_json(
         raise UntrustedFileError(f"{source}: refused: {_one_line(str(exc))}") from exc
 
 
-def load_untrusted_json(
-    path: str | Path,
-    what: str = "file",
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_depth: int = DEFAULT_MAX_DEPTH,
-) -> Any:
-    """Read, check and parse one JSON file; raise UntrustedFileError with a one-line reason.
+def read_untrusted_bytes(
+    path: str | Path, what: str = "file", max_bytes: int = DEFAULT_MAX_BYTES
+) -> bytes:
+    """The bytes of a user-supplied file: a regular file (not a directory, device or FIFO)
+    of at most `max_bytes`, checked from its size before reading and again while reading
+    (a file that grows meanwhile). Raise UntrustedFileError with a one-line reason.
 
-    `what` names the kind of file in the message ("calibration file", "manifest").
-    """
+    Why a FIFO is refused: reading one blocks forever; a device may never end."""
     p = Path(path)
     try:
         st = p.stat()
@@ -135,10 +146,31 @@ def load_untrusted_json(
         ) from exc
     if len(data) > max_bytes:
         raise UntrustedFileError(f"{p}: {what} is above the {max_bytes}-byte limit")
+    return data
+
+
+def read_untrusted_text(
+    path: str | Path, what: str = "file", max_bytes: int = DEFAULT_MAX_BYTES
+) -> str:
+    """`read_untrusted_bytes` decoded as UTF-8 (strictly: a bad byte is a refusal)."""
+    data = read_untrusted_bytes(path, what, max_bytes)
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UntrustedFileError(
-            f"{p}: {what} is not UTF-8 text (bad byte at offset {exc.start})"
+            f"{Path(path)}: {what} is not UTF-8 text (bad byte at offset {exc.start})"
         ) from exc
-    return parse_untrusted_json(text, source=str(p), max_depth=max_depth)
+
+
+def load_untrusted_json(
+    path: str | Path,
+    what: str = "file",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> Any:
+    """Read, check and parse one JSON file; raise UntrustedFileError with a one-line reason.
+
+    `what` names the kind of file in the message ("calibration file", "manifest").
+    """
+    text = read_untrusted_text(path, what, max_bytes)
+    return parse_untrusted_json(text, source=str(Path(path)), max_depth=max_depth)

@@ -666,6 +666,11 @@ def bundle_digest(path: str | Path) -> str:
     return _digest_of(bundle.path, bundle.manifest)
 
 
+def digest_of_loaded(bundle: Bundle) -> str:
+    """`bundle_digest` of a bundle already loaded (and verified) by `load_bundle`."""
+    return _digest_of(bundle.path, bundle.manifest)
+
+
 def _digest_of(path: Path, manifest: BundleManifest) -> str:
     h = hashlib.sha256(_DIGEST_DOMAIN)
     canonical = manifest.canonical_bytes()

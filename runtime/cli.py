@@ -124,7 +124,7 @@ def run_command(
     """Stream frames through the model to the stimulator, live (Ctrl-C stops safely)."""
     from rich.live import Live
 
-    from hardware.audit import EVENT_DEV_UNSIGNED, EVENT_PACKAGE_VERIFIED
+    from hardware.audit import EVENT_BUNDLE_LOADED, EVENT_DEV_UNSIGNED, EVENT_PACKAGE_VERIFIED
     from runtime.inference import SessionSettings
     from runtime.loop import RunContext
     from runtime.package import prosthesis_mode
@@ -193,6 +193,12 @@ def run_command(
     except expected as exc:
         raise fail(str(exc)) from None
     chain = session.chain
+    digest = str(spec.extra.get("bundle_digest", ""))
+    chain.audit.event(
+        EVENT_BUNDLE_LOADED,
+        f"{spec.extra.get('bundle', bundle or 'default')}: bundle digest {digest}"
+        + (" (pinned by --expect-digest)" if expect_digest else ""),
+    )
     if unpacked is not None:
         chain.audit.event(
             EVENT_PACKAGE_VERIFIED,
@@ -216,6 +222,7 @@ def run_command(
         f"[bold]npe run[/bold] {spec.name} ({fspec.form}/{fspec.precision}, "
         f"{spec.frame_rate_hz:g} bins/s, window {spec.window_frames}) · "
         f"{session.source.name} → {chain.array.name} via {chain.link_spec} · log {log_path}"
+        f" · bundle digest {digest}"
     )
     error: BaseException | None = None
     with session:
@@ -239,6 +246,7 @@ def run_command(
     summary.extra = RunContext(
         bundle=str(spec.extra.get("bundle", "")),
         model_sha256=spec.sha256,
+        bundle_digest=str(spec.extra.get("bundle_digest", "")),
         array=chain.array.name,
         link=chain.link_spec,
         audit_log=str(log_path),

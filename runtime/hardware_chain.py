@@ -82,13 +82,18 @@ def build_chain(
     arr = load_array(array)
     lim = SafetyLimits.load(limits) if limits is not None else SafetyLimits()
     cal = load_calibration(calibration) if calibration is not None else None
+    # The pipeline (which checks the calibration against this array and these limits) and
+    # the device key come before the chain: a refused calibration or key file must not leave
+    # an audit log behind (a refusal changes nothing on disk).
+    pipeline = StimulationPipeline(arr, cal, lim)
+    key = None
+    if link is not None:
+        from hardware.keys import load_or_create_device_key
+
+        key = load_or_create_device_key(key_file)
     chain = start_chain(
-        arr, lim, log_path, note="npe run", link=link, key_file=key_file,
+        arr, lim, log_path, note="npe run", link=link, key=key,
         simulator=SimulatorMode(stimulator), array_spec=array,
     )  # fmt: skip
-    try:
-        pipeline = StimulationPipeline(arr, cal, lim, audit=chain.audit)
-    except BaseException:
-        chain.close()
-        raise
+    pipeline.audit = chain.audit
     return HardwareChain(chain, cal, pipeline)

@@ -122,6 +122,8 @@ class RunContext(BaseModel):
 
     bundle: str
     model_sha256: str
+    #: `runtime.bundle.bundle_digest` of the bundle that ran (compare with a pinned one)
+    bundle_digest: str = ""
     array: str
     link: str
     audit_log: str

@@ -176,7 +176,13 @@ def load_private_key(path: Path) -> tuple[object, str]:
             "chmod 600 it"
         )
     try:
-        key = load_pem_private_key(path.read_bytes(), password=None)
+        from hardware.untrusted_json import UntrustedFileError, read_untrusted_bytes
+
+        key = load_pem_private_key(
+            read_untrusted_bytes(path, "signing key file", 64 << 10), password=None
+        )
+    except UntrustedFileError as exc:
+        raise PackageError(str(exc)) from exc
     except (ValueError, TypeError) as exc:
         raise PackageError(f"{path}: not a PEM private key ({exc})") from exc
     if not isinstance(key, Ed25519PrivateKey):
@@ -202,12 +208,16 @@ def revoked_ids(keys_dir: Path) -> set[str]:
     path = keys_dir / REVOKED_NAME
     if not path.exists():
         return set()
+    from hardware.untrusted_json import UntrustedFileError, load_untrusted_json
+
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = load_untrusted_json(path, "revocation list", max_bytes=MAX_META_BYTES)
+        if not isinstance(raw, dict):
+            raise TypeError("expected a JSON object")
         ids = raw["revoked"]
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise TypeError("'revoked' must be a list of key ids")
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (UntrustedFileError, KeyError, TypeError) as exc:
         # An unreadable revocation list must not silently trust everything.
         raise PackageError(f"{path}: unreadable revocation list ({exc})") from exc
     return set(ids)
@@ -237,9 +247,13 @@ def trusted_public_keys(keys_dir: Path) -> dict[str, object]:
     if not keys_dir.is_dir():
         raise PackageError(f"{keys_dir}: no trusted key directory (see `npe deploy keygen`)")
     out: dict[str, object] = {}
+    from hardware.untrusted_json import UntrustedFileError, read_untrusted_bytes
+
     for p in sorted(keys_dir.glob("*.pub")):
         try:
-            key = load_pem_public_key(p.read_bytes())
+            key = load_pem_public_key(read_untrusted_bytes(p, "public key file", 64 << 10))
+        except UntrustedFileError as exc:
+            raise PackageError(str(exc)) from exc
         except ValueError as exc:
             raise PackageError(f"{p}: not a PEM public key ({exc})") from exc
         if not isinstance(key, Ed25519PublicKey):

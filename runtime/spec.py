@@ -231,6 +231,8 @@ def load_model_spec(
     from runtime import bundle as bundle_mod
 
     p = Path(path) if path is not None else bundle_mod.default_bundle_path()
-    return spec_from_bundle(
-        bundle_mod.load_bundle(p, verify=verify, expected_digest=expected_digest)
-    )
+    bundle = bundle_mod.load_bundle(p, verify=verify, expected_digest=expected_digest)
+    spec = spec_from_bundle(bundle)
+    # What a pinned --expect-digest or a package signature covers; `npe run` logs it.
+    spec.extra["bundle_digest"] = bundle_mod.digest_of_loaded(bundle)
+    return spec

@@ -110,9 +110,37 @@ class SimulationConfig:
 
     @classmethod
     def from_json(cls, text: str) -> SimulationConfig:
-        raw: dict[str, Any] = json.loads(text)
+        """Parse a stored config (from a recording's attributes: untrusted like the file).
+
+        Strict types: each value must already be of its field's type (an int where an int
+        is declared, a number for a float, a string for the stimulus), since a file could
+        hold anything and `__post_init__` compares numbers."""
+        from hardware.untrusted_json import UntrustedFileError, parse_untrusted_json
+
+        try:
+            raw: Any = parse_untrusted_json(text, source="simulation config")
+        except UntrustedFileError as exc:
+            raise SimulationConfigError(str(exc)) from exc
+        if not isinstance(raw, dict):
+            raise SimulationConfigError("simulation config: expected a JSON object")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise SimulationConfigError(f"unknown simulation parameters: {', '.join(unknown)}")
+        for f in fields(cls):
+            if f.name not in raw:
+                continue
+            v = raw[f.name]
+            want = type(getattr(cls(), f.name))
+            ok = (
+                isinstance(v, str)
+                if want is str
+                else isinstance(v, int | float) and not isinstance(v, bool)
+                if want is float
+                else isinstance(v, int) and not isinstance(v, bool)
+            )
+            if not ok:
+                raise SimulationConfigError(
+                    f"simulation config: {f.name}: expected {want.__name__}, got {type(v).__name__}"
+                )
         return cls(**raw)

@@ -242,8 +242,9 @@ def test_senders_without_the_key_get_no_reply_at_all(stim, utah, key, make_frame
 
 
 def test_deadman_stop_is_due_at_the_deadline_never_before(utah, key, make_frame):
-    """The mechanism, not its timing: each stop comes after interval − margin from the
-    frame's arrival (the wake-up is the deadline), and one stop per silent period."""
+    """The mechanism, not its timing: each frame is valid for at most the interval from its
+    arrival, the thread records the stop no earlier than validity end − margin, and there is
+    one stop per silent period."""
     with SimulatedStimulator(
         "127.0.0.1", 0, key, SafetyLimits(), utah, deadman_ms=40, deadman_margin_ms=5
     ) as s:
@@ -251,10 +252,40 @@ def test_deadman_stop_is_due_at_the_deadline_never_before(utah, key, make_frame)
         for k in range(3):
             link.send(frame_with(utah, make_frame, 30.0, seq=k + 1))
             assert wait_for(lambda k=k: s.stats.deadman_stops == k + 1)
-            assert s.stats.last_deadman_stop_ns - s.stats.last_valid_ns >= 35_000_000
+            valid_for = s.stats.last_valid_until_ns - s.stats.last_valid_ns
+            assert 0 < valid_for <= 40_000_000
+            assert s.stats.last_deadman_stop_ns >= s.stats.last_valid_until_ns - 5_000_000
+            assert s.stats.last_stop_ns <= s.stats.last_valid_until_ns
             assert not s.output.active.any()
         link.close()
-    assert s.stats.deadman_latency_ms_max >= 35.0
+
+
+def test_a_frame_is_self_limiting_without_any_thread(utah, key, make_frame):
+    """No receive thread runs here: the output falls to zero at the frame's validity end by
+    construction (a late thread cannot keep current flowing)."""
+    clock = [now_us()]
+    s = _stim(utah, key, clock_us=lambda: clock[0])  # deadman 100 ms; floor: its start
+    t = clock[0] = clock[0] + 200_000
+    f = frame_with(utah, make_frame, 30.0)
+    arrived = time.monotonic_ns()
+    assert s.handle(encode_frame(f, key, t - 30_000), None, None)  # sent 30 ms ago
+    assert s.output.active.any()
+    valid_for = s.stats.last_valid_until_ns - arrived
+    # 100 ms from the send, not from the arrival: 70 ms (+ the time handle() took) left.
+    assert 70_000_000 <= valid_for <= 100_000_000
+    # An arrival long ago (the thread stalled since): already zero, nothing had to run.
+    assert s.handle(encode_frame(f, key, t - 1), None, None, received_ns=arrived - 200_000_000)
+    assert s.stats.accepted == 2 and not s.output.active.any()
+
+
+def test_a_frame_older_than_the_interval_never_stimulates(utah, key, make_frame):
+    """Fresh enough to be accepted (250 ms window) but sent longer ago than the dead-man
+    interval: its validity is already over when it arrives."""
+    clock = [now_us()]
+    s = _stim(utah, key, clock_us=lambda: clock[0])
+    t = clock[0] = clock[0] + 200_000
+    assert s.handle(encode_frame(frame_with(utah, make_frame, 30.0), key, t - 150_000), None, None)
+    assert s.stats.accepted == 1 and not s.output.active.any()
 
 
 def test_refuses_a_margin_not_below_the_interval(utah, key):
