@@ -431,7 +431,9 @@ class Trainer:
             return batch_stream(self.sessions, plan, self.window, cfg.batch_size)
 
         prefetcher = Prefetcher(stream, cfg.prefetch) if cfg.prefetch > 0 else None
-        source = prefetcher if prefetcher is not None else stream()
+        source: Prefetcher[tuple[int, Tensor, Tensor]] | _Timed = (
+            prefetcher if prefetcher is not None else _Timed(stream())
+        )
         try:
             for step, (k, x, y) in enumerate(source, start=1):
                 x, y = x.to(self.device), y.to(self.device)
@@ -453,7 +455,7 @@ class Trainer:
         finally:
             if prefetcher is not None:
                 prefetcher.close()
-        wait_ms = prefetcher.wait_ms if prefetcher is not None else 0.0
+        wait_ms = source.wait_ms
         self.data_wait_ms += wait_ms
         scores = self.validate()
         sessions = tuple(
@@ -562,6 +564,24 @@ class Trainer:
     def _fire(self, hook: str, event: Any) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(self, event)
+
+
+class _Timed:
+    """Batches built in line (--prefetch 0), with the time spent building them in `wait_ms`."""
+
+    def __init__(self, items: Iterator[tuple[int, Tensor, Tensor]]) -> None:
+        self._items = items
+        self.wait_ms = 0.0
+
+    def __iter__(self) -> _Timed:
+        return self
+
+    def __next__(self) -> tuple[int, Tensor, Tensor]:
+        t0 = time.monotonic()
+        try:
+            return next(self._items)
+        finally:
+            self.wait_ms += (time.monotonic() - t0) * 1000.0
 
 
 def _mean_pcc(values: list[float]) -> float:

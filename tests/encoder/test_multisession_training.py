@@ -1,0 +1,137 @@
+"""Multi-session training, data side: one lazy dataset per session, batches tagged and
+interleaved, validation per session, refusals naming the files, the repeatable --data flag.
+
+The model is `support.multisession_standin` (the agreed interface) until the models branch's
+`encoder.models.multisession` is merged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support import multisession_standin
+from support.train_reference import cases
+from typer.testing import CliRunner
+
+from encoder.recording import Recording, write_recording
+from encoder.train import EpochMetrics, StepDone, TrainConfig, TrainError, TrainEvent, train
+
+
+def _recording(seed: int, session: str, n_frames: int = 1200) -> Recording:
+    from support.train_reference import _helper as load
+
+    rec: Recording = load().make_recording(n_frames=n_frames, seed=seed)
+    return dataclasses.replace(rec, extra_attrs={"session": session})
+
+
+@pytest.fixture(scope="module")
+def two_sessions(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("sessions")
+    a = write_recording(_recording(0, "retina-a"), d / "a.h5")
+    b = write_recording(_recording(1, "retina-b", n_frames=1800), d / "b.h5")
+    return a, b
+
+
+def _cfg(**kw: object) -> TrainConfig:
+    return TrainConfig(**{**cases()["streaming"], **kw})  # type: ignore[arg-type]
+
+
+def test_two_sessions_share_a_core_with_one_readout_each(
+    two_sessions: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    multisession_standin.install(monkeypatch)
+    events: list[TrainEvent] = []
+    result = train(list(two_sessions), tmp_path / "run", _cfg(), progress=events.append)
+    assert result.sessions == ("retina-a", "retina-b")
+    steps = [e for e in events if isinstance(e, StepDone)]
+    epochs = [e for e in events if isinstance(e, EpochMetrics)]
+    first = [s.session for s in steps if s.epoch == 1]
+    # interleaved, not one session after the other; the larger session gets more steps
+    assert set(first) == {"retina-a", "retina-b"}
+    assert first != sorted(first) and first != sorted(first, reverse=True)
+    for e in epochs:
+        a, b = e.sessions
+        assert (a.session, b.session) == ("retina-a", "retina-b")
+        assert b.steps > a.steps > 0 and a.steps + b.steps == sum(s.epoch == e.epoch for s in steps)
+        assert e.val_loss == pytest.approx(a.val_loss + b.val_loss)  # summed over sessions
+        assert e.val_pcc == pytest.approx((a.val_pcc + b.val_pcc) / 2)
+    # each session's best readout is an ordinary checkpoint with that session's cells
+    for path, name in zip(two_sessions, result.sessions, strict=True):
+        meta = json.loads((tmp_path / "run" / "sessions" / name / "checkpoint.json").read_text())
+        assert meta["data_path"] == str(path.resolve()) and len(meta["cells"]["ids"]) == 3
+    config = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert config["data"] == [str(p) for p in two_sessions]
+    again = train(list(two_sessions), tmp_path / "again", _cfg())
+    assert again.weights_sha256 == result.weights_sha256  # seeded interleaving
+
+
+def test_sessions_that_cannot_train_together_are_refused_naming_the_files(
+    two_sessions: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    multisession_standin.install(monkeypatch)
+    a, _ = two_sessions
+    fast = write_recording(
+        dataclasses.replace(_recording(2, "fast"), frame_rate_hz=40.0), tmp_path / "fast.h5"
+    )
+    rec = _recording(3, "small")
+    small = write_recording(
+        dataclasses.replace(
+            rec, stimulus=np.ascontiguousarray(rec.stimulus[:, :10, :10]), repeats=None
+        ),
+        tmp_path / "small.h5",
+    )
+    same = write_recording(_recording(4, "retina-a"), tmp_path / "same.h5")
+    for other, needle in (
+        (fast, "is at 40 Hz but"),
+        (small, "has 10×10 px frames but"),
+        (same, "are both session 'retina-a'"),
+    ):
+        with pytest.raises(TrainError, match=needle) as info:
+            train([a, other], tmp_path / "x", _cfg())
+        assert str(other) in str(info.value) and str(a) in str(info.value)
+        assert "\n" not in str(info.value)
+    with pytest.raises(TrainError, match="--cells selects cells of one recording"):
+        train(list(two_sessions), tmp_path / "x", _cfg(cells=(0,)))
+    assert not (tmp_path / "x").exists()  # refused before writing
+
+
+def test_without_the_multisession_model_several_recordings_are_a_clear_error(
+    two_sessions: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "encoder.models.multisession", None)  # import fails
+    with pytest.raises(TrainError, match=r"need encoder\.models\.multisession"):
+        train(list(two_sessions), tmp_path / "x", _cfg())
+
+
+@pytest.mark.cli
+def test_cli_repeatable_data_flag(
+    two_sessions: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from encoder.cli_models import app
+
+    multisession_standin.install(monkeypatch)
+    a, b = two_sessions
+    kw = cases()["streaming"]
+    common = ["--model", "streaming", "--max-epochs", "1", "--threads", "1"]
+    common += ["--model-config", json.dumps(kw["model_config"]), "--chunk-ms", "800"]
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["train", "--data", str(a), "--data", str(b), "--out", str(tmp_path / "r"), *common]
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "r" / "train_summary.json").read_text())
+    assert summary["sessions"] == ["retina-a", "retina-b"] and summary["epochs"] == 1
+    assert "retina-a r" in res.output  # per-session validation in the epoch line
+    fast = write_recording(
+        dataclasses.replace(_recording(2, "fast"), frame_rate_hz=40.0), tmp_path / "fast.h5"
+    )
+    res = runner.invoke(
+        app, ["train", "--data", str(a), "--data", str(fast), "--out", str(tmp_path / "f"), *common]
+    )
+    assert res.exit_code == 2 and res.stderr.startswith("error: --data ")
+    assert res.stderr.count("\n") == 1 and not (tmp_path / "f").exists()
