@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from encoder.checkpoint import make_meta, save_checkpoint
-from encoder.training.events import EpochMetrics, EpochStarted, StepDone, Stopped, TrainEvent
+from encoder.training.events import (
+    EpochMetrics,
+    EpochStarted,
+    Improved,
+    StepDone,
+    Stopped,
+    TrainEvent,
+)
 from encoder.training.init import label_types
 
 if TYPE_CHECKING:
@@ -130,6 +137,9 @@ class Progress(Callback):
 
     def on_step_end(self, trainer: Trainer, event: StepDone) -> None:
         self.progress(event)
+
+    def on_improvement(self, trainer: Trainer, metrics: EpochMetrics) -> None:
+        self.progress(Improved(epoch=metrics.epoch, val_loss=metrics.val_loss))
 
     def on_epoch_end(self, trainer: Trainer, metrics: EpochMetrics) -> None:
         self.progress(metrics)

@@ -135,3 +135,21 @@ def test_cli_repeatable_data_flag(
     )
     assert res.exit_code == 2 and res.stderr.startswith("error: --data ")
     assert res.stderr.count("\n") == 1 and not (tmp_path / "f").exists()
+
+
+@pytest.mark.cli
+def test_config_file_lists_several_recordings(tmp_path: Path) -> None:
+    """`data = [...]` in a TOML file fills the repeatable --data; one value stays a scalar."""
+    import tomllib
+
+    from npe_cli import app
+
+    cfg = tmp_path / "two.toml"
+    cfg.write_text('data = ["a.h5", "b.h5"]\nmodel = "streaming"\n')
+    res = CliRunner().invoke(app, ["config", "show", "train", "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    shown = tomllib.loads(res.stdout)
+    assert shown["data"] == ["a.h5", "b.h5"] and shown["max-epochs"] == 100
+    cfg.write_text('data = "a.h5"\n')
+    res = CliRunner().invoke(app, ["config", "show", "train", "--config", str(cfg)])
+    assert res.exit_code == 0 and tomllib.loads(res.stdout)["data"] == "a.h5"

@@ -47,6 +47,7 @@ def test_train_events_are_typed_and_metrics_read_back(tmp_path: Path) -> None:
         METRICS_JSONL,
         EpochMetrics,
         EpochStarted,
+        Improved,
         StepDone,
         Stopped,
         TrainConfig,
@@ -63,6 +64,8 @@ def test_train_events_are_typed_and_metrics_read_back(tmp_path: Path) -> None:
     kinds = [type(e) for e in events]
     assert kinds[0] is EpochStarted and kinds[-1] is Stopped
     assert kinds.count(EpochMetrics) == 2 == len(result.epochs)
+    improved = [e.epoch for e in events if isinstance(e, Improved)]
+    assert improved and improved[-1] == result.best_epoch
     starts = [e for e in events if isinstance(e, EpochStarted)]
     steps = [e for e in events if isinstance(e, StepDone)]
     assert len(steps) == sum(s.steps for s in starts) > 0
