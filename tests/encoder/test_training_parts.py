@@ -168,3 +168,22 @@ def test_prefetcher_keeps_order_bounds_its_queue_and_passes_errors_on() -> None:
     assert next(pf) == 1
     with pytest.raises(RecordingFormatError, match="disk went away"):
         next(pf)
+
+
+def test_train_state_of_a_run_from_before_the_typed_events_still_resumes_its_history() -> None:
+    """train_state.pt of older runs holds epochs as dicts with `seconds`; newer as JSON lines."""
+    from encoder.training.events import EpochMetrics
+    from encoder.training.trainer import _epoch_from_state
+
+    old = {
+        "epoch": 3,
+        "train_loss": 1.0,
+        "val_loss": 0.9,
+        "val_pcc": 0.4,
+        "seconds": 2.5,
+        "lr": 1e-3,
+    }
+    e = _epoch_from_state(old)
+    assert e.epoch_ms == 2500.0 and e.val_pcc == 0.4 and e.lr == 1e-3
+    assert _epoch_from_state(e.model_dump_json()) == e
+    assert isinstance(e, EpochMetrics)
