@@ -170,6 +170,8 @@ def load_config_file(path: Path, command: Any, ctx: typer.Context | None = None)
                 f"{path}: {key}: a positional argument; give it on the command line"
             )
         _check_toml_type(path, key, param, raw)
+        if getattr(param, "multiple", False) and not isinstance(raw, list):
+            raw = [raw]  # a repeatable option (`npe train --data`) given one value
         try:
             # The option's own conversion and range checks, as for a value typed as a flag.
             param.process_value(ctx if ctx is not None else typer.Context(command), raw)
@@ -235,10 +237,17 @@ def effective_config(command: Any, params: Mapping[str, Any]) -> dict[str, Any]:
     null), and so are positional arguments, which a config file cannot give."""
     keys = {p.name: setting_key(p) for p in _settings_params(command).values()}
     return {
-        keys[k]: _toml_value(v)
+        keys[k]: _toml_value(_one_or_many(_by_name(command, k), v))
         for k, v in sorted(params.items())
         if v is not None and k in keys and isinstance(_by_name(command, k), TyperOption)
     }
+
+
+def _one_or_many(param: Any, value: Any) -> Any:
+    """A repeatable option given once is written as its one value (it reads back the same)."""
+    if getattr(param, "multiple", False) and isinstance(value, tuple | list) and len(value) == 1:
+        return value[0]
+    return value
 
 
 def _by_name(command: Any, name: str) -> Any:

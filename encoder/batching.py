@@ -19,7 +19,11 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
+from encoder.lazy_recording import LazyFrames
 from encoder.recording import stimulus_as_contrast
+
+#: A stimulus in memory or left on disk (`encoder.lazy_recording`): both slice as frames[a:b].
+Frames = NDArray[Any] | LazyFrames
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ def segments(ranges: NDArray[np.int64], window: int, out_frames: int) -> list[Se
     return result
 
 
-def chunk_tensor(stimulus: NDArray[Any], seg: Segment, window: int) -> Tensor:
+def chunk_tensor(stimulus: Frames, seg: Segment, window: int) -> Tensor:
     """Stimulus chunk for `seg`: [L = T − 1 + n_out, H, W] float32 contrast."""
     return torch.from_numpy(
         stimulus_as_contrast(stimulus[seg.out_start - window + 1 : seg.out_stop])
@@ -51,7 +55,7 @@ def chunk_tensor(stimulus: NDArray[Any], seg: Segment, window: int) -> Tensor:
 
 
 def batches(
-    stimulus: NDArray[Any],
+    stimulus: Frames,
     responses: NDArray[Any],
     segs: list[Segment],
     window: int,
@@ -89,7 +93,7 @@ def batches(
 @torch.no_grad()
 def predict_frames(
     model: torch.nn.Module,
-    stimulus: NDArray[Any],
+    stimulus: Frames,
     ranges: NDArray[np.int64],
     window: int,
     out_frames: int = 256,

@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from encoder.training.config import train_default
 from npe_config import config_option, write_effective_config
 from npe_console import make_console
 from npe_errors import fail
@@ -96,50 +97,81 @@ def models_command(
         json_out.write_text(json.dumps(payload, indent=2) + "\n")
 
 
+def _default(name: str) -> Any:
+    """A `npe train` option's default: the TrainConfig field's, defined once there."""
+    return train_default(name)
+
+
 @app.command("train")
 def train_command(
     ctx: typer.Context,
     config_file: Path | None = config_option(),
-    data: Path = typer.Option(..., "--data", help="Recording (.h5) to train on."),
+    data: list[Path] = typer.Option(
+        ...,
+        "--data",
+        help="Recording (.h5) to train on; repeat for several sessions (one shared core, "
+        "one readout per session).",
+    ),
     model: str = typer.Option(..., "--model", help="Model name (see `npe models`)."),
     out: Path = typer.Option(..., "--out", help="Run directory (checkpoint, metrics)."),
-    loss: str | None = typer.Option(None, help="poisson | bce | mse (default: the model's)."),
-    max_epochs: int = typer.Option(100, "--max-epochs"),
-    patience: int = typer.Option(5, help="Early stopping: epochs without val-loss improvement."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Chunks per optimiser step."),
+    loss: str | None = typer.Option(
+        _default("loss"), help="poisson | bce | mse (default: the model's)."
+    ),
+    max_epochs: int = typer.Option(_default("max_epochs"), "--max-epochs"),
+    patience: int = typer.Option(
+        _default("patience"), help="Early stopping: epochs without val-loss improvement."
+    ),
+    batch_size: int = typer.Option(
+        _default("batch_size"), "--batch-size", help="Chunks per optimiser step."
+    ),
     chunk_ms: float = typer.Option(
-        640.0, "--chunk-ms", help="Predicted stimulus time per chunk (ms; 64 frames at 100 Hz)."
+        _default("chunk_ms"),
+        "--chunk-ms",
+        help="Predicted stimulus time per chunk (ms; 64 frames at 100 Hz).",
     ),
     epoch_ms: float | None = typer.Option(
-        None,
+        _default("epoch_ms"),
         "--epoch-ms",
         help="Training stimulus time per epoch (ms, random subset; default all).",
     ),
-    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    lr: float = typer.Option(_default("lr"), help="Adam learning rate."),
     lr_decay: float = typer.Option(
-        1.0,
+        _default("lr_decay"),
         "--lr-decay",
         help="Multiply the learning rate by this when validation loss stalls (1 = constant).",
     ),
     lr_decay_patience: int = typer.Option(
-        2, "--lr-decay-patience", help="Epochs without improvement before a decay."
+        _default("lr_decay_patience"),
+        "--lr-decay-patience",
+        help="Epochs without improvement before a decay.",
     ),
     max_minutes: float | None = typer.Option(
-        None, "--max-minutes", help="Stop after this much wall time."
+        _default("max_minutes"), "--max-minutes", help="Stop after this much wall time."
     ),
-    seed: int = typer.Option(0, help="Seed (weights init, chunk order, noise)."),
-    cells: str | None = typer.Option(None, help="Comma-separated cell indices (default all)."),
-    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+    seed: int = typer.Option(_default("seed"), help="Seed (weights init, chunk order, noise)."),
+    cells: str | None = typer.Option(
+        _default("cells"), help="Comma-separated cell indices (default all)."
+    ),
+    device: str = typer.Option(_default("device"), help="cpu or cuda[:N]."),
     init_from: Path | None = typer.Option(
-        None, "--init-from", help="Run directory to start from (transfer learning)."
+        _default("init_from"),
+        "--init-from",
+        help="Run directory to start from (transfer learning).",
     ),
     freeze: str = typer.Option(
-        "none", help="none | core (keep the conv layers of --init-from fixed)."
+        _default("freeze"), help="none | core (keep the conv layers of --init-from fixed)."
     ),
-    threads: int = typer.Option(2, help="torch CPU threads."),
-    resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
+    threads: int = typer.Option(_default("threads"), help="torch CPU threads."),
+    resume: bool = typer.Option(_default("resume"), help="Continue an interrupted run in --out."),
+    prefetch: int = typer.Option(
+        _default("prefetch"),
+        "--prefetch",
+        help="Batches built ahead on a background thread (0 = in line).",
+    ),
     model_config_json: str | None = typer.Option(
-        None, "--model-config", help="Model config overrides as JSON, e.g. '{\"hidden\": 64}'."
+        None,
+        "--model-config",
+        help="Model config overrides as JSON, e.g. '{\"hidden\": 64}' (default: none).",
     ),
 ) -> None:
     """Train a model (Adam, early stopping, best checkpoint kept; torchrun-aware)."""
@@ -148,7 +180,16 @@ def train_command(
     from encoder.checkpoint import CheckpointError
     from encoder.models import ModelConfigError
     from encoder.recording import RecordingFormatError
-    from encoder.train import TrainConfig, TrainError, dist_info, train
+    from encoder.train import (
+        EpochMetrics,
+        EpochStarted,
+        StepDone,
+        TrainConfig,
+        TrainError,
+        TrainEvent,
+        dist_info,
+        train,
+    )
     from hardware.untrusted_json import UntrustedFileError, parse_untrusted_json
 
     try:
@@ -181,6 +222,7 @@ def train_command(
         freeze=freeze,
         threads=threads,
         resume=resume,
+        prefetch=prefetch,
     )
     show = dist_info().rank == 0
     progress = Progress(
@@ -204,26 +246,33 @@ def train_command(
         "val_pcc": float("nan"),
     }
 
-    def on_event(event: str, values: dict[str, float]) -> None:
-        if event == "epoch-start":  # reset() replaces all fields, so pass the last values on
+    def on_event(event: TrainEvent) -> None:
+        if isinstance(event, EpochStarted):  # reset() replaces all fields: pass the last on
             progress.reset(
                 task,
-                total=values["steps"],
-                epoch=int(values["epoch"]),
+                total=event.steps,
+                epoch=event.epoch,
                 loss=fields["loss"],
                 val_loss=fields["val_loss"],
                 val_pcc=fields["val_pcc"],
             )
-        elif event == "step":
-            fields["loss"] = values["loss"]
-            progress.update(task, advance=1, loss=values["loss"])
-        elif event == "epoch":
-            fields["val_loss"], fields["val_pcc"] = values["val_loss"], values["val_pcc"]
-            progress.update(task, val_loss=values["val_loss"], val_pcc=values["val_pcc"])
+        elif isinstance(event, StepDone):
+            fields["loss"] = event.loss
+            progress.update(task, advance=1, loss=event.loss)
+        elif isinstance(event, EpochMetrics):
+            fields["val_loss"], fields["val_pcc"] = event.val_loss, event.val_pcc
+            progress.update(task, val_loss=event.val_loss, val_pcc=event.val_pcc)
             if show:
+                per = (
+                    "  ("
+                    + ", ".join(f"{s.session} r {s.val_pcc:.3f}" for s in event.sessions)
+                    + ")"
+                    if len(event.sessions) > 1
+                    else ""
+                )
                 progress.console.print(
-                    f"epoch {int(values['epoch'])}: train {values['train_loss']:.4f}  "
-                    f"val {values['val_loss']:.4f}  val r {values['val_pcc']:.3f}"
+                    f"epoch {event.epoch}: train {event.train_loss:.4f}  "
+                    f"val {event.val_loss:.4f}  val r {event.val_pcc:.3f}{per}"
                 )
 
     try:
@@ -235,6 +284,7 @@ def train_command(
         summary = {
             "run_dir": str(result.run_dir),
             "model": model,
+            "sessions": list(result.sessions),
             "best_epoch": result.best_epoch,
             "best_val_loss": result.best_val_loss,
             "epochs": len(result.epochs),

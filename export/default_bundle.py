@@ -77,7 +77,7 @@ def make_default_bundle(
     from encoder.recording import write_recording
     from encoder.synthetic.config import SimulationConfig
     from encoder.synthetic.simulate import simulate_recording
-    from encoder.train import TrainConfig, train
+    from encoder.train import EpochMetrics, TrainConfig, TrainEvent, train
     from export.exporter import ExportOptions, export_bundle
     from export.source import load_source
     from runtime.bundle import default_bundle_path
@@ -94,9 +94,9 @@ def make_default_bundle(
         options = {k: v for k, v in TRAIN_OPTIONS.items() if k in known}
         say(f"training streaming model ({options})")
 
-        def progress(event: str, values: dict[str, float]) -> None:
-            if event == "epoch":
-                say(f"epoch {values}")
+        def progress(event: TrainEvent) -> None:
+            if isinstance(event, EpochMetrics):
+                say(f"epoch {event.model_dump(exclude={'sessions'})}")
 
         result = train(rec_path, tmp / "run", TrainConfig(**options), progress=progress)
         t_train = time.monotonic() - t0 - t_sim
