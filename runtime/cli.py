@@ -333,10 +333,11 @@ def bench_command(
         help="Without --realtime: a paced check of N bins after the as-fast-as-possible run, "
         "for its delivery to the stimulator (0 skips it).",
     ),
-    alloc_bins: int = typer.Option(
-        10_000,
+    alloc_bins: int | None = typer.Option(
+        None,
         min=0,
-        help="Bins of the traced allocation pass after the timed runs (0 skips it; else ≥ 2).",
+        help="Bins of the traced allocation pass after the timed runs (default 10,000, none "
+        "with --bins 0; 0 skips it; else ≥ 2).",
     ),
 ) -> None:
     """Latency benchmark: inference alone, end to end, FLOPs vs matmul peak; table, JSON, PNG."""
@@ -382,7 +383,7 @@ def bench_command(
                 spin_us=spin_us,
                 witness=witness,
                 paced_bins=paced_bins,
-                alloc_bins=alloc_bins,
+                alloc_bins=(10_000 if bins > 0 else 0) if alloc_bins is None else alloc_bins,
                 progress=lambda s: bar.update(task, description=s),
             )
     except expected as exc:
