@@ -397,11 +397,12 @@ def test_damaged_recording_bytes_are_one_line_format_errors(
 
 
 ATTR_VALUES = st.one_of(
-    st.text(max_size=30),
+    # h5py cannot store a NUL in a string attribute: such a file cannot exist.
+    st.text(max_size=30).filter(lambda s: "\x00" not in s),
     st.sampled_from([float("nan"), float("inf"), -1.0, 0.0, 1e300, -(2**62)]),
     st.just(np.array([1.0, 2.0])),
     st.just(np.array([b"\xff\xfe"])),
-    st.binary(max_size=20),
+    st.binary(max_size=20).filter(lambda b: b"\x00" not in b),
 )
 
 
