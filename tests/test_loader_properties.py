@@ -480,3 +480,15 @@ def test_cli_refuses_broken_files_with_exit_2_and_writes_nothing(
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert {p: p.stat().st_mtime_ns for p in case.rglob("*")} == before
+
+
+def test_an_unknown_key_with_a_line_break_is_still_a_one_line_refusal(tmp_path: Path) -> None:
+    """Found by the implant property test: pydantic's error location is the key itself."""
+    for doc, load, error in (
+        (_implant_doc(), load_implant, ImplantError),
+        (_calibration_doc(), load_calibration, CalibrationError),
+        (json.loads(SafetyLimits().model_dump_json()), SafetyLimits.load, SafetyConfigError),
+    ):
+        p = tmp_path / "f.json"
+        p.write_text(json.dumps({**doc, "a\nb": 1}))
+        assert _one_line_refusal(lambda p=p, load=load: load(p), error)
