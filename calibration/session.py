@@ -85,7 +85,7 @@ class TrialRecord(_Strict):
 def _first_error(exc: ValidationError) -> str:
     """The first validation error as 'field: message' (one line)."""
     err = exc.errors()[0]
-    where = ".".join(str(x) for x in err["loc"])
+    where = ".".join(str(x) if str(x).isprintable() else repr(x) for x in err["loc"])
     return f"{where}: {err['msg']}" if where else str(err["msg"])
 
 

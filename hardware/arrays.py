@@ -192,7 +192,7 @@ def parse_array(raw: object, source: str = "<array>") -> ElectrodeArray:
         return _from_file(ArrayFile.model_validate(raw))
     except ValidationError as exc:
         reasons = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            f"{'.'.join((str(p) if str(p).isprintable() else repr(p)) for p in err['loc']) or '<root>'}: {err['msg']}"
             for err in exc.errors()[:5]
         )
         raise ArrayError(f"{source}: refused: {reasons}") from exc

@@ -169,7 +169,7 @@ def parse_calibration(raw: object, source: str = "<calibration>") -> PatientCali
         return PatientCalibration.model_validate_json(text, strict=True)
     except ValidationError as exc:
         reasons = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            f"{'.'.join((str(p) if str(p).isprintable() else repr(p)) for p in err['loc']) or '<root>'}: {err['msg']}"
             for err in exc.errors()
         )
         raise CalibrationError(f"{source}: refused: {reasons}") from exc

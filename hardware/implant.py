@@ -197,7 +197,7 @@ def parse_implant(raw: object, source: str = "<implant>", base_dir: Path | None 
         f = ImplantFile.model_validate(raw)
     except ValidationError as exc:
         reasons = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            f"{'.'.join((str(p) if str(p).isprintable() else repr(p)) for p in err['loc']) or '<root>'}: {err['msg']}"
             for err in exc.errors()[:5]
         )
         raise ImplantError(f"{source}: refused: {reasons}") from exc

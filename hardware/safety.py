@@ -193,7 +193,7 @@ class SafetyLimits(BaseModel):
 
 def _reasons(exc: ValidationError) -> str:
     return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'limits'}: "
+        f"{'.'.join((str(p) if str(p).isprintable() else repr(p)) for p in err['loc']) or 'limits'}: "
         f"{str(err['msg']).removeprefix('Value error, ')}"
         for err in exc.errors()
     )
