@@ -1,0 +1,99 @@
+"""`benchmarks/accuracy/`: the openretina peer's config in ms, the independent LN-LN retina,
+and (only where openretina is installed, `scripts/install-peer`) the peer adapter.
+
+Why tested: the README's side-by-side table rests on the peer seeing the same durations as in
+its original 30 Hz setting, on the LN-LN recording holding out its repeat scene, and on the
+adapter being scored by npe's own evaluation.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ACCURACY = Path(__file__).resolve().parents[2] / "benchmarks" / "accuracy"
+sys.path.insert(0, str(ACCURACY))
+
+from hoefling import HOEFLING_FRAME_RATE_HZ, HoeflingDefaults  # noqa: E402
+from lnln_retina import LNLNConfig, simulate_lnln  # noqa: E402
+
+from encoder.evaluate import evaluate  # noqa: E402
+
+SMALL = LNLNConfig(train_s=24.0, val_s=6.0, test_s=6.0, repeat_s=5.0, n_repeats=4, scene_px=96)
+
+
+def test_hoefling_temporal_kernels_keep_their_durations_in_ms() -> None:
+    hp = HoeflingDefaults()
+    assert hp.temporal_kernel_ms == pytest.approx((700.0, 1100.0 / 3))
+    # at the original 30 Hz the conversion gives the published frame counts back
+    assert hp.temporal_kernel_frames(HOEFLING_FRAME_RATE_HZ) == (21, 11)
+    assert hp.temporal_kernel_frames(100.0) == (71, 37)  # 70 → 71: odd, centre tap
+    assert hp.temporal_kernel_frames(40.0) == (29, 15)  # 28 → 29, 14.7 → 15
+    assert hp.window_frames(40.0) == 29 + 15 - 1
+    for fr in (30.0, 40.0, 100.0, 120.0):
+        for k, ms in zip(hp.temporal_kernel_frames(fr), hp.temporal_kernel_ms, strict=True):
+            assert k % 2 == 1
+            assert abs(k * 1000.0 / fr - ms) <= 1.5 * 1000.0 / fr  # within 1.5 frames
+
+
+@pytest.fixture(scope="module")
+def small_lnln():  # type: ignore[no-untyped-def]
+    return simulate_lnln(SMALL)
+
+
+def test_lnln_recording_has_12_cells_at_40hz_and_a_held_out_repeat_scene(small_lnln) -> None:  # type: ignore[no-untyped-def]
+    rec = small_lnln
+    assert rec.n_cells == 12 and rec.frame_rate_hz == 40.0
+    assert sorted(set(rec.cells.types)) == ["OFF sustained", "ON transient"]
+    assert rec.repeats is not None and rec.repeats.responses.shape[0] == SMALL.n_repeats
+    # the repeat clip is cut from a scene the main movie never shows: no repeat frame
+    # matches any main frame
+    main = rec.stimulus.reshape(rec.n_frames, -1).astype(np.int16)
+    rep = rec.repeats.stimulus.reshape(rec.repeats.stimulus.shape[0], -1).astype(np.int16)
+    nearest = min(np.abs(main - r).mean(1).min() for r in rep[::10])
+    assert nearest > 5.0
+    # rates are realistic: a few to tens of Hz on average, peaks near 100-200 Hz
+    mean_hz = rec.truth_rates_hz.mean(0)
+    assert np.all((mean_hz > 1.0) & (mean_hz < 60.0))
+    assert np.all(rec.truth_rates_hz.max(0) > 60.0)
+
+
+def test_lnln_same_seed_same_file_other_seed_other_retina() -> None:
+    tiny = replace(SMALL, train_s=4.0, val_s=1.0, test_s=1.0, repeat_s=1.0, n_repeats=2)
+    a, b = simulate_lnln(tiny), simulate_lnln(tiny)
+    assert np.array_equal(a.responses, b.responses)
+    c = simulate_lnln(replace(tiny, seed=1))
+    assert not np.array_equal(a.stimulus, c.stimulus)
+
+
+def test_openretina_adapter_is_causal_and_scored_by_npe_evaluate(small_lnln) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("openretina")
+    from peer_openretina import OpenRetinaAdapter, PeerTrainConfig, as_checkpoint, train_openretina
+
+    rec = small_lnln
+    hp = HoeflingDefaults()
+    result = train_openretina(
+        rec, hp, PeerTrainConfig(max_epochs=1, epoch_ms=4000.0), log=lambda _: None
+    )
+    model = result.model.eval()
+    assert isinstance(model, OpenRetinaAdapter)
+    t = model.window_frames
+    assert t == hp.window_frames(40.0)
+    x = torch.randn(1, t + 9, *rec.frame_shape)
+    with torch.no_grad():
+        out = model.forward_chunk(x)
+        assert out.shape == (1, 10, rec.n_cells)
+        changed = x.clone()
+        changed[:, -1] += 1.0  # only the newest frame changes: only the last output may
+        out2 = model.forward_chunk(changed)
+    assert torch.allclose(out[:, :-1], out2[:, :-1])
+    assert not torch.allclose(out[:, -1], out2[:, -1])
+    ev, _ = evaluate(as_checkpoint(result.model, rec), rec)
+    assert ev.model == "openretina" and ev.n_cells == 12
+    assert ev.mean_pcc is not None and np.isfinite(ev.mean_pcc)
+    assert ev.ceiling_pcc is not None and ev.ceiling_pcc > 0.5
