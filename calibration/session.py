@@ -26,7 +26,12 @@ from typing import IO, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from calibration.errors import CalibrationPackageError
-from hardware.untrusted_json import UntrustedFileError, parse_untrusted_json, read_untrusted_text
+from hardware.untrusted_json import (
+    UntrustedFileError,
+    error_location,
+    parse_untrusted_json,
+    read_untrusted_text,
+)
 from npe_errors import print_warning
 
 SESSION_SCHEMA = "npe.calibration-session"
@@ -85,7 +90,7 @@ class TrialRecord(_Strict):
 def _first_error(exc: ValidationError) -> str:
     """The first validation error as 'field: message' (one line)."""
     err = exc.errors()[0]
-    where = ".".join(str(x) if str(x).isprintable() else repr(x) for x in err["loc"])
+    where = error_location(err["loc"], "")
     return f"{where}: {err['msg']}" if where else str(err["msg"])
 
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hardware.errors import HardwareError
 from hardware.retinotopy import DEFAULT_MAP, WedgeDipoleMap
-from hardware.untrusted_json import UntrustedFileError, load_untrusted_json
+from hardware.untrusted_json import UntrustedFileError, error_location, load_untrusted_json
 
 ARRAY_SCHEMA = "npe.array"
 ARRAY_VERSION = 1
@@ -192,8 +192,7 @@ def parse_array(raw: object, source: str = "<array>") -> ElectrodeArray:
         return _from_file(ArrayFile.model_validate(raw))
     except ValidationError as exc:
         reasons = "; ".join(
-            f"{'.'.join((str(p) if str(p).isprintable() else repr(p)) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()[:5]
+            f"{error_location(err['loc'])}: {err['msg']}" for err in exc.errors()[:5]
         )
         raise ArrayError(f"{source}: refused: {reasons}") from exc
 

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from hardware.errors import HardwareError
-from hardware.untrusted_json import UntrustedFileError, load_untrusted_json
+from hardware.untrusted_json import UntrustedFileError, error_location, load_untrusted_json
 
 CALIBRATION_SCHEMA = "npe.calibration"
 CALIBRATION_VERSION = 1
@@ -168,10 +168,7 @@ def parse_calibration(raw: object, source: str = "<calibration>") -> PatientCali
     try:
         return PatientCalibration.model_validate_json(text, strict=True)
     except ValidationError as exc:
-        reasons = "; ".join(
-            f"{'.'.join((str(p) if str(p).isprintable() else repr(p)) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        reasons = "; ".join(f"{error_location(err['loc'])}: {err['msg']}" for err in exc.errors())
         raise CalibrationError(f"{source}: refused: {reasons}") from exc
 
 

@@ -43,6 +43,7 @@ from hardware.pipeline import RING_FRAMES, StimulationPipeline, _slot
 from hardware.retinotopy import DEFAULT_MAP, WedgeDipoleMap
 from hardware.safety import _MARGIN, _MIN_DELIVERABLE_UA, SafetyEvent, SafetyLimits
 from hardware.types import RateField, StimulationFrame
+from hardware.untrusted_json import error_location
 
 __all__ = [
     "IMPLANT_DATA_DIR",
@@ -197,8 +198,7 @@ def parse_implant(raw: object, source: str = "<implant>", base_dir: Path | None 
         f = ImplantFile.model_validate(raw)
     except ValidationError as exc:
         reasons = "; ".join(
-            f"{'.'.join((str(p) if str(p).isprintable() else repr(p)) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()[:5]
+            f"{error_location(err['loc'])}: {err['msg']}" for err in exc.errors()[:5]
         )
         raise ImplantError(f"{source}: refused: {reasons}") from exc
     arrays = tuple(_placed(s, base_dir, source) for s in f.arrays)

@@ -53,7 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from hardware.arrays import ElectrodeArray
 from hardware.errors import HardwareError
 from hardware.types import StimulationFrame
-from hardware.untrusted_json import UntrustedFileError, load_untrusted_json
+from hardware.untrusted_json import UntrustedFileError, error_location, load_untrusted_json
 
 
 @dataclass(frozen=True)
@@ -193,8 +193,7 @@ class SafetyLimits(BaseModel):
 
 def _reasons(exc: ValidationError) -> str:
     return "; ".join(
-        f"{'.'.join((str(p) if str(p).isprintable() else repr(p)) for p in err['loc']) or 'limits'}: "
-        f"{str(err['msg']).removeprefix('Value error, ')}"
+        f"{error_location(err['loc'], 'limits')}: {str(err['msg']).removeprefix('Value error, ')}"
         for err in exc.errors()
     )
 

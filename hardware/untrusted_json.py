@@ -33,6 +33,14 @@ class UntrustedFileError(HardwareError, ValueError):
     """A user-supplied file refused before use; the message is one line naming the file."""
 
 
+def error_location(loc: tuple[int | str, ...] | list[int | str], empty: str = "<root>") -> str:
+    """A pydantic error's location as one printable line: `a.b.0`, with any part that holds a
+    line break or other unprintable character quoted (`'\\n'`). Why: the keys come from the
+    untrusted file, and a refusal must stay one line whatever the file's keys are."""
+    text = ".".join(str(p) if str(p).isprintable() else repr(p) for p in loc)
+    return text or empty
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 

@@ -43,7 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hardware.untrusted_json import UntrustedFileError, load_untrusted_json
+from hardware.untrusted_json import UntrustedFileError, error_location, load_untrusted_json
 from runtime.errors import NpeRuntimeError
 
 SCHEMA_NAME: Literal["npe.bundle"] = "npe.bundle"
@@ -535,7 +535,7 @@ def read_manifest(path: Path) -> BundleManifest:
         manifest = BundleManifest.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        loc = error_location(first["loc"], "(top level)")
         raise BundleError(
             f"{mpath}: invalid manifest at {loc}: {first['msg']} ({exc.error_count()} error(s))"
         ) from exc
