@@ -24,13 +24,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from encoder.recording import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
     CellInfo,
     RecordingFormatError,
     _dataset,
     _strings,
     check_splits,
+    open_recording_file,
 )
 
 #: Frames per cache block at least (rounded up to whole HDF5 chunks).
@@ -185,26 +184,8 @@ def open_lazy_recording(path: str | Path, cache_bytes: int = DEFAULT_CACHE_BYTES
     `session` attribute (written by `npe dataset import`), else the file name's stem.
     """
     path = Path(path)
-    if not path.is_file():
-        raise RecordingFormatError(
-            f"{path}: no such file" if not path.exists() else f"{path}: not a regular file"
-        )
+    f = open_recording_file(path)
     try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise RecordingFormatError(f"{path}: not a readable HDF5 file ({exc})") from exc
-    try:
-        fmt = f.attrs.get("format")
-        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-        version = f.attrs.get("version")
-        if (
-            fmt != FORMAT_NAME
-            or not isinstance(version, int | np.integer)
-            or int(version) != FORMAT_VERSION
-        ):
-            raise RecordingFormatError(
-                f"{path}: not an npe recording v{FORMAT_VERSION} (attrs format={fmt!r}, version={version!r})"
-            )
         rate = _positive_attr(f, "frame_rate_hz")
         pixel = _positive_attr(f, "pixel_size_deg")
         stim = f.get("stimulus")

@@ -522,10 +522,13 @@ def open_stimulus(path: str | Path) -> StimulusFile:
         ) from exc
 
 
-def _open_stimulus(path: Path) -> StimulusFile:
+def open_recording_file(path: Path) -> h5py.File:
+    """`path` opened read-only after checking that it is a regular file, readable as HDF5 and
+    an npe recording of this format version (the caller closes it). One check, shared by the
+    stimulus opener and the lazy training reader, so both refuse a foreign file alike."""
     if not path.is_file():
         raise RecordingFormatError(
-            f"{path}: no such file" if not path.exists() else f"{path}: not a file"
+            f"{path}: no such file" if not path.exists() else f"{path}: not a regular file"
         )
     try:
         f = h5py.File(path, "r")
@@ -538,11 +541,20 @@ def _open_stimulus(path: Path) -> StimulusFile:
         if (
             fmt != FORMAT_NAME
             or not isinstance(version, int | np.integer)
-            or version != FORMAT_VERSION
+            or int(version) != FORMAT_VERSION
         ):
             raise RecordingFormatError(
                 f"{path}: not an npe recording v{FORMAT_VERSION} (attrs format={fmt!r}, version={version!r})"
             )
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _open_stimulus(path: Path) -> StimulusFile:
+    f = open_recording_file(path)
+    try:
         rate = f.attrs.get("frame_rate_hz")
         if (
             not isinstance(rate, float | int | np.floating | np.integer)
