@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 import typer
 from rich.console import Console
 
@@ -148,6 +149,9 @@ def deploy_keygen(
 def deploy_build(
     bundle: Path = typer.Option(..., "--bundle", help="bundle directory"),
     array: str = typer.Option("utah96", "--array", help="electrode array name or file"),
+    implant: str | None = typer.Option(
+        None, "--implant", help="implant name or file, instead of --array (issue 17)"
+    ),
     limits: Path | None = typer.Option(
         None, "--limits", help="safety limits file (default: built-in)"
     ),
@@ -169,9 +173,15 @@ def deploy_build(
     from runtime.bundle import BundleError
     from runtime.package import RunConfig
 
+    ctx = click.get_current_context()
+    src = ctx.get_parameter_source("array")
+    if implant is not None and src is not None and src.name != "DEFAULT":
+        raise fail("--implant and --array exclude each other (an implant names its arrays)", 2)
     try:
         run = RunConfig(form=form, precision=precision, camera_fov_deg=camera_fov_deg)
-        manifest = build_package(bundle, array, limits, calibration, key, out, run)
+        manifest = build_package(
+            bundle, None if implant else array, limits, calibration, key, out, run, implant
+        )
     except ValidationError as exc:
         raise fail(f"run configuration refused: {exc.errors()[0]['msg']}", 2) from None
     except (

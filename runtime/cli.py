@@ -27,6 +27,7 @@ from runtime.options import ExecutionDevice, FormChoice, Precision
 
 if TYPE_CHECKING:
     from runtime.bench.timing import EagerTimer
+    from runtime.hardware_chain import HardwareChain, ImplantHardwareChain
 
 app = typer.Typer(no_args_is_help=True)
 # Status and tables go to stderr (stdout stays free for --json); laid out as every npe command.
@@ -59,7 +60,20 @@ def run_command(
         "(default: camera:0 if it opens, else synthetic:bar).",
     ),
     array: str = typer.Option(DEFAULT_ARRAY, help="Electrode array name or file."),
-    calibration: Path | None = typer.Option(None, help="Patient calibration file."),
+    implant: str | None = typer.Option(
+        None,
+        help="Implant of several arrays, name or file (instead of --array): one stimulator "
+        "link per array; `npe hardware arrays` lists the shipped ones.",
+    ),
+    implant_links: bool = typer.Option(
+        False,
+        "--implant-links",
+        help="With --implant: send to the links the implant file names (all with "
+        "--key-file's key), not to one simulated stimulator per array.",
+    ),
+    calibration: Path | None = typer.Option(
+        None, help="Patient calibration file (for --implant: ids qualified LABEL:ID)."
+    ),
     limits: Path | None = typer.Option(None, help="Safety limits file (default: built-in)."),
     link: str | None = typer.Option(
         None,
@@ -127,7 +141,7 @@ def run_command(
     from rich.live import Live
 
     from runtime.clock import BinClock, RealClock, VirtualClock
-    from runtime.hardware_chain import build_chain
+    from runtime.hardware_chain import build_chain, build_implant_chain
     from runtime.inference import OrtEngine, SessionSettings
     from runtime.loop import RunContext, StreamingRuntime
     from runtime.preprocess import Preprocessor
@@ -139,6 +153,10 @@ def run_command(
     expected = _expected_errors()
     tune_interpreter()
     from runtime.package import prosthesis_mode
+
+    implant_problem = _implant_flags_problem(ctx, implant, implant_links, link)
+    if implant_problem:
+        raise fail(implant_problem)
 
     unpacked = None
     if package is not None:
@@ -159,7 +177,10 @@ def run_command(
         # private copy for the whole run, remove it when npe exits.
         atexit.register(shutil.rmtree, unpacked.root, True)
         bundle, calibration, limits = unpacked.bundle, unpacked.calibration, unpacked.limits
-        array = str(unpacked.array)
+        if unpacked.array is not None:
+            array = str(unpacked.array)
+        if unpacked.implant is not None:
+            implant = str(unpacked.implant)
         form = FormChoice(unpacked.run.form) if unpacked.run.form else None
         precision = Precision(unpacked.run.precision)
         camera_fov_deg = unpacked.run.camera_fov_deg
@@ -185,15 +206,21 @@ def run_command(
                 raise SourceError("--as-fast-as-possible needs a file, images or synthetic source")
         pre = Preprocessor(spec, camera_fov_deg)
         rt_note = set_rt_priority(rt_priority) if rt_priority else "normal scheduling"
-        chain = build_chain(
-            array,
-            calibration,
-            limits,
-            link,
-            log_path,
-            key_file,
-            stimulator,
-        )
+        chain: HardwareChain | ImplantHardwareChain
+        if implant is not None:
+            chain = build_implant_chain(
+                implant, calibration, limits, log_path, key_file, stimulator, implant_links
+            )
+        else:
+            chain = build_chain(
+                array,
+                calibration,
+                limits,
+                link,
+                log_path,
+                key_file,
+                stimulator,
+            )
     except expected as exc:
         raise fail(str(exc)) from None
     from hardware.audit import EVENT_DEV_UNSIGNED, EVENT_PACKAGE_VERIFIED
@@ -206,7 +233,8 @@ def run_command(
     elif dev_unsigned:
         chain.audit.event(
             EVENT_DEV_UNSIGNED,
-            f"unsigned inputs (bundle {bundle or 'default'}, array {array}, calibration "
+            f"unsigned inputs (bundle {bundle or 'default'}, "
+            f"{'implant ' + implant if implant else 'array ' + array}, calibration "
             f"{calibration}, limits {limits}); prosthesis mode {prosthesis_mode()}",
         )
 
@@ -216,7 +244,8 @@ def run_command(
         from runtime.live_preview import PreviewThread, has_display
 
         video = None if has_display() else run_dir / "preview.avi"
-        prev = PreviewThread(spec, chain.array, chain.calibration, video)
+        target, target_cal = chain.preview_target
+        prev = PreviewThread(spec, target, target_cal, video)
     rt = StreamingRuntime(
         spec,
         engine,
@@ -237,7 +266,7 @@ def run_command(
     console.print(
         f"[bold]npe run[/bold] {spec.name} ({fspec.form}/{fspec.precision}, "
         f"{spec.frame_rate_hz:g} bins/s, window {spec.window_frames}) · {src.name} → "
-        f"{chain.array.name} via {chain.link_spec} · log {log_path}"
+        f"{chain.name} via {chain.link_spec} · log {log_path}"
     )
     error: BaseException | None = None
     summary = None
@@ -256,7 +285,7 @@ def run_command(
             prev.stop()
         src.close()
         time.sleep(0.05)  # let the simulator read the final zero frame before it stops
-        pipe_events = dict(chain.pipeline.events)
+        pipe_events = chain.pipeline_events()
         link_stats = dataclasses.replace(chain.link.stats)
         chain.close()
         stim_stats = chain.stimulator_stats()
@@ -266,7 +295,7 @@ def run_command(
     summary.extra = RunContext(
         bundle=str(spec.extra.get("bundle", "")),
         model_sha256=spec.sha256,
-        array=chain.array.name,
+        array=chain.name,
         link=chain.link_spec,
         audit_log=str(log_path),
         session=engine.settings.as_dict(),  # type: ignore[arg-type]
@@ -287,6 +316,27 @@ def run_command(
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(summary.model_dump_json(indent=2), encoding="utf-8")
     print_summary(console, summary, {"audit log": log_path, "summary": summary_path})
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was given (flag, or a --config file's key), not defaulted.
+
+    By the source's name: typer may carry its own copy of click's ParameterSource enum."""
+    src = ctx.get_parameter_source(name)
+    return src is not None and src.name != "DEFAULT"
+
+
+def _implant_flags_problem(
+    ctx: typer.Context, implant: str | None, implant_links: bool, link: str | None
+) -> str | None:
+    """Why the implant flags cannot be used together (None: they can)."""
+    if implant is None:
+        return "--implant-links needs --implant" if implant_links else None
+    if _given(ctx, "array"):
+        return "--implant and --array exclude each other (an implant names its arrays)"
+    if link is not None:
+        return "--link is for one array; an implant's links are in its file (--implant-links)"
+    return None
 
 
 def _jsonable(x: Any) -> Any:

@@ -78,7 +78,13 @@ def print_summary(
             f"at {worst.t_s:.2f} s (all listed in the summary JSON under 'stalls')"
         )
     if summary.extra is not None and summary.extra.stimulator:
-        console.print(delivery_line(summary.extra.link_stats.sent, summary.extra.stimulator))
+        stim = summary.extra.stimulator
+        links = stim.get("links") or []
+        if "received" in stim:
+            prefix = f"all {len(links)} links: " if links else ""
+            console.print(prefix + delivery_line(summary.extra.link_stats.sent, stim))
+        for row in links:  # an implant: one line per array link
+            console.print(f"  {row['label']} {row['link']}: " + delivery_line(row["sent"], row))
     for k, v in (extra or {}).items():
         console.print(f"{k}: {v}")
 
