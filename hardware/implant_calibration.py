@@ -74,7 +74,7 @@ def split_implant_calibration(
     if bare:
         raise ImplantCalibrationError(
             f"{src}: {len(bare)} electrode ids lack their array label "
-            f"(expected LABEL{QUALIFIER}ID, e.g. {qualify(implant.labels[0], 'e0')}): "
+            f"(expected LABEL{QUALIFIER}ID, e.g. {qualify(implant.labels[0], implant.arrays[0].array.electrode_ids[0])}): "
             f"{_shown(bare)}"
         )
     if unknown:
