@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import click
 import typer
 from rich.console import Console
 
@@ -147,6 +146,7 @@ def deploy_keygen(
 
 @deploy_app.command("build")
 def deploy_build(
+    ctx: typer.Context,
     bundle: Path = typer.Option(..., "--bundle", help="bundle directory"),
     array: str = typer.Option("utah96", "--array", help="electrode array name or file"),
     implant: str | None = typer.Option(
@@ -173,7 +173,6 @@ def deploy_build(
     from runtime.bundle import BundleError
     from runtime.package import RunConfig
 
-    ctx = click.get_current_context()
     src = ctx.get_parameter_source("array")
     if implant is not None and src is not None and src.name != "DEFAULT":
         raise fail("--implant and --array exclude each other (an implant names its arrays)", 2)

@@ -105,7 +105,11 @@ def _cal(ids: list[str], arrays: tuple[str, ...] = ("pair",)) -> PatientCalibrat
 
 
 def test_implant_calibration_splits_per_array_with_bare_ids(pair: Implant) -> None:
-    ids = [qualify("upper", "utah64-01"), qualify("upper", "utah64-06"), qualify("lower", "utah64-01")]
+    ids = [
+        qualify("upper", "utah64-01"),
+        qualify("upper", "utah64-06"),
+        qualify("lower", "utah64-01"),
+    ]
     parts = split_implant_calibration(_cal(ids), pair, 100.0)
     assert [e.electrode_id for e in parts["upper"].electrodes] == ["utah64-01", "utah64-06"]
     assert [e.electrode_id for e in parts["lower"].electrodes] == ["utah64-01"]
@@ -122,8 +126,16 @@ def test_implant_calibration_splits_per_array_with_bare_ids(pair: Implant) -> No
     [
         (["upper:utah64-01", "lower:utah64-01"], ("utah64",), "not implant 'pair'"),
         (["utah64-01", "lower:utah64-01"], ("pair",), "lack their array label"),
-        (["upper:utah64-01", "middle:utah64-01"], ("pair",), "unknown to implant 'pair': middle:utah64-01"),
-        (["upper:utah64-01", "lower:utah64-99"], ("pair",), "unknown to implant 'pair': lower:utah64-99"),
+        (
+            ["upper:utah64-01", "middle:utah64-01"],
+            ("pair",),
+            "unknown to implant 'pair': middle:utah64-01",
+        ),
+        (
+            ["upper:utah64-01", "lower:utah64-99"],
+            ("pair",),
+            "unknown to implant 'pair': lower:utah64-99",
+        ),
         (["upper:utah64-01", "upper:utah64-02"], ("pair",), "lists no electrode of 1 array.*lower"),
     ],
 )
