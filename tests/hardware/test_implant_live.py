@@ -291,7 +291,7 @@ def test_every_link_gets_one_frame_per_bin_and_a_failed_link_zeroes_all(
         assert [lnk.stats.sent for lnk in chain.links] == [30, 30]
         chain.links[1].close()  # the "lower" link's socket goes away
         f = bus.pipeline.process(field)
-        with pytest.raises(ImplantLinkError, match="link lower .* every link set to zero"):
+        with pytest.raises(ImplantLinkError, match=r"link lower .* every link set to zero"):
             bus.link.send(f)
     finally:
         chain.close()
