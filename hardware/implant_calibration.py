@@ -51,9 +51,17 @@ def _shown(items: list[str]) -> str:
 
 
 def split_implant_calibration(
-    calibration: PatientCalibration, implant: Implant, max_ua: float
+    calibration: PatientCalibration,
+    implant: Implant,
+    max_ua: float,
+    *,
+    every_array: bool = True,
 ) -> dict[str, PatientCalibration]:
-    """label → that array's calibration (bare ids); ImplantCalibrationError on any mismatch."""
+    """label → that array's calibration (bare ids); ImplantCalibrationError on any mismatch.
+
+    every_array=False (a calibration still being made, array by array) leaves out the arrays
+    it lists nothing for instead of refusing it; a run always requires every array.
+    """
     src = f"calibration for patient {calibration.patient_id!r}"
     if implant.name not in calibration.arrays:
         raise ImplantCalibrationError(
@@ -83,13 +91,15 @@ def split_implant_calibration(
             f"{_shown(unknown)}"
         )
     missing = [label for label, es in parts.items() if not es]
-    if missing:
+    if missing and every_array:
         raise ImplantCalibrationError(
             f"{src} lists no electrode of {len(missing)} array(s) of implant "
             f"{implant.name!r}: {_shown(missing)}"
         )
     out: dict[str, PatientCalibration] = {}
     for a in implant.arrays:
+        if not parts[a.label]:
+            continue
         cal = PatientCalibration(
             version=CALIBRATION_VERSION,
             patient_id=calibration.patient_id,
