@@ -94,6 +94,17 @@ def arrays_cmd(
             "×".join(f"{v:.2f}" for v in r["phosphene_span_deg"]),
         )  # fmt: skip
     console.print(t)
+    from hardware.implant import list_implants, load_implant
+
+    for name in list_implants():  # implants of several arrays: `npe run --implant NAME`
+        imp = load_implant(name)
+        lim = imp.limits
+        console.print(
+            f"implant {imp.name} (hardware/implant_data): {len(imp.arrays)} arrays, "
+            f"{imp.n_electrodes} electrodes; at most {lim.max_active_electrodes} active and "
+            f"{lim.max_total_current_ua:g} µA in total over the implant",
+            highlight=False,
+        )
 
 
 @stimulator_app.command("serve")
