@@ -88,7 +88,7 @@ def _serve_many(conn: Connection, keys: list[bytes], arrays: list[str], limits_j
 
 
 #: How long stopping waits for the stimulators to work through frames still queued (s).
-DRAIN_TIMEOUT_S = 3.0
+DRAIN_TIMEOUT_S = 10.0
 
 
 def _drain(stims: list[SimulatedStimulator]) -> None:
