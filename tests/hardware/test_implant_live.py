@@ -8,6 +8,7 @@ closed under it (what a dead network interface looks like to `sendto`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,10 +18,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hardware.audit import (
+    ARRAY_INDEX,
+    ENTRY,
+    FRAME_HEAD,
     IMPLANT_LOG_VERSION,
+    TYPE_ARRAY_FRAME,
+    TYPE_FRAME,
     AuditError,
     AuditLog,
+    Record,
+    ids_checksum,
     inspect_log,
+    iter_records,
     read_implant_frames,
 )
 from hardware.calibration_file import (
@@ -40,7 +49,7 @@ from hardware.implant_chain import ImplantBus, ImplantLinkError, start_implant_c
 from hardware.phosphene_preview import PhospheneRenderer, implant_frame
 from hardware.safety import SafetyLimits
 from hardware.simulator_mode import SimulatorMode
-from hardware.types import RateField
+from hardware.types import RateField, StimulationFrame
 
 N_RATES = 512
 
@@ -243,6 +252,60 @@ def test_implant_log_is_version_2_and_reads_back_per_bin(pair: Implant, tmp_path
     AuditLog(v1, pair.arrays[0].array, SafetyLimits()).close()
     with pytest.raises(AuditError, match="needs a new log file"):
         AuditLog(v1, None, SafetyLimits(), implant=pair)
+
+
+def _straight_entries(index: int | None, frame: StimulationFrame) -> bytes:
+    """The frame record body built the obvious way (masks, a stack, one record array):
+    what the preallocated per-array tables must reproduce byte for byte."""
+    fields = (
+        frame.amplitude_ua, frame.phase_width_us, frame.interphase_gap_us,
+        frame.pulse_rate_hz, frame.n_pulses,
+    )  # fmt: skip
+    keep = np.nonzero(np.any(np.stack([f != 0 for f in fields]), axis=0))[0]
+    rec = np.empty(len(keep), dtype=ENTRY)
+    rec["i"] = keep
+    for name, f in zip(("amp", "pw", "gap", "rate", "n"), fields, strict=True):
+        rec[name] = f[keep]
+    head = FRAME_HEAD.pack(
+        frame.sequence, frame.timestamp_ns, frame.n_electrodes, len(keep),
+        ids_checksum(frame.electrode_ids),
+    )  # fmt: skip
+    return (b"" if index is None else ARRAY_INDEX.pack(index)) + head + rec.tobytes()
+
+
+def test_array_frame_records_from_preallocated_tables_are_the_straight_bytes(
+    pair: Implant, tmp_path: Path
+) -> None:
+    """Per-array entry tables (one per slot) give exactly the obvious encoding, bin after
+    bin, with arrays interleaved, zero frames, a NaN that was sent and a single-array frame
+    written into the same log between them."""
+    log_path = tmp_path / "a.log"
+    pipe = ImplantPipeline(pair, SafetyLimits())
+    log = AuditLog(log_path, None, SafetyLimits(), implant=pair)
+    want: list[bytes] = []
+    rng = np.random.default_rng(3)
+    for k in range(12):
+        frames = pipe.zero("z") if k % 4 == 3 else pipe.process(
+            _field(pair, rng.uniform(0, 200, N_RATES), seed=k)
+        )  # fmt: skip
+        frames = tuple(dataclasses.replace(f) for f in frames)
+        if k == 5:
+            frames[1].amplitude_ua[7] = np.nan
+        for i, f in enumerate(frames):
+            log.array_frame(i, f)
+            want.append(_straight_entries(i, f))
+        if k == 6:  # a frame of one array, outside the implant's slots
+            log.frame(frames[0])
+            want.append(_straight_entries(None, frames[0]))
+    log.close()
+    got = [
+        r.body
+        for r in iter_records(log_path)
+        if isinstance(r, Record) and r.rtype in (TYPE_ARRAY_FRAME, TYPE_FRAME)
+    ]
+    assert len(got) == 12 * 2 + 1
+    assert got == want
+    assert any(len(b) > len(_straight_entries(0, pipe.zero("z")[0])) for b in got)
 
 
 def test_inspect_finds_a_missing_array_frame_and_an_implant_breach(
