@@ -34,9 +34,13 @@ def _implant(path: Path) -> Path:
 
 
 def _threshold(implant: Path, label: str, cal: Path, *extra: str) -> tuple[int, str]:
+    # Each array's session file named explicitly: the default name is stamped to the second,
+    # and two short simulated sessions can start within one second on a fast host.
+    session = cal.with_name(f"threshold-{label}.jsonl")
     args = ["calibrate", "threshold", "--implant", str(implant), "--implant-array", label,
             "--patient", "P3", "--calibration", str(cal), "--simulated-patient", "4",
-            "--electrodes", "first:2", "--budget", "15", *extra]  # fmt: skip
+            "--electrodes", "first:2", "--budget", "15", "--session", str(session),
+            *extra]  # fmt: skip
     res = CliRunner().invoke(app, args)
     return res.exit_code, res.output
 
@@ -62,7 +66,7 @@ def test_threshold_per_implant_array_merges_into_one_implant_calibration(tmp_pat
     pipe = ImplantPipeline(imp, SafetyLimits(), calibrations=parts)
     assert [int(p.model.enabled.sum()) for p in pipe.pipelines.values()] == [2, 2]
     # every trial went through the real chain and its audit log verifies
-    audits = sorted(tmp_path.glob("threshold-P3-*.jsonl.audit"))
+    audits = sorted(tmp_path.glob("threshold-*.jsonl.audit"))
     assert len(audits) == 2 and all(inspect_log(a).ok for a in audits)
 
 
