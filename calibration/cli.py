@@ -51,6 +51,8 @@ def _session_command(
     operator: str,
     extra: dict[str, Any],
     ctx: typer.Context,
+    implant: str | None = None,
+    implant_array: str | None = None,
 ) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
@@ -60,6 +62,10 @@ def _session_command(
     from calibration.session import SessionLog, TrialRecord
     from hardware.safety import SafetyLimits
 
+    if implant is not None or implant_array is not None:
+        array, calibration, extra = _implant_array_session(
+            ctx, implant, implant_array, patient, calibration, resume, array, extra
+        )
     request = SessionRequest(
         procedure=procedure, patient=patient, array=array, calibration=calibration,
         electrodes=electrodes, session=session, resume=resume,
@@ -169,8 +175,50 @@ def _session_command(
             str(int(m.outlier.sum())),
         )
     console.print(table)
+    if header.implant and header.implant_array and outcome.calibration_path is not None:
+        from calibration.implant_session import merge_into_implant
+
+        try:
+            merged = merge_into_implant(
+                header.implant,
+                header.implant_array,
+                Path(str(header.implant_calibration)),
+                outcome.calibration_path,
+            )
+        except _expected_errors() as exc:
+            raise fail(str(exc)) from exc
+        console.print(f"implant calibration file: {merged} (array {header.implant_array})")
     console.print(f"calibration file: {outcome.calibration_path}")
     console.print(f"results JSON: {outcome.results_path}")
+
+
+def _implant_array_session(
+    ctx: typer.Context,
+    implant: str | None,
+    label: str | None,
+    patient: str | None,
+    calibration: Path | None,
+    resume: Path | None,
+    array: str,
+    extra: dict[str, Any],
+) -> tuple[str, Path | None, dict[str, Any]]:
+    """A session on one array of an implant: (array file, array calibration, settings)."""
+    from calibration.implant_session import prepare_implant_array
+
+    if implant is None or label is None:
+        raise fail("--implant and --implant-array go together (one array per session)")
+    src = ctx.get_parameter_source("array")
+    if src is not None and src.name != "DEFAULT":
+        raise fail("--implant and --array exclude each other (the implant places its arrays)")
+    if resume is not None:
+        raise fail("--resume continues the session it names; drop --implant/--implant-array")
+    if calibration is None:
+        raise fail("--calibration (the implant's calibration file) is required with --implant")
+    try:
+        sess = prepare_implant_array(implant, label, calibration, patient)
+    except _expected_errors() as exc:
+        raise fail(str(exc)) from exc
+    return str(sess.array_file), sess.array_calibration, {**extra, **sess.settings}
 
 
 _ELECTRODES_HELP = "'all', 'first:N' or a comma list of electrode ids."
@@ -193,6 +241,17 @@ LinkOpt = Annotated[
 ]
 LimitsOpt = Annotated[Path | None, typer.Option("--limits", help="Safety limits JSON.")]
 OperatorOpt = Annotated[str, typer.Option("--operator", help="Who runs the session.")]
+ImplantOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--implant",
+        help="Implant name or file (with --implant-array): calibrate one of its arrays, as "
+        "placed, and merge the results into --calibration (ids LABEL:ID).",
+    ),
+]
+ImplantArrayOpt = Annotated[
+    str | None, typer.Option("--implant-array", help="Label of the implant's array to calibrate.")
+]
 
 
 @calibrate_app.command("threshold")
@@ -215,6 +274,8 @@ def threshold_cmd(
     link: LinkOpt = None,
     limits_file: LimitsOpt = None,
     operator: OperatorOpt = "unknown",
+    implant: ImplantOpt = None,
+    implant_array: ImplantArrayOpt = None,
 ) -> None:
     """Detection thresholds per electrode (QUEST+ or staircase; ML fit with CIs)."""
     if method not in ("quest", "staircase"):
@@ -223,6 +284,7 @@ def threshold_cmd(
         "threshold", patient, array, calibration, electrodes, session, resume,
         simulated_patient, link, limits_file, operator,
         {"method": method, "budget": budget, "ci_target_ua": ci_target, "max_current_ua": max_current}, ctx,
+        implant, implant_array,
     )  # fmt: skip
 
 
@@ -245,12 +307,15 @@ def brightness_cmd(
     link: LinkOpt = None,
     limits_file: LimitsOpt = None,
     operator: OperatorOpt = "unknown",
+    implant: ImplantOpt = None,
+    implant_array: ImplantArrayOpt = None,
 ) -> None:
     """Brightness magnitude estimation and saturating-curve fits."""
     _session_command(
         "brightness", patient, array, calibration, electrodes, session, resume,
         simulated_patient, link, limits_file, operator,
         {"levels": levels, "repeats": repeats, "max_current_ua": max_current}, ctx,
+        implant, implant_array,
     )  # fmt: skip
 
 
@@ -270,12 +335,15 @@ def map_cmd(
     link: LinkOpt = None,
     limits_file: LimitsOpt = None,
     operator: OperatorOpt = "unknown",
+    implant: ImplantOpt = None,
+    implant_array: ImplantArrayOpt = None,
 ) -> None:
     """Phosphene location reports; one retinotopic model fitted to the whole array."""
     _session_command(
         "map", patient, array, calibration, electrodes, session, resume,
         simulated_patient, link, limits_file, operator,
         {"reports": reports, "max_current_ua": max_current}, ctx,
+        implant, implant_array,
     )  # fmt: skip
 
 

@@ -70,6 +70,11 @@ class SessionHeader(_Strict):
     reports: int = Field(default=2, ge=1, le=20)
     simulated_patient: int | None = None
     started: datetime
+    #: A session on one array of an implant (`calibration.implant_session`): the implant, the
+    #: array's label and the implant's calibration file its results are merged into.
+    implant: str | None = None
+    implant_array: str | None = None
+    implant_calibration: str | None = None
 
 
 class TrialRecord(_Strict):

@@ -152,8 +152,12 @@ def deploy_keygen(
 
 @deploy_app.command("build")
 def deploy_build(
+    ctx: typer.Context,
     bundle: Path = typer.Option(..., "--bundle", help="bundle directory"),
     array: str = typer.Option("utah96", "--array", help="electrode array name or file"),
+    implant: str | None = typer.Option(
+        None, "--implant", help="implant name or file, instead of --array (issue 17)"
+    ),
     limits: Path | None = typer.Option(
         None, "--limits", help="safety limits file (default: built-in)"
     ),
@@ -175,9 +179,14 @@ def deploy_build(
     from runtime.bundle import BundleError
     from runtime.package import RunConfig
 
+    src = ctx.get_parameter_source("array")
+    if implant is not None and src is not None and src.name != "DEFAULT":
+        raise fail("--implant and --array exclude each other (an implant names its arrays)", 2)
     try:
         run = RunConfig(form=form, precision=precision, camera_fov_deg=camera_fov_deg)
-        manifest = build_package(bundle, array, limits, calibration, key, out, run)
+        manifest = build_package(
+            bundle, None if implant else array, limits, calibration, key, out, run, implant
+        )
     except ValidationError as exc:
         raise fail(f"run configuration refused: {exc.errors()[0]['msg']}", 2) from None
     except (

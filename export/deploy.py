@@ -43,14 +43,20 @@ def _bundle_members(bundle: Path) -> dict[str, bytes]:
 
 def build_package(
     bundle: Path,
-    array: str | Path,
+    array: str | Path | None,
     limits: Path | None,
     calibration: Path | None,
     key_file: Path,
     out: Path,
     run: RunConfig | None = None,
+    implant: str | Path | None = None,
 ) -> PackageManifest:
-    """Validate the parts, sign their manifest with key_file and write the archive to out."""
+    """Validate the parts, sign their manifest with key_file and write the archive to out.
+
+    `implant` (a name or implant file) packages an implant instead of `array`: its arrays go
+    in embedded, placed, as one self-contained implant.json (so the package needs no array
+    files beside it), and the calibration is checked against the implant (qualified ids).
+    """
     from hardware.arrays import load_array
     from hardware.safety import SafetyLimits
 
@@ -58,7 +64,16 @@ def build_package(
         raise PackageError(f"{out}: exists; not overwriting a package")
     key, key_id = load_private_key(key_file)
     contents = _bundle_members(bundle)
-    contents["array.json"] = load_array(array).to_json().encode()
+    if (array is None) == (implant is None):
+        raise PackageError("a package holds one array or one implant: give exactly one")
+    if implant is not None:
+        from hardware.implant import load_implant
+
+        record = load_implant(implant).to_record()
+        contents["implant.json"] = record.model_dump_json(indent=1).encode()
+    else:
+        assert array is not None
+        contents["array.json"] = load_array(array).to_json().encode()
     lim = SafetyLimits.load(limits) if limits is not None else SafetyLimits()
     contents["limits.json"] = lim.model_dump_json(indent=2).encode()
     if calibration is not None:

@@ -1,13 +1,13 @@
 """The append-only audit log: every stimulation frame sent and every safety event.
 
-File layout (version 1, big-endian):
+File layout (version 1, big-endian; version 2 = the same plus implant records, below):
 
-    file header, 16 bytes: b"NPEAUDIT", u16 version = 1, 6 zero bytes
+    file header, 16 bytes: b"NPEAUDIT", u16 version = 1 or 2, 6 zero bytes
     records, back to back:
         u32 length of payload
         u32 CRC-32 of payload
         payload:
-            u8  type       1 session, 2 frame, 3 event
+            u8  type       1 session, 2 frame, 3 event, 4 array frame (version 2)
             u64 sequence   strictly +1 per record across the whole file (sessions continue it)
             u64 monotonic_ns   time.monotonic_ns() when written
             i64 wall_ns        time.time_ns() when written
@@ -19,7 +19,17 @@ File layout (version 1, big-endian):
                        f32 amplitude µA, f32 phase µs, f32 gap µs, f32 rate Hz, u16 pulses)
                        for every electrode with any non-zero field (all others are all-zero):
                        lossless, and ~6× smaller than all 96 (16 active at most)
-              event:   UTF-8 JSON {"kind", "detail"}
+              event:   UTF-8 JSON {"kind", "detail"} (+ "array": label, for an implant's array)
+              array frame: u16 array index (in the session's implant), then a frame body
+
+Implants (issue 17): a log opened for an implant of several arrays is version 2. Its session
+record also holds "implant" (`hardware.implant.ImplantRecord`: every array's document with its
+placement, and the implant-wide limits); each bin's frames are written as one array-frame
+record per array, in the implant's order and back to back, so `inspect_log` can check each
+array's frames with `check_frame`, each array's frame sequence for continuity, and every bin's
+frames together against the implant-wide caps. Why a new version rather than a new record type
+alone: a reader of version 1 would report the array frames as corrupt bytes; it now says it
+cannot read version 2.
 
 Why it survives kill -9: the file is opened O_APPEND and each record is written with a
 single write(2) of the complete bytes, so a killed writer leaves at most one partial record
@@ -41,7 +51,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -53,8 +63,15 @@ from hardware.safety import HARDWARE_LIMITS, SafetyLimits, check_frame
 from hardware.types import StimulationFrame
 from hardware.wire import RECORD, ids_checksum
 
+if TYPE_CHECKING:
+    from hardware.implant import Implant
+
 FILE_MAGIC = b"NPEAUDIT"
 LOG_VERSION = 1
+#: Version of logs that hold implant (array-frame) records; readers accept both.
+IMPLANT_LOG_VERSION = 2
+READ_VERSIONS = (LOG_VERSION, IMPLANT_LOG_VERSION)
+ARRAY_INDEX = struct.Struct(">H")
 FILE_HEADER = struct.Struct(">8sH6x")
 REC_HEAD = struct.Struct(">II")
 PAYLOAD_HEAD = struct.Struct(">BQQq")
@@ -63,8 +80,13 @@ ENTRY = np.dtype(
     [("i", ">u2"), ("amp", ">f4"), ("pw", ">f4"), ("gap", ">f4"), ("rate", ">f4"), ("n", ">u2")]
 )
 MAX_PAYLOAD = 1 << 22
-TYPE_SESSION, TYPE_FRAME, TYPE_EVENT = 1, 2, 3
-TYPE_NAMES = {TYPE_SESSION: "session", TYPE_FRAME: "frame", TYPE_EVENT: "event"}
+TYPE_SESSION, TYPE_FRAME, TYPE_EVENT, TYPE_ARRAY_FRAME = 1, 2, 3, 4
+TYPE_NAMES = {
+    TYPE_SESSION: "session",
+    TYPE_FRAME: "frame",
+    TYPE_EVENT: "event",
+    TYPE_ARRAY_FRAME: "array frame",
+}
 #: Event kind: a run used a signed deployment package (detail: path, key id, manifest sha256).
 EVENT_PACKAGE_VERIFIED = "package_verified"
 #: Event kind: a run used unsigned inputs under `npe run --dev-unsigned` (a development run;
@@ -80,6 +102,23 @@ class AuditError(HardwareError, OSError):
     """An audit log that cannot be opened or is not an npe audit log."""
 
 
+class EventSink(Protocol):
+    """What a pipeline logs its safety events into: an `AuditLog`, or one array's view of it."""
+
+    def event(self, kind: str, detail: str) -> None: ...
+
+
+class ArrayEvents:
+    """One implant array's view of the audit log: its events carry the array's label."""
+
+    def __init__(self, log: AuditLog, label: str) -> None:
+        self.log = log
+        self.label = label
+
+    def event(self, kind: str, detail: str) -> None:
+        self.log.array_event(self.label, kind, detail)
+
+
 class AuditLog:
     """Append-only writer. One write(2) per record; sequence numbers continue across opens.
 
@@ -88,6 +127,8 @@ class AuditLog:
         array, limits: recorded in the session record so `inspect_log` can check every frame
             against the limits that were in force, and `npe preview` knows the geometry.
         fsync: fsync after every record (power-loss safety; slower).
+        implant: the implant of a multi-array run (instead of `array`): the log is version
+            2, its session record holds the implant, and frames go in with `array_frame`.
     """
 
     def __init__(
@@ -98,8 +139,10 @@ class AuditLog:
         *,
         fsync: bool = False,
         note: str = "",
+        implant: Implant | None = None,
     ) -> None:
         self.path = Path(path)
+        self.implant = implant
         self.fsync = fsync
         self.sequence = 0
         if self.path.exists() and self.path.stat().st_size > 0:
@@ -107,6 +150,12 @@ class AuditLog:
                 head = fh.read(FILE_HEADER.size)
             if len(head) < FILE_HEADER.size or head[:8] != FILE_MAGIC:
                 raise AuditError(f"{self.path}: exists and is not an npe audit log")
+            version = FILE_HEADER.unpack(head)[1]
+            if implant is not None and version != IMPLANT_LOG_VERSION:
+                raise AuditError(
+                    f"{self.path}: a version-{version} (single-array) log; an implant run "
+                    "needs a new log file"
+                )
             last = -1
             for rec in iter_records(self.path):
                 if isinstance(rec, Record):
@@ -121,15 +170,20 @@ class AuditLog:
         except OSError as exc:
             raise AuditError(f"{self.path}: cannot open audit log ({exc})") from exc
         if new:
-            os.write(self.fd, FILE_HEADER.pack(FILE_MAGIC, LOG_VERSION))
+            version = LOG_VERSION if implant is None else IMPLANT_LOG_VERSION
+            os.write(self.fd, FILE_HEADER.pack(FILE_MAGIC, version))
         self._ids_crc: dict[tuple[str, ...], int] = {}
-        self._layout: _FrameEntries | None = None
-        session = {
+        # Preallocated frame-entry tables, one per frame slot (-1: the single-array frame,
+        # i ≥ 0: array i of the implant), rebuilt only when a slot's electrode ids change.
+        self._layouts: dict[int, _FrameEntries] = {}
+        session: dict[str, Any] = {
             "pid": os.getpid(),
             "array": json.loads(array.to_json()) if array is not None else None,
             "limits": json.loads(limits.model_dump_json()) if limits is not None else None,
             "note": note,
         }
+        if implant is not None:
+            session["implant"] = json.loads(implant.to_record().model_dump_json())
         self._write(TYPE_SESSION, json.dumps(session).encode())
 
     def _write(self, rtype: int, body: bytes) -> None:
@@ -144,24 +198,44 @@ class AuditLog:
         self.sequence += 1
 
     def frame(self, frame: StimulationFrame) -> None:
-        """Record one stimulation frame as sent.
+        """Record one stimulation frame as sent."""
+        self._write(TYPE_FRAME, self._frame_body(-1, frame))
 
-        Why a per-array layout (`_FrameEntries`): this runs on every bin of a live run; the
-        entries are written into a preallocated record array and only the non-zero ones
-        gathered, instead of building masks, a stack and six arrays per frame.
+    def array_frame(self, index: int, frame: StimulationFrame) -> None:
+        """Record the frame sent to array `index` of the session's implant."""
+        if self.implant is None:
+            raise AuditError(f"{self.path}: array frames need a log opened for an implant")
+        self._write(TYPE_ARRAY_FRAME, ARRAY_INDEX.pack(index) + self._frame_body(index, frame))
+
+    def array_event(self, label: str, kind: str, detail: str) -> None:
+        """Record an event of one array of the implant (its label in the record)."""
+        body = {"kind": kind, "detail": detail, "array": label}
+        self._write(TYPE_EVENT, json.dumps(body).encode())
+
+    def for_array(self, label: str) -> ArrayEvents:
+        """The event sink of one implant array (`StimulationPipeline(audit=...)`)."""
+        return ArrayEvents(self, label)
+
+    def _frame_body(self, slot: int, frame: StimulationFrame) -> bytes:
+        """Frame head + non-zero entries.
+
+        Why a preallocated table per slot (`_FrameEntries`): this runs on every bin of a
+        live run, once per array of an implant; the entries are written into a preallocated
+        record array and only the non-zero ones gathered, instead of building masks, a stack
+        and six arrays per frame. Same bytes as the straightforward encoding.
         """
-        lay = self._layout
+        lay = self._layouts.get(slot)
         if lay is None or lay.electrode_ids is not frame.electrode_ids:
             crc = self._ids_crc.get(frame.electrode_ids)
             if crc is None:
                 crc = self._ids_crc[frame.electrode_ids] = ids_checksum(frame.electrode_ids)
-            lay = self._layout = _FrameEntries(frame.electrode_ids, crc)
+            lay = self._layouts[slot] = _FrameEntries(frame.electrode_ids, crc)
         body = lay.entries(frame)
         head = FRAME_HEAD.pack(
             frame.sequence, frame.timestamp_ns, frame.n_electrodes, len(body) // ENTRY.itemsize,
             lay.crc,
         )  # fmt: skip
-        self._write(TYPE_FRAME, head + body)
+        return head + body
 
     def event(self, kind: str, detail: str) -> None:
         """Record one safety event (or any other notable event)."""
@@ -273,8 +347,11 @@ def _iter_data(data: mmap.mmap, path: str | Path) -> Iterator[Record | BadRegion
     if len(data) < FILE_HEADER.size or data[:8] != FILE_MAGIC:
         raise AuditError(f"{path}: not an npe audit log (bad file header)")
     _, version = FILE_HEADER.unpack_from(data)
-    if version != LOG_VERSION:
-        raise AuditError(f"{path}: audit log version {version}; this npe reads {LOG_VERSION}")
+    if version not in READ_VERSIONS:
+        raise AuditError(
+            f"{path}: audit log version {version}; this npe reads "
+            f"{' and '.join(str(v) for v in READ_VERSIONS)}"
+        )
     pos = FILE_HEADER.size
     while pos < len(data):
         rec = _record_at(data, pos)
@@ -293,10 +370,21 @@ def _iter_data(data: mmap.mmap, path: str | Path) -> Iterator[Record | BadRegion
         pos = nxt
 
 
-def decode_frame_record(rec: Record, electrode_ids: tuple[str, ...] | None) -> StimulationFrame:
+def decode_array_frame_record(rec: Record, implant: Implant | None) -> tuple[int, StimulationFrame]:
+    """(array index, frame) of an array-frame record; ids from the implant's array if known."""
+    (index,) = ARRAY_INDEX.unpack_from(rec.body)
+    ids = None
+    if implant is not None and index < len(implant.arrays):
+        ids = implant.arrays[index].array.electrode_ids
+    return index, decode_frame_record(rec, ids, offset=ARRAY_INDEX.size)
+
+
+def decode_frame_record(
+    rec: Record, electrode_ids: tuple[str, ...] | None, offset: int = 0
+) -> StimulationFrame:
     """Rebuild the StimulationFrame of a frame record (ids "0".."n-1" when unknown)."""
-    fseq, ts, n, m, crc = FRAME_HEAD.unpack_from(rec.body)
-    ent = np.frombuffer(rec.body, dtype=ENTRY, count=m, offset=FRAME_HEAD.size)
+    fseq, ts, n, m, crc = FRAME_HEAD.unpack_from(rec.body, offset)
+    ent = np.frombuffer(rec.body, dtype=ENTRY, count=m, offset=offset + FRAME_HEAD.size)
     if m and int(ent["i"].max()) >= n:
         raise AuditError(f"frame record {rec.sequence}: electrode index beyond {n}")
     arr = np.zeros(n, dtype=RECORD)
@@ -335,6 +423,76 @@ def read_frames(path: str | Path) -> tuple[ElectrodeArray | None, list[Stimulati
     return array, frames
 
 
+def _session_implant(info: dict[str, object], source: str) -> Implant | None:
+    from hardware.implant import implant_from_record
+
+    raw = info.get("implant")
+    return implant_from_record(raw, source) if raw is not None else None
+
+
+def read_implant_frames(
+    path: str | Path,
+) -> tuple[Implant | None, list[tuple[StimulationFrame, ...]]]:
+    """The implant of the last session that named one, and every complete bin of it: one
+    frame per array, in the implant's order (a bin missing an array's frame is left out)."""
+    implant: Implant | None = None
+    bins: list[tuple[StimulationFrame, ...]] = []
+    group: list[StimulationFrame] = []
+    for rec in iter_records(path):
+        if isinstance(rec, BadRegion):
+            group = []
+            continue
+        if rec.rtype == TYPE_SESSION:
+            implant = _session_implant(rec.json(), f"{path} session record")
+            group = []
+        elif rec.rtype == TYPE_ARRAY_FRAME and implant is not None:
+            index, frame = decode_array_frame_record(rec, implant)
+            if index != len(group):
+                group = []
+                if index != 0:
+                    continue
+            group.append(frame)
+            if len(group) == len(implant.arrays):
+                bins.append(tuple(group))
+                group = []
+    return implant, bins
+
+
+class ArrayLogRow(BaseModel):
+    """One implant array's part of an audit log (`npe log inspect` prints one row each)."""
+
+    label: str
+    array: str
+    n_electrodes: int
+    n_frames: int
+    n_events: int
+    first_frame_sequence: int | None
+    last_frame_sequence: int | None
+    frame_sequence_gaps: int
+    limit_breaches: int
+    max_amplitude_ua: float
+    max_active_electrodes: int
+
+
+class _ArrayTally:
+    """Running per-array counts while a log is read."""
+
+    def __init__(self, label: str, array: str, n: int) -> None:
+        self.row = ArrayLogRow(
+            label=label,
+            array=array,
+            n_electrodes=n,
+            n_frames=0,
+            n_events=0,
+            first_frame_sequence=None,
+            last_frame_sequence=None,
+            frame_sequence_gaps=0,
+            limit_breaches=0,
+            max_amplitude_ua=0.0,
+            max_active_electrodes=0,
+        )
+
+
 class LogReport(BaseModel):
     """Summary and verification of one audit log (`npe log inspect`)."""
 
@@ -357,6 +515,12 @@ class LogReport(BaseModel):
     max_amplitude_ua: float
     max_active_electrodes: int
     problems: list[str]
+    #: Implant logs (version 2): the implant's name, one row per array, bins whose frames
+    #: together break the implant-wide caps, and bins missing an array's frame.
+    implant: str | None = None
+    arrays: list[ArrayLogRow] = []
+    implant_breaches: int = 0
+    incomplete_bins: int = 0
 
 
 def _absolute_breaches(frame: StimulationFrame) -> list[str]:
@@ -398,6 +562,18 @@ def inspect_log(path: str | Path) -> LogReport:
     array: ElectrodeArray | None = None
     limits: SafetyLimits | None = None
     problems: list[str] = []
+    implant: Implant | None = None
+    tallies: dict[str, _ArrayTally] = {}
+    group: list[StimulationFrame] = []
+    implant_breaches = incomplete = 0
+    implant_name: str | None = None
+
+    def close_group() -> None:
+        nonlocal incomplete
+        if group:
+            incomplete += 1
+            group.clear()
+
     for rec in iter_records(path):
         if isinstance(rec, BadRegion):
             if rec.next_type in (None, TYPE_SESSION):
@@ -415,15 +591,86 @@ def inspect_log(path: str | Path) -> LogReport:
         if rec.rtype == TYPE_SESSION:
             n_sessions += 1
             info = rec.json()
+            close_group()
             try:
                 array = parse_array(info["array"]) if info.get("array") else None
                 limits = SafetyLimits.model_validate(info["limits"]) if info.get("limits") else None
+                implant = _session_implant(info, f"session record {rec.sequence}")
             except ValueError as exc:
                 problems.append(f"session record {rec.sequence}: unusable array/limits ({exc})")
-                array, limits = None, None
+                array, limits, implant = None, None, None
+            if implant is not None:
+                implant_name = implant.name
+                for a in implant.arrays:
+                    t = tallies.setdefault(a.label, _ArrayTally(a.label, a.array.name, a.array.n))
+                    t.row.last_frame_sequence = None  # a new session restarts the sequence
         elif rec.rtype == TYPE_EVENT:
             n_events += 1
-            kinds[str(rec.json().get("kind", "?"))] += 1
+            ev = rec.json()
+            kinds[str(ev.get("kind", "?"))] += 1
+            lab = ev.get("array")
+            if isinstance(lab, str) and lab in tallies:
+                tallies[lab].row.n_events += 1
+        elif rec.rtype == TYPE_ARRAY_FRAME:
+            n_frames += 1
+            if implant is None:
+                breaches += 1
+                if len(examples) < 10:
+                    examples.append(
+                        f"record {rec.sequence}: array frame outside an implant session"
+                    )
+                continue
+            index, frame = decode_array_frame_record(rec, implant)
+            if index >= len(implant.arrays):
+                breaches += 1
+                if len(examples) < 10:
+                    examples.append(
+                        f"record {rec.sequence}: array index {index} not in the implant"
+                    )
+                continue
+            placed = implant.arrays[index]
+            row = tallies[placed.label].row
+            act = frame.active
+            n_act = int(act.sum())
+            row.n_frames += 1
+            row.max_active_electrodes = max(row.max_active_electrodes, n_act)
+            if act.any():
+                row.max_amplitude_ua = max(
+                    row.max_amplitude_ua, float(np.nanmax(frame.amplitude_ua[act]))
+                )
+                max_amp = max(max_amp, row.max_amplitude_ua)
+            if row.first_frame_sequence is None:
+                row.first_frame_sequence = frame.sequence
+            if (
+                row.last_frame_sequence is not None
+                and frame.sequence != row.last_frame_sequence + 1
+            ):
+                row.frame_sequence_gaps += 1
+            row.last_frame_sequence = frame.sequence
+            if frame.electrode_ids != placed.array.electrode_ids:
+                found = ["electrode ids do not match the array"]
+            elif limits is not None:
+                found = check_frame(frame, limits, placed.array)
+            else:
+                found = _absolute_breaches(frame)
+            if found:
+                breaches += 1
+                row.limit_breaches += 1
+                if len(examples) < 10:
+                    examples.append(f"record {rec.sequence} ({placed.label}): {found[0]}")
+            # One bin = one array frame per array, in order, back to back.
+            if index != len(group):
+                close_group()
+            if index == len(group):
+                group.append(frame)
+            if len(group) == len(implant.arrays):
+                max_active = max(max_active, sum(int(f.active.sum()) for f in group))
+                bad = _implant_breaches(group, implant)
+                if bad:
+                    implant_breaches += 1
+                    if len(examples) < 10:
+                        examples.append(f"record {rec.sequence} (implant): {bad[0]}")
+                group.clear()
         else:
             n_frames += 1
             frame = decode_frame_record(rec, array.electrode_ids if array is not None else None)
@@ -443,6 +690,15 @@ def inspect_log(path: str | Path) -> LogReport:
                 breaches += 1
                 if len(examples) < 10:
                     examples.append(f"record {rec.sequence}: {found[0]}")
+    close_group()
+    rows = [t.row for t in tallies.values()]
+    frame_gaps = sum(r.frame_sequence_gaps for r in rows)
+    if frame_gaps:
+        problems.append(f"{frame_gaps} gap(s) in arrays' frame sequences")
+    if implant_breaches:
+        problems.append(f"{implant_breaches} bin(s) break the implant-wide limits")
+    if incomplete:
+        problems.append(f"{incomplete} bin(s) miss an array's frame")
     if gaps:
         problems.append(f"{len(gaps)} sequence gap(s)")
     if corrupt:
@@ -471,4 +727,26 @@ def inspect_log(path: str | Path) -> LogReport:
         max_amplitude_ua=max_amp,
         max_active_electrodes=max_active,
         problems=problems,
+        implant=implant_name,
+        arrays=rows,
+        implant_breaches=implant_breaches,
+        incomplete_bins=incomplete,
     )
+
+
+def _implant_breaches(frames: list[StimulationFrame], implant: Implant) -> list[str]:
+    """The implant-wide caps over one bin's frames, re-checked independently of the
+    pipeline (active electrodes and total current over every array)."""
+    active = 0
+    total = 0.0
+    for f in frames:
+        live = (f.amplitude_ua > 0) & (f.n_pulses > 0)
+        active += int(np.count_nonzero(live))
+        total += float(np.sum(f.amplitude_ua[live], dtype=np.float64))
+    lim = implant.limits
+    out = []
+    if active > lim.max_active_electrodes:
+        out.append(f"{active} electrodes active over the implant > {lim.max_active_electrodes}")
+    if total > lim.max_total_current_ua:
+        out.append(f"implant total current {total:.3f} > {lim.max_total_current_ua} µA")
+    return out

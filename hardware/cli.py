@@ -94,6 +94,17 @@ def arrays_cmd(
             "×".join(f"{v:.2f}" for v in r["phosphene_span_deg"]),
         )  # fmt: skip
     console.print(t)
+    from hardware.implant import list_implants, load_implant
+
+    for name in list_implants():  # implants of several arrays: `npe run --implant NAME`
+        imp = load_implant(name)
+        lim = imp.limits
+        console.print(
+            f"implant {imp.name} (hardware/implant_data): {len(imp.arrays)} arrays, "
+            f"{imp.n_electrodes} electrodes; at most {lim.max_active_electrodes} active and "
+            f"{lim.max_total_current_ua:g} µA in total over the implant",
+            highlight=False,
+        )
 
 
 @stimulator_app.command("serve")
@@ -272,9 +283,53 @@ def inspect_cmd(
         if report.wall_start_ns and report.wall_end_ns:
             t.add_row("duration s", f"{(report.wall_end_ns - report.wall_start_ns) / 1e9:.3f}")
         console.print(t)
+        if report.arrays:
+            console.print(_array_table(report))
         console.print(f"JSON report: {out}", highlight=False)
     if not report.ok:
         raise typer.Exit(code=ExitCode.CHECK_FAILED)
+
+
+def _array_table(report: Any) -> Any:
+    """Per-array rows of an implant log, and their total."""
+    from rich.table import Table
+
+    t = Table(title=f"implant {report.implant}: {len(report.arrays)} arrays")
+    cols = (
+        "array",
+        "frames",
+        "events",
+        "frame seq",
+        "seq gaps",
+        "breaches",
+        "max µA",
+        "max active",
+    )
+    for c in cols:
+        t.add_column(c, justify="left" if c == "array" else "right")
+    for r in report.arrays:
+        t.add_row(
+            r.label,
+            str(r.n_frames),
+            str(r.n_events),
+            f"{r.first_frame_sequence}-{r.last_frame_sequence}",
+            str(r.frame_sequence_gaps),
+            str(r.limit_breaches),
+            f"{r.max_amplitude_ua:.1f}",
+            str(r.max_active_electrodes),
+        )
+    rows = report.arrays
+    t.add_row(
+        "total",
+        str(sum(r.n_frames for r in rows)),
+        str(sum(r.n_events for r in rows)),
+        "",
+        str(sum(r.frame_sequence_gaps for r in rows)),
+        f"{sum(r.limit_breaches for r in rows)} (+{report.implant_breaches} implant-wide)",
+        f"{report.max_amplitude_ua:.1f}",
+        str(report.max_active_electrodes),
+    )
+    return t
 
 
 @app.command("preview")
@@ -294,25 +349,37 @@ def preview_cmd(
     from rich.progress import Progress
 
     from hardware.arrays import ArrayError, load_array
-    from hardware.audit import AuditError, read_frames
+    from hardware.audit import AuditError, read_frames, read_implant_frames
     from hardware.calibration_file import CalibrationError, load_calibration
-    from hardware.phosphene_preview import PhospheneRenderer
+    from hardware.implant_calibration import load_implant_calibration
+    from hardware.phosphene_preview import PhospheneRenderer, implant_frame
 
     try:
-        arr, frames = read_frames(log)
-        if array is not None:
-            arr = load_array(array)
-        cal = load_calibration(calibration) if calibration else None
+        implant, bins = read_implant_frames(log)
+        if implant is not None and array is None:
+            # An implant log: every electrode of every array, one video frame per bin.
+            cals = (
+                load_implant_calibration(calibration, implant, float("inf")) if calibration else {}
+            )
+            renderer = PhospheneRenderer(implant, cals, size_px=size, frame_ms=1000.0 / fps)
+            frames = [implant_frame(implant, b) for b in bins]
+            arr_name = implant.name
+        else:
+            arr, frames = read_frames(log)
+            if array is not None:
+                arr = load_array(array)
+            cal = load_calibration(calibration) if calibration else None
+            if arr is None:
+                raise fail(f"{log}: the log names no array; pass --array")
+            frames = [f for f in frames if f.n_electrodes == arr.n]
+            renderer = PhospheneRenderer(arr, cal, size_px=size, frame_ms=1000.0 / fps)
+            arr_name = arr.name
     except FileNotFoundError as exc:
         raise fail(f"{log}: no such audit log") from exc
     except (AuditError, ArrayError, CalibrationError) as exc:
         raise fail(str(exc)) from exc
-    if arr is None:
-        raise fail(f"{log}: the log names no array; pass --array")
-    frames = [f for f in frames if f.n_electrodes == arr.n]
     if not frames:
-        raise fail(f"{log}: no stimulation frames for array {arr.name}")
-    renderer = PhospheneRenderer(arr, cal, size_px=size, frame_ms=1000.0 / fps)
+        raise fail(f"{log}: no stimulation frames for {arr_name}")
     fourcc = cv2.VideoWriter.fourcc(*("mp4v" if out.suffix.lower() == ".mp4" else "MJPG"))
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(out), fourcc, fps, (size, size), isColor=False)
@@ -332,7 +399,8 @@ def preview_cmd(
     summary = {
         "log": str(log),
         "video": str(out),
-        "array": arr.name,
+        "array": arr_name,
+        "electrodes": renderer.n,
         "frames": len(frames),
         "size_px": size,
         "fps_video": fps,

@@ -85,3 +85,38 @@ class DeliverySummary(BaseModel):
             f"stimulator: {self.sent} frames sent, {self.received} received ({self.lost} lost), "
             f"{self.accepted} accepted, rejected: {reasons}"
         )
+
+    @classmethod
+    def total(cls, parts: list[DeliverySummary]) -> DeliverySummary:
+        """The sum over several links (an implant): counts added, refusals merged by reason;
+        received/accepted/lost stay None unless every part had a simulated stimulator."""
+        rejected: dict[str, int] = {}
+        for p in parts:
+            for k, v in p.rejected.items():
+                rejected[k] = rejected.get(k, 0) + v
+        counted = bool(parts) and all(p.received is not None for p in parts)
+        return cls(
+            sent=sum(p.sent for p in parts),
+            send_errors=sum(p.send_errors for p in parts),
+            received=sum(p.received or 0 for p in parts) if counted else None,
+            accepted=sum(p.accepted or 0 for p in parts) if counted else None,
+            rejected=rejected,
+            lost=sum(p.lost or 0 for p in parts) if counted else None,
+        )
+
+
+class LinkDelivery(BaseModel):
+    """One array link of an implant run: its label, link spec, the acknowledgements its
+    stimulator returned and its `DeliverySummary` (the run summary's per-link row)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str
+    link: str
+    acks: int = 0
+    nacks: int = 0
+    delivery: DeliverySummary
+
+    def line(self) -> str:
+        """The per-link line `npe run` prints under the total."""
+        return f"  {self.label} {self.link}: {self.delivery.line()}"

@@ -23,12 +23,13 @@ Public API: `ImplantError`, `ImplantFile`, `ImplantLimits`, `Implant`, `ImplantA
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -44,6 +45,9 @@ from hardware.retinotopy import DEFAULT_MAP, WedgeDipoleMap
 from hardware.safety import _MARGIN, _MIN_DELIVERABLE_UA, SafetyEvent, SafetyLimits
 from hardware.types import RateField, StimulationFrame
 from hardware.untrusted_json import error_location
+
+if TYPE_CHECKING:
+    from hardware.audit import AuditLog
 
 __all__ = [
     "IMPLANT_DATA_DIR",
@@ -159,6 +163,91 @@ class Implant:
     def labels(self) -> tuple[str, ...]:
         return tuple(a.label for a in self.arrays)
 
+    @property
+    def electrode_ids(self) -> tuple[str, ...]:
+        """Every electrode of the implant, qualified by its array's label ("left-01:e3"),
+        in array order: what the live loop, the preview and implant calibrations address."""
+        return tuple(qualify(a.label, e) for a in self.arrays for e in a.array.electrode_ids)
+
+    def index_of(self, label: str) -> int:
+        """Position of array `label` in the implant (ImplantError if it has none)."""
+        try:
+            return self.labels.index(label)
+        except ValueError:
+            raise ImplantError(f"implant {self.name!r} has no array {label!r}") from None
+
+    def to_record(self) -> ImplantRecord:
+        """Self-contained description (arrays embedded as array documents, placement applied):
+        what an audit log or a deployment package stores, so it can be read back without the
+        array files it was loaded from."""
+        return ImplantRecord(
+            name=self.name,
+            description=self.description,
+            limits=self.limits,
+            arrays=tuple(
+                ImplantRecordArray(
+                    label=a.label,
+                    hemisphere="left" if a.hemisphere == "left" else "right",
+                    link=a.link,
+                    array=json.loads(a.array.to_json()),
+                )
+                for a in self.arrays
+            ),
+        )
+
+
+#: Separator of a qualified electrode id: "<array label>:<electrode id>". Labels are
+#: restricted to [A-Za-z0-9_.-], so the first ":" always ends the label.
+QUALIFIER = ":"
+
+
+def qualify(label: str, electrode_id: str) -> str:
+    """The implant-wide id of an electrode of array `label`."""
+    return f"{label}{QUALIFIER}{electrode_id}"
+
+
+class ImplantRecordArray(_Strict):
+    """One array of an `ImplantRecord`: the array document itself, already placed."""
+
+    label: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    hemisphere: Literal["left", "right"]
+    link: str | None = Field(default=None, max_length=256)
+    array: dict[str, object]
+
+
+class ImplantRecord(_Strict):
+    """A self-contained implant (see `Implant.to_record`); `implant_from_record` reads it."""
+
+    schema_name: Literal["npe.implant-record"] = "npe.implant-record"
+    name: str = Field(min_length=1, max_length=64)
+    description: str = Field(default="", max_length=4000)
+    limits: ImplantLimits
+    arrays: tuple[ImplantRecordArray, ...] = Field(min_length=1, max_length=MAX_ARRAYS)
+
+
+def implant_from_record(raw: object, source: str = "<implant record>") -> Implant:
+    """An Implant from an `ImplantRecord` document (audit session, deployment package)."""
+    from hardware.arrays import parse_array
+
+    try:
+        rec = ImplantRecord.model_validate(raw)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()[:5]
+        )
+        raise ImplantError(f"{source}: refused: {reasons}") from exc
+    labels = [a.label for a in rec.arrays]
+    if len(set(labels)) != len(labels):
+        raise ImplantError(f"{source}: array labels listed twice")
+    arrays = tuple(
+        ImplantArray(
+            a.label, parse_array(a.array, source=f"{source}: array {a.label}"), a.hemisphere, a.link
+        )
+        for a in rec.arrays
+    )
+    return Implant(rec.name, arrays, rec.limits, rec.description)
+
 
 def _hemisphere_of(array: ElectrodeArray) -> str:
     """Left V1 sees the right visual field (x ≥ 0), as `ElectrodeArray` assumes."""
@@ -229,6 +318,8 @@ def load_implant(name_or_path: str | Path) -> Implant:
         raw = load_untrusted_json(p, "implant file", max_bytes=MAX_IMPLANT_BYTES)
     except UntrustedFileError as exc:
         raise ImplantError(str(exc)) from exc
+    if isinstance(raw, dict) and raw.get("schema_name") == "npe.implant-record":
+        return implant_from_record(raw, source=str(p))  # self-contained (packages, logs)
     return parse_implant(raw, source=str(p), base_dir=p.parent)
 
 
@@ -259,15 +350,22 @@ class ImplantPipeline(GeometryKernelCache):
         calibrations: Mapping[str, PatientCalibration] | None = None,
         *,
         retinotopy: WedgeDipoleMap = DEFAULT_MAP,
+        audit: AuditLog | None = None,
     ) -> None:
         self.implant = implant
+        self.audit = audit
         cals = dict(calibrations or {})
         unknown = sorted(set(cals) - set(implant.labels))
         if unknown:
             raise ImplantError(f"calibration given for arrays not in the implant: {unknown}")
         self.pipelines = {
             a.label: StimulationPipeline(
-                a.array, cals.get(a.label), limits, mapping, retinotopy=retinotopy
+                a.array,
+                cals.get(a.label),
+                limits,
+                mapping,
+                retinotopy=retinotopy,
+                audit=audit.for_array(a.label) if audit is not None else None,
             )
             for a in implant.arrays
         }
@@ -459,6 +557,11 @@ class ImplantPipeline(GeometryKernelCache):
         ev = SafetyEvent(kind, detail, None, float(value), float(limit))
         self.events[kind] += 1
         self.last_events.append(ev)
+        if self.audit is not None:
+            try:
+                self.audit.event(kind, ev.describe())
+            except OSError:
+                self.events["audit_write_failed"] += 1
 
     def zero(self, reason: str) -> tuple[StimulationFrame, ...]:
         """All-zero frames on every array, the reason logged on each."""

@@ -15,16 +15,25 @@ Rendering is separable: the image is Gy · diag(b) · Gxᵀ ([H, n] × [n] × [n
 float32 matrix product per frame instead of n full-size Gaussians. The product runs with
 BLAS limited to one thread: the preview runs beside the live runtime, and multi-threaded
 OpenBLAS on a busy 2-core machine was measured 20-50× slower than one thread for this size.
+
+Implants (issue 17): given an `Implant`, the renderer draws every electrode of every array
+(1,024 for `utah16x64`) from one concatenated electrode model — each array's phosphene
+positions from its placement or the patient's calibration (one per array label) — and takes
+the implant frames of `hardware.implant_chain` (or `implant_frame`'s concatenation of one
+bin's per-array frames); the drawing stays the one separable product.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 from numpy.typing import NDArray
 
 from hardware.arrays import ElectrodeArray
 from hardware.calibration_file import PatientCalibration
-from hardware.mapping import MappingConfig, electrode_model
+from hardware.implant import Implant
+from hardware.mapping import ElectrodeModel, MappingConfig, electrode_model
 from hardware.retinotopy import DEFAULT_MAP, WedgeDipoleMap
 from hardware.types import StimulationFrame
 
@@ -61,12 +70,54 @@ def phosphene_diameter_deg(
     return d_mm / retinotopy.magnification(eccentricity_deg)
 
 
+def implant_model(
+    implant: Implant,
+    calibrations: Mapping[str, PatientCalibration] | None,
+    retinotopy: WedgeDipoleMap = DEFAULT_MAP,
+) -> ElectrodeModel:
+    """One electrode model over every electrode of the implant, in `Implant.electrode_ids`
+    order (each array's part from its own placement and calibration)."""
+    cals = calibrations or {}
+    parts = [
+        electrode_model(a.array, cals.get(a.label), MappingConfig(), retinotopy)
+        for a in implant.arrays
+    ]
+    return ElectrodeModel(
+        enabled=np.concatenate([m.enabled for m in parts]),
+        threshold_ua=np.concatenate([m.threshold_ua for m in parts]),
+        max_comfortable_ua=np.concatenate([m.max_comfortable_ua for m in parts]),
+        scale_ua=np.concatenate([m.scale_ua for m in parts]),
+        max_brightness=np.concatenate([m.max_brightness for m in parts]),
+        phosphene_deg=np.concatenate([m.phosphene_deg for m in parts]),
+        source="+".join(sorted({m.source for m in parts})),
+    )
+
+
+def implant_frame(implant: Implant, frames: tuple[StimulationFrame, ...]) -> StimulationFrame:
+    """One bin's per-array frames as one frame of every electrode (qualified ids)."""
+    if len(frames) != len(implant.arrays):
+        raise ValueError(
+            f"{len(frames)} frames for the {len(implant.arrays)} arrays of the implant"
+        )
+    return StimulationFrame(
+        frames[0].sequence,
+        frames[0].timestamp_ns,
+        implant.electrode_ids,
+        np.concatenate([f.amplitude_ua for f in frames]),
+        np.concatenate([f.phase_width_us for f in frames]),
+        np.concatenate([f.interphase_gap_us for f in frames]),
+        np.concatenate([f.pulse_rate_hz for f in frames]),
+        np.concatenate([f.n_pulses for f in frames]),
+    )
+
+
 class PhospheneRenderer:
     """Renders frames to [size_px, size_px] images of the visual field.
 
     Args:
-        array: the array the frames address.
-        calibration: per-electrode positions and brightness curves (None: map + defaults).
+        array: the array the frames address, or an implant (frames of all its electrodes).
+        calibration: per-electrode positions and brightness curves (None: map + defaults);
+            for an implant, one calibration per array label.
         size_px: output image side.
         field_deg: (x_min, x_max, y_min, y_max) degrees shown; None: a square around all
             phosphenes with a margin.
@@ -76,8 +127,8 @@ class PhospheneRenderer:
 
     def __init__(
         self,
-        array: ElectrodeArray,
-        calibration: PatientCalibration | None = None,
+        array: ElectrodeArray | Implant,
+        calibration: PatientCalibration | Mapping[str, PatientCalibration] | None = None,
         size_px: int = 256,
         field_deg: tuple[float, float, float, float] | None = None,
         *,
@@ -87,8 +138,16 @@ class PhospheneRenderer:
     ) -> None:
         if size_px < 2:
             raise ValueError(f"size_px must be ≥ 2, got {size_px}")
-        self.array = array
-        self.model = electrode_model(array, calibration, MappingConfig(), retinotopy)
+        if isinstance(array, Implant):
+            if isinstance(calibration, PatientCalibration):
+                raise ValueError("an implant takes one calibration per array label")
+            self.model = implant_model(array, calibration, retinotopy)
+        else:
+            if calibration is not None and not isinstance(calibration, PatientCalibration):
+                raise ValueError("an array takes one calibration, not one per label")
+            self.model = electrode_model(array, calibration, MappingConfig(), retinotopy)
+        self.name = array.name
+        self.n = int(self.model.enabled.shape[0])
         self.positions_deg = self.model.phosphene_deg
         self.retinotopy = retinotopy
         self.size_px = size_px
@@ -107,8 +166,8 @@ class PhospheneRenderer:
         self.ys_deg = y1 - (np.arange(size_px) + 0.5) * (y1 - y0) / size_px
         self.ecc_deg = np.hypot(self.positions_deg[:, 0], self.positions_deg[:, 1])
         self.alpha = 1.0 if tau_ms <= 0 else 1.0 - np.exp(-frame_ms / tau_ms)
-        self.state = np.zeros(array.n)
-        self._sigma = np.full(array.n, 1e-3)
+        self.state = np.zeros(self.n)
+        self._sigma = np.full(self.n, 1e-3)
 
     def reset(self) -> None:
         self.state[:] = 0.0
@@ -132,10 +191,8 @@ class PhospheneRenderer:
 
     def render(self, frame: StimulationFrame) -> NDArray[np.float32]:
         """Advance the dynamics by one frame and return the image: [H, W] float32 in [0, 1]."""
-        if frame.n_electrodes != self.array.n:
-            raise ValueError(
-                f"frame has {frame.n_electrodes} electrodes, array {self.array.name} {self.array.n}"
-            )
+        if frame.n_electrodes != self.n:
+            raise ValueError(f"frame has {frame.n_electrodes} electrodes, {self.name} {self.n}")
         bright, sigma = self.targets(frame)
         self.state += self.alpha * (bright - self.state)
         # Size follows the current while stimulated; a decaying phosphene keeps its last size.

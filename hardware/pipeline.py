@@ -29,7 +29,7 @@ from hardware.safety import EnforcedBatch, SafetyEnforcer, SafetyEvent, SafetyLi
 from hardware.types import RateField, StimulationFrame
 
 if TYPE_CHECKING:
-    from hardware.audit import AuditLog
+    from hardware.audit import EventSink
 
 
 class PipelineConfigError(HardwareError, ValueError):
@@ -59,7 +59,7 @@ class StimulationPipeline(GeometryKernelCache):
         mapping: MappingConfig | None = None,
         *,
         retinotopy: WedgeDipoleMap = DEFAULT_MAP,
-        audit: AuditLog | None = None,
+        audit: EventSink | None = None,
     ) -> None:
         self.array = array
         self.calibration = calibration

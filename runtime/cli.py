@@ -57,7 +57,20 @@ def run_command(
         "(default: camera:0 if it opens, else synthetic:bar).",
     ),
     array: str = typer.Option(DEFAULT_ARRAY, help="Electrode array name or file."),
-    calibration: Path | None = typer.Option(None, help="Patient calibration file."),
+    implant: str | None = typer.Option(
+        None,
+        help="Implant of several arrays, name or file (instead of --array): one stimulator "
+        "link per array; `npe hardware arrays` lists the shipped ones.",
+    ),
+    implant_links: bool = typer.Option(
+        False,
+        "--implant-links",
+        help="With --implant: send to the links the implant file names (all with "
+        "--key-file's key), not to one simulated stimulator per array.",
+    ),
+    calibration: Path | None = typer.Option(
+        None, help="Patient calibration file (for --implant: ids qualified LABEL:ID)."
+    ),
     limits: Path | None = typer.Option(None, help="Safety limits file (default: built-in)."),
     link: str | None = typer.Option(
         None,
@@ -135,6 +148,10 @@ def run_command(
     from runtime.status import StatusLine, print_summary
 
     expected = _expected_errors()
+    implant_problem = _implant_flags_problem(ctx, implant, implant_links, link)
+    if implant_problem:
+        raise fail(implant_problem)
+
     unpacked = None
     if package is not None:
         if dev_unsigned:
@@ -154,7 +171,10 @@ def run_command(
         # private copy for the whole run, remove it when npe exits.
         atexit.register(shutil.rmtree, unpacked.root, True)
         bundle, calibration, limits = unpacked.bundle, unpacked.calibration, unpacked.limits
-        array = str(unpacked.array)
+        if unpacked.array is not None:
+            array = str(unpacked.array)
+        if unpacked.implant is not None:
+            implant = str(unpacked.implant)
         form = FormChoice(unpacked.run.form) if unpacked.run.form else None
         precision = Precision(unpacked.run.precision)
         camera_fov_deg = unpacked.run.camera_fov_deg
@@ -187,6 +207,8 @@ def run_command(
             camera_fov_deg=camera_fov_deg,
             source_fps=source_fps,
             stall_timeout_ms=stall_timeout * 1000.0,
+            implant=implant,
+            implant_links=implant_links,
         )
         session = LiveSession(spec, fspec, SessionSettings(device.value, threads, spinning), plan)
         session.open()
@@ -207,7 +229,8 @@ def run_command(
     elif dev_unsigned:
         chain.audit.event(
             EVENT_DEV_UNSIGNED,
-            f"unsigned inputs (bundle {bundle or 'default'}, array {array}, calibration "
+            f"unsigned inputs (bundle {bundle or 'default'}, "
+            f"{'implant ' + implant if implant else 'array ' + array}, calibration "
             f"{calibration}, limits {limits}); prosthesis mode {prosthesis_mode()}",
         )
     prev = None
@@ -215,13 +238,14 @@ def run_command(
         from runtime.live_preview import PreviewThread, has_display
 
         video = None if has_display() else run_dir / "preview.avi"
-        prev = PreviewThread(spec, chain.array, chain.calibration, video)
+        target, target_cal = chain.preview_target
+        prev = PreviewThread(spec, target, target_cal, video)
         session.runtime.observer = prev.observe
     write_effective_config(log_path.parent, ctx)
     console.print(
         f"[bold]npe run[/bold] {spec.name} ({fspec.form}/{fspec.precision}, "
         f"{spec.frame_rate_hz:g} bins/s, window {spec.window_frames}) · "
-        f"{session.source.name} → {chain.array.name} via {chain.link_spec} · log {log_path}"
+        f"{session.source.name} → {chain.name} via {chain.link_spec} · log {log_path}"
         f" · bundle digest {digest}"
     )
     error: BaseException | None = None
@@ -247,7 +271,7 @@ def run_command(
         bundle=str(spec.extra.get("bundle", "")),
         model_sha256=spec.sha256,
         bundle_digest=str(spec.extra.get("bundle_digest", "")),
-        array=chain.array.name,
+        array=chain.name,
         link=chain.link_spec,
         audit_log=str(log_path),
         session=session.engine.settings.as_dict(),  # type: ignore[arg-type]
@@ -258,6 +282,7 @@ def run_command(
         link_stats=outcome.link_stats,
         stimulator=outcome.stimulator,
         delivery=outcome.delivery,
+        links=list(outcome.links),
         preview=(str(prev.video_path) if prev and prev.video_path else None),
         package=(
             {"path": str(package), "key_id": unpacked.key_id, "sha256": unpacked.sha256}
@@ -269,6 +294,27 @@ def run_command(
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(summary.model_dump_json(indent=2), encoding="utf-8")
     print_summary(console, summary, {"audit log": log_path, "summary": summary_path})
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was given (flag, or a --config file's key), not defaulted.
+
+    By the source's name: typer may carry its own copy of click's ParameterSource enum."""
+    src = ctx.get_parameter_source(name)
+    return src is not None and src.name != "DEFAULT"
+
+
+def _implant_flags_problem(
+    ctx: typer.Context, implant: str | None, implant_links: bool, link: str | None
+) -> str | None:
+    """Why the implant flags cannot be used together (None: they can)."""
+    if implant is None:
+        return "--implant-links needs --implant" if implant_links else None
+    if _given(ctx, "array"):
+        return "--implant and --array exclude each other (an implant names its arrays)"
+    if link is not None:
+        return "--link is for one array; an implant's links are in its file (--implant-links)"
+    return None
 
 
 # `npe bench --checkpoint`'s PyTorch-eager timer. The runtime never imports torch or export,

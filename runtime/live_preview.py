@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
@@ -19,6 +20,7 @@ from numpy.typing import NDArray
 
 from hardware.arrays import ElectrodeArray
 from hardware.calibration_file import PatientCalibration
+from hardware.implant import Implant
 from hardware.phosphene_preview import PhospheneRenderer
 from hardware.types import StimulationFrame
 from runtime.loop import BinView
@@ -73,13 +75,17 @@ def rate_map_image(
 
 
 class PreviewThread:
-    """Renders the newest bin on its own thread; `observe` is the loop's observer."""
+    """Renders the newest bin on its own thread; `observe` is the loop's observer.
+
+    `array` is the run's array, or its implant (then `calibration` is one per array label and
+    the loop's frames hold every electrode of the implant).
+    """
 
     def __init__(
         self,
         spec: ModelSpec,
-        array: ElectrodeArray,
-        calibration: PatientCalibration | None,
+        array: ElectrodeArray | Implant,
+        calibration: PatientCalibration | Mapping[str, PatientCalibration] | None,
         video_path: Path | None,
         fps: float = 30.0,
     ) -> None:

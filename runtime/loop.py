@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from hardware.delivery import DeliverySummary
+from hardware.delivery import DeliverySummary, LinkDelivery
 from hardware.link import LinkStats
 from hardware.stimulator import StimulatorStatsSnapshot
 from hardware.types import RateField, StimulationFrame
@@ -137,6 +137,9 @@ class RunContext(BaseModel):
     stimulator: StimulatorStatsSnapshot | None
     #: Frames sent against accepted, refused by reason and lost (`hardware.delivery`).
     delivery: DeliverySummary
+    #: An implant run: one row per array link (`delivery` is then their total); empty for
+    #: a single array.
+    links: list[LinkDelivery] = Field(default_factory=list)
     preview: str | None = None
     #: The signed deployment package the run came from (path, key id, manifest sha256).
     package: dict[str, str] | None = None

@@ -5,7 +5,10 @@ A package is one uncompressed tar holding everything a run needs::
     package.json        the manifest: schema, every other member's sha256 and size
     package.sig         JSON {"key_id", "signature"}: Ed25519 over package.json's exact bytes
     bundle/...          the ONNX bundle (runtime/bundle.py checks it again after extraction)
-    array.json          the electrode array (hardware/arrays.py)
+    array.json          the electrode array (hardware/arrays.py), or
+    implant.json        an implant of several arrays (hardware/implant.py's self-contained
+                        ImplantRecord: every array's document with its placement, the
+                        implant-wide limits and the links); exactly one of the two
     limits.json         the safety limits (hardware/safety.py)
     calibration.json    the patient calibration (optional; hardware/calibration_file.py)
     run.json            the effective run configuration (RunConfig)
@@ -51,7 +54,9 @@ MAX_MEMBERS = 256
 MAX_MEMBER_BYTES = 256 << 20
 MAX_TOTAL_BYTES = 512 << 20
 MAX_META_BYTES = 1 << 20
-REQUIRED_MEMBERS = ("array.json", "limits.json", "run.json")
+REQUIRED_MEMBERS = ("limits.json", "run.json")
+#: A package drives one array or one implant: exactly one of these members.
+TARGET_MEMBERS = ("array.json", "implant.json")
 
 
 class PackageError(BundleError):
@@ -113,12 +118,13 @@ class ExtractedPackage:
 
     root: Path
     bundle: Path
-    array: Path
+    array: Path | None
     limits: Path
     calibration: Path | None
     run: RunConfig
     key_id: str
     sha256: str
+    implant: Path | None = None
 
 
 # --- keys -------------------------------------------------------------------------------
@@ -367,6 +373,12 @@ def verify_package(path: Path, keys_dir: Path | None = None) -> VerifiedPackage:
     for name in REQUIRED_MEMBERS:
         if name not in manifest.members:
             raise PackageError(f"{path}: manifest lacks required member {name!r}")
+    targets = [n for n in TARGET_MEMBERS if n in manifest.members]
+    if len(targets) != 1:
+        raise PackageError(
+            f"{path}: manifest must hold exactly one of {' and '.join(TARGET_MEMBERS)} "
+            f"(has {len(targets)})"
+        )
     for name, info in sorted(manifest.members.items()):
         data = contents.get(name)
         if data is None:
@@ -399,9 +411,24 @@ def validate_contents(root: Path) -> ExtractedPackage:
 
     bundle = root / "bundle"
     load_bundle(bundle, verify=True)
-    arr = load_array(root / "array.json")
     lim = SafetyLimits.load(root / "limits.json")
     cal_path = root / "calibration.json"
+    if (root / "implant.json").exists():
+        if (root / "array.json").exists():
+            raise PackageError("a package holds array.json or implant.json, not both")
+        _validate_implant(root / "implant.json", lim, cal_path if cal_path.exists() else None)
+        return ExtractedPackage(
+            root=root,
+            bundle=bundle,
+            array=None,
+            limits=root / "limits.json",
+            calibration=cal_path if cal_path.exists() else None,
+            run=_run_config(root),
+            key_id="",
+            sha256="",
+            implant=root / "implant.json",
+        )
+    arr = load_array(root / "array.json")
     cal = load_calibration(cal_path) if cal_path.exists() else None
     if cal is not None:
         unknown = sorted(set(cal.by_id()) - set(arr.electrode_ids))
@@ -411,10 +438,7 @@ def validate_contents(root: Path) -> ExtractedPackage:
                 f"{list(cal.arrays)}, unknown electrodes {unknown[:5]})"
             )
     StimulationPipeline(arr, cal, lim)  # refuses limits the mapping cannot meet
-    try:
-        run = RunConfig.model_validate_json((root / "run.json").read_bytes())
-    except ValidationError as exc:
-        raise PackageError(f"{root / 'run.json'}: refused ({exc.errors()[0]['msg']})") from None
+    run = _run_config(root)
     return ExtractedPackage(
         root=root,
         bundle=bundle,
@@ -425,6 +449,29 @@ def validate_contents(root: Path) -> ExtractedPackage:
         key_id="",
         sha256="",
     )
+
+
+def _run_config(root: Path) -> RunConfig:
+    try:
+        return RunConfig.model_validate_json((root / "run.json").read_bytes())
+    except ValidationError as exc:
+        raise PackageError(f"{root / 'run.json'}: refused ({exc.errors()[0]['msg']})") from None
+
+
+def _validate_implant(path: Path, limits: object, calibration: Path | None) -> None:
+    """The implant loads, its calibration fits it (qualified ids), and its pipeline builds."""
+    from hardware.implant import ImplantPipeline, load_implant
+    from hardware.implant_calibration import load_implant_calibration
+    from hardware.safety import SafetyLimits
+
+    assert isinstance(limits, SafetyLimits)
+    imp = load_implant(path)
+    cals = (
+        load_implant_calibration(calibration, imp, limits.max_amplitude_ua)
+        if calibration is not None
+        else {}
+    )
+    ImplantPipeline(imp, limits, calibrations=cals)
 
 
 def extract_package(path: Path, keys_dir: Path | None = None) -> ExtractedPackage:

@@ -6,7 +6,8 @@ and the benchmark). `LiveSession` owns it:
 
 1. open: the ONNX Runtime session, the frame source (a camera gets its watchdog timeout;
    pacing "as fast as possible" is refused for a camera), the preprocessor, then the hardware
-   chain (audit log → simulated stimulator → link, `runtime.hardware_chain`), then the loop
+   chain (audit log → simulated stimulator → link, `runtime.hardware_chain`; for an implant
+   one log and a stimulator and link per array, `build_implant_chain`), then the loop
    with the clock the plan asks for: `RealClock` paced at the bin rate (optionally spinning
    the last µs) or `VirtualClock` as fast as possible. A failure closes whatever was opened.
 2. run: SIGINT/SIGTERM (main thread only) ask the loop to stop, so it still sends its final
@@ -16,7 +17,8 @@ and the benchmark). `LiveSession` owns it:
 3. close: the source, then the chain (link closed, the simulated stimulator drains its
    buffer and stops, the log is closed), then the results are collected into a typed
    `SessionOutcome`: the run summary, pipeline events, link counters, the stimulator's
-   snapshot and the `DeliverySummary` (sent, received, accepted, refused by reason, lost).
+   snapshot and the `DeliverySummary` (sent, received, accepted, refused by reason, lost);
+   for an implant one `LinkDelivery` row per array link and their total.
 """
 
 from __future__ import annotations
@@ -34,13 +36,18 @@ from types import TracebackType
 from pydantic import BaseModel, ConfigDict
 
 from hardware.arrays import DEFAULT_ARRAY
-from hardware.delivery import DeliverySummary
+from hardware.delivery import DeliverySummary, LinkDelivery
 from hardware.link import LinkStats
 from hardware.simulator_mode import SimulatorMode
 from hardware.stimulator import StimulatorStatsSnapshot
 from runtime.clock import BinClock, RealClock, VirtualClock
 from runtime.errors import NpeRuntimeError
-from runtime.hardware_chain import HardwareChain, build_chain
+from runtime.hardware_chain import (
+    HardwareChain,
+    ImplantHardwareChain,
+    build_chain,
+    build_implant_chain,
+)
 from runtime.inference import OrtEngine, SessionSettings
 from runtime.loop import LoopConfig, RunSummary, StreamingRuntime
 from runtime.preprocess import Preprocessor
@@ -85,12 +92,18 @@ class SessionPlan:
     stall_timeout_ms: float = 250.0
     latency_capacity: int = 100_000
     handle_signals: bool = True
+    #: An implant (a shipped name or a file) instead of `array`: one pipeline, one link and
+    #: simulated stimulator per array, one version-2 audit log (`build_implant_chain`).
+    implant: str | None = None
+    #: With `implant`: send to the links its file names instead of simulated stimulators.
+    implant_links: bool = False
 
 
 class SessionOutcome(BaseModel):
     """What a closed session leaves: its results, typed (written with the model's JSON).
 
     summary: None when the run did not complete (an error, or never run);
+    stimulator: a single array's simulated stimulator (None with a real link or an implant);
     switch_interval_s: the GIL switch interval the loop ran with;
     host_steal_s: CPU time the hypervisor took during the run (None off Linux).
     """
@@ -102,7 +115,10 @@ class SessionOutcome(BaseModel):
     pipeline_events: dict[str, int]
     link_stats: LinkStats
     stimulator: StimulatorStatsSnapshot | None
+    #: For an implant: the total over `links` (`DeliverySummary.total`).
     delivery: DeliverySummary
+    #: For an implant: one row per array link (its own stimulator's snapshot); else empty.
+    links: tuple[LinkDelivery, ...] = ()
     switch_interval_s: float | None = None
     host_steal_s: float | None = None
 
@@ -126,7 +142,7 @@ class LiveSession:
         self.plan = plan
         self._engine: OrtEngine | None = None
         self._source: FrameSource | None = None
-        self._chain: HardwareChain | None = None
+        self._chain: HardwareChain | ImplantHardwareChain | None = None
         self._runtime: StreamingRuntime | None = None
         self._summary: RunSummary | None = None
         self._outcome: SessionOutcome | None = None
@@ -149,15 +165,27 @@ class LiveSession:
                         "--as-fast-as-possible needs a file, images or synthetic source"
                     )
             pre = Preprocessor(self.spec, plan.camera_fov_deg)
-            chain = build_chain(
-                plan.array,
-                plan.calibration,
-                plan.limits,
-                plan.link,
-                plan.log_path,
-                plan.key_file,
-                plan.stimulator,
-            )
+            chain: HardwareChain | ImplantHardwareChain
+            if plan.implant is not None:
+                chain = build_implant_chain(
+                    plan.implant,
+                    plan.calibration,
+                    plan.limits,
+                    plan.log_path,
+                    plan.key_file,
+                    plan.stimulator,
+                    plan.implant_links,
+                )
+            else:
+                chain = build_chain(
+                    plan.array,
+                    plan.calibration,
+                    plan.limits,
+                    plan.link,
+                    plan.log_path,
+                    plan.key_file,
+                    plan.stimulator,
+                )
         except BaseException:
             src.close()
             raise
@@ -236,17 +264,24 @@ class LiveSession:
         try:
             self._source.close()
         finally:
-            pipe_events = {str(k): int(v) for k, v in chain.pipeline.events.items()}
+            pipe_events = chain.pipeline_events()
             link_stats = dataclasses.replace(chain.link.stats)
             chain.close()
         stim = chain.stimulator_stats()
+        links = tuple(chain.link_delivery())
+        delivery = (
+            DeliverySummary.total([row.delivery for row in links])
+            if links
+            else DeliverySummary.of(link_stats, stim)
+        )
         self._outcome = SessionOutcome(
             pacing=self.plan.pacing,
             summary=self._summary,
             pipeline_events=pipe_events,
             link_stats=link_stats,
             stimulator=stim,
-            delivery=DeliverySummary.of(link_stats, stim),
+            delivery=delivery,
+            links=links,
             switch_interval_s=self._switch_interval_s,
             host_steal_s=self._steal_s,
         )
@@ -260,7 +295,7 @@ class LiveSession:
         return self._runtime
 
     @property
-    def chain(self) -> HardwareChain:
+    def chain(self) -> HardwareChain | ImplantHardwareChain:
         if self._chain is None:
             raise SessionError("session is not open")
         return self._chain

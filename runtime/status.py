@@ -78,6 +78,10 @@ def print_summary(
             f"at {worst.t_s:.2f} s (all listed in the summary JSON under 'stalls')"
         )
     if summary.extra is not None:
-        console.print(summary.extra.delivery.line())
+        links = summary.extra.links
+        prefix = f"all {len(links)} links: " if links else ""
+        console.print(prefix + summary.extra.delivery.line())
+        for row in links:  # an implant: one line per array link
+            console.print(row.line())
     for k, v in (extra or {}).items():
         console.print(f"{k}: {v}")

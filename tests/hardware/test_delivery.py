@@ -103,3 +103,19 @@ def test_counts_that_do_not_add_up_are_flagged() -> None:
     # A real link: nothing to check against, only what was sent.
     real = DeliverySummary.of(LinkStats(sent=5), None)
     assert real.received is None and real.accounted and "no simulated stimulator" in real.line()
+
+
+def test_the_total_over_an_implants_links_adds_every_count_and_merges_reasons() -> None:
+    """`DeliverySummary.total` (an implant's line): counts added, refusals merged by reason,
+    still accounted; with one real link among them the receiver's side is unknown (None)."""
+    a = DeliverySummary(sent=10, received=9, accepted=7, rejected={"stale": 2}, lost=1)
+    b = DeliverySummary(
+        sent=5, send_errors=1, received=5, accepted=3, rejected={"stale": 1, "bad_tag": 1}, lost=0
+    )
+    t = DeliverySummary.total([a, b])
+    assert (t.sent, t.send_errors, t.received, t.accepted, t.lost) == (15, 1, 14, 10, 1)
+    assert t.rejected == {"stale": 3, "bad_tag": 1} and t.accounted
+    assert "15 frames sent, 14 received (1 lost), 10 accepted" in t.line()
+    real = DeliverySummary.total([a, DeliverySummary(sent=4)])
+    assert real.sent == 14 and real.received is None and real.accepted is None
+    assert DeliverySummary.total([]).sent == 0
