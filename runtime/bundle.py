@@ -535,7 +535,9 @@ def read_manifest(path: Path) -> BundleManifest:
         manifest = BundleManifest.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        # repr() for a key with a line break (pydantic's location is the key): one line.
+        loc = ".".join(str(p) if str(p).isprintable() else repr(p) for p in first["loc"])
+        loc = loc or "(top level)"
         raise BundleError(
             f"{mpath}: invalid manifest at {loc}: {first['msg']} ({exc.error_count()} error(s))"
         ) from exc
