@@ -492,3 +492,9 @@ def test_an_unknown_key_with_a_line_break_is_still_a_one_line_refusal(tmp_path: 
         p = tmp_path / "f.json"
         p.write_text(json.dumps({**doc, "a\nb": 1}))
         assert _one_line_refusal(lambda p=p, load=load: load(p), error)
+
+
+def test_a_manifest_key_with_a_line_break_is_still_a_one_line_refusal(bundle_copy: Path) -> None:
+    """Found by the manifest property test: the same location bug, in runtime/bundle.py."""
+    (bundle_copy / "manifest.json").write_text(json.dumps({**_manifest_doc(), "a\nb": 1}))
+    assert _one_line_refusal(lambda: load_bundle(bundle_copy), BundleError)

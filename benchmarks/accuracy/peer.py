@@ -36,7 +36,7 @@ from encoder.checkpoint import load_checkpoint
 from encoder.evaluate import EvaluationResult, evaluate
 from encoder.recording import Recording, read_recording, write_recording
 from encoder.synthetic import SimulationConfig, simulate
-from encoder.train import TrainConfig, train
+from encoder.train import EpochMetrics, TrainConfig, TrainEvent, train
 
 ROWS = ("novel-100hz", "40hz", "lnln-40hz")
 MODELS = ("streaming", "cnn-lstm", "openretina")
@@ -105,11 +105,12 @@ def run_npe(
         seed=0,
     )
 
-    def progress(event: str, values: dict[str, float]) -> None:
-        if event == "epoch":
+    def progress(event: TrainEvent) -> None:
+        # The trainer reports typed events (encoder.training.events); only epochs are printed.
+        if isinstance(event, EpochMetrics):
             print(
-                f"  {model} epoch {int(values['epoch'])}: val loss {values['val_loss']:.4f}, "
-                f"val PCC {values['val_pcc']:.3f}, {values['seconds']:.0f} s",
+                f"  {model} epoch {event.epoch}: val loss {event.val_loss:.4f}, "
+                f"val PCC {event.val_pcc:.3f}, {event.epoch_ms / 1000:.0f} s",
                 flush=True,
             )
 
