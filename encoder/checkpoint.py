@@ -79,24 +79,19 @@ class CellsMeta(BaseModel):
         return tuple(tuple(clean(float(v)) if v is not None else None for v in xy) for xy in value)
 
 
-class CheckpointMeta(BaseModel):
-    """Validated description of a trained model (frozen)."""
+class _ModelMeta(BaseModel):
+    """What every checkpoint says of its model, one session or several: name, config, loss,
+    and the data geometry its kernels were built for (frame rate, window, frame shape)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
     schema_name: Literal["npe.checkpoint"] = "npe.checkpoint"
-    schema_version: Literal[1, 2] = 2
     model_name: str
     model_config_values: dict[str, Any] = Field(alias="model_config_dict", default_factory=dict)
     loss: LossName
     frame_rate_hz: float = Field(gt=0)
     window_frames: int = Field(ge=1)
     frame_shape: tuple[int, int]
-    pixel_size_deg: float = Field(gt=0)
-    stimulus_kind: str
-    cells: CellsMeta
-    data_path: str = ""
-    data_sha256: str = ""
     seed: int = 0
     epoch: int = Field(ge=0, default=0)
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -110,12 +105,23 @@ class CheckpointMeta(BaseModel):
         return value
 
     @property
-    def n_cells(self) -> int:
-        return len(self.cells.ids)
-
-    @property
     def model_config_dict(self) -> dict[str, Any]:
         return dict(self.model_config_values)
+
+
+class CheckpointMeta(_ModelMeta):
+    """Validated description of a trained single-session model (frozen)."""
+
+    schema_version: Literal[1, 2] = 2
+    pixel_size_deg: float = Field(gt=0)
+    stimulus_kind: str
+    cells: CellsMeta
+    data_path: str = ""
+    data_sha256: str = ""
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.cells.ids)
 
 
 class SessionMeta(BaseModel):
@@ -135,35 +141,15 @@ class SessionMeta(BaseModel):
         return len(self.cells.ids)
 
 
-class MultiSessionMeta(BaseModel):
+class MultiSessionMeta(_ModelMeta):
     """Validated description of a multi-session model (frozen): shared geometry, sessions.
 
     Every session shares frame rate, window and frame shape (the core's kernels are in
     frames and pixels); each has its own cells, pixel size and training recording.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
-
-    schema_name: Literal["npe.checkpoint"] = "npe.checkpoint"
     schema_version: Literal[2] = 2
-    model_name: str
-    model_config_values: dict[str, Any] = Field(alias="model_config_dict", default_factory=dict)
-    loss: LossName
-    frame_rate_hz: float = Field(gt=0)
-    window_frames: int = Field(ge=1)
-    frame_shape: tuple[int, int]
     sessions: tuple[SessionMeta, ...] = Field(min_length=1)
-    seed: int = 0
-    epoch: int = Field(ge=0, default=0)
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    torch_version: str = ""
-
-    @field_validator("frame_shape")
-    @classmethod
-    def _positive_shape(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if min(value) < 1:
-            raise ValueError(f"frame_shape must be positive (height, width), got {value}")
-        return value
 
     @model_validator(mode="after")
     def _unique_sessions(self) -> MultiSessionMeta:
@@ -179,10 +165,6 @@ class MultiSessionMeta(BaseModel):
     @property
     def cells_per_session(self) -> dict[str, int]:
         return {s.name: s.n_cells for s in self.sessions}
-
-    @property
-    def model_config_dict(self) -> dict[str, Any]:
-        return dict(self.model_config_values)
 
     def session(self, name: str) -> SessionMeta:
         """The session called `name`, or a refusal listing the sessions."""
