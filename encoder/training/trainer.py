@@ -164,15 +164,9 @@ def evaluate_split(
 def build_multisession(
     config: TrainConfig, sessions: list[Session], frame_shape: tuple[int, int], rate_hz: float
 ) -> RetinaModel:
-    """The shared-core model of `encoder.models.multisession` (the models engineer's)."""
-    try:
-        from encoder.models.multisession import (  # type: ignore[import-not-found,unused-ignore]
-            build_multisession_model,
-        )
-    except ImportError:
-        raise TrainError(
-            "several --data recordings need encoder.models.multisession, which this build lacks"
-        ) from None
+    """One shared core and a readout per session (`encoder.models.multisession`)."""
+    from encoder.models.multisession import build_multisession_model
+
     model: RetinaModel = build_multisession_model(
         config.model,
         config.model_config,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -95,14 +94,6 @@ def test_sessions_that_cannot_train_together_are_refused_naming_the_files(
     with pytest.raises(TrainError, match="--cells selects cells of one recording"):
         train(list(two_sessions), tmp_path / "x", _cfg(cells=(0,)))
     assert not (tmp_path / "x").exists()  # refused before writing
-
-
-def test_without_the_multisession_model_several_recordings_are_a_clear_error(
-    two_sessions: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(sys.modules, "encoder.models.multisession", None)  # import fails
-    with pytest.raises(TrainError, match=r"need encoder\.models\.multisession"):
-        train(list(two_sessions), tmp_path / "x", _cfg())
 
 
 @pytest.mark.cli
