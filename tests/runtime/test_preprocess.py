@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runtime.preprocess import PreprocessError, Preprocessor, crop_box
 from runtime.spec import ModelSpec
@@ -59,3 +62,34 @@ def test_bad_frame_type_is_refused(toy_spec: ModelSpec) -> None:
     pre = Preprocessor(toy_spec, camera_fov_deg=30.0)
     with pytest.raises(PreprocessError, match="uint8"):
         pre(np.zeros((10, 10), np.float32))  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    offset=st.floats(-50.0, 300.0, allow_nan=False),
+    scale=st.floats(0.5, 400.0, allow_nan=False),
+    clip=st.tuples(st.floats(-3.0, 0.0), st.floats(0.0, 3.0)),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_contrast_table_is_bit_identical_to_the_elementwise_formula(
+    toy_spec: ModelSpec, offset: float, scale: float, clip: tuple[float, float], seed: int
+) -> None:
+    # The live path maps the resized uint8 image through a 256-entry table (one cv2.LUT);
+    # it must give exactly what (L - offset) / scale, clipped, gives element by element.
+    spec = dataclasses.replace(toy_spec, contrast_offset=offset, contrast_scale=scale, clip=clip)
+    pre = Preprocessor(spec, camera_fov_deg=30.0)
+    frame = np.random.default_rng(seed).integers(0, 256, (90, 120), dtype=np.uint8)
+    out = pre(frame).copy()
+    resized = pre._resized  # the uint8 image the table was applied to
+    expected = np.empty(resized.shape, np.float32)
+    np.subtract(resized, np.float32(offset), out=expected, dtype=np.float32)
+    np.multiply(expected, np.float32(1.0 / scale), out=expected)
+    np.clip(expected, clip[0], clip[1], out=expected)
+    assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
+
+
+def test_wrong_output_buffer_is_refused(toy_spec: ModelSpec) -> None:
+    pre = Preprocessor(toy_spec, camera_fov_deg=30.0)
+    frame = np.zeros((90, 120), np.uint8)
+    with pytest.raises(PreprocessError, match="output buffer"):
+        pre(frame, out=np.zeros((24, 24), np.float64))
