@@ -77,6 +77,16 @@ def _outputs(model: Any, ref: dict[str, np.ndarray], prefix: str) -> dict[str, n
     return out
 
 
+#: The fixtures were written once, on one CPU (an Intel Xeon). PyTorch's CPU kernels sum in
+#: an order that depends on the CPU's vector units, so the same weights and input give
+#: float32 outputs that differ in the last bits on another CPU (measured on an AMD EPYC:
+#: up to 3e-8 absolute, 5e-7 relative); asserting bit equality made the suite fail on a
+#: fresh machine. A wrongly mapped or wrongly initialised parameter moves outputs by orders
+#: of magnitude more than these bounds, which is what these tests are for.
+CROSS_CPU_RTOL = 1e-5
+CROSS_CPU_ATOL = 1e-6
+
+
 def _compare(prefix: str, got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
     expected = {k.split("/", 1)[1] for k in ref if k.startswith(prefix + "/")}
     expected -= {"xw", "xc", "xbig", "x0", "init_forward"}
@@ -84,10 +94,9 @@ def _compare(prefix: str, got: dict[str, np.ndarray], ref: dict[str, np.ndarray]
     for key in sorted(expected):
         want = ref[f"{prefix}/{key}"]
         assert got[key].shape == want.shape, f"{prefix}/{key}"
-        if key == "train_penalty":  # core + readout terms summed in another order
-            np.testing.assert_allclose(got[key], want, rtol=1e-6, err_msg=f"{prefix}/{key}")
-        else:
-            np.testing.assert_array_equal(got[key], want, err_msg=f"{prefix}/{key}")
+        np.testing.assert_allclose(
+            got[key], want, rtol=CROSS_CPU_RTOL, atol=CROSS_CPU_ATOL, err_msg=f"{prefix}/{key}"
+        )
 
 
 def test_fixture_covers_every_registered_model() -> None:
@@ -115,7 +124,9 @@ def test_a_seed_gives_the_initial_weights_it_gave_before(
     model = build_model(name, config, 3, (24, 24), 100.0).eval()
     with torch.no_grad():
         out = model(torch.from_numpy(legacy[f"{case}/x0"])).numpy()
-    np.testing.assert_array_equal(out, legacy[f"{case}/init_forward"])
+    np.testing.assert_allclose(
+        out, legacy[f"{case}/init_forward"], rtol=CROSS_CPU_RTOL, atol=CROSS_CPU_ATOL
+    )
 
 
 def test_shipped_checkpoint_gives_its_outputs_from_before(legacy: dict[str, np.ndarray]) -> None:

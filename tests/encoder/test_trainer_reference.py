@@ -1,4 +1,12 @@
-"""The trainer refactor changed no weight: same seeds → the digests main's old trainer made.
+"""The trainer refactor changed no result: same seeds → the losses main's old trainer made.
+
+Why not the weights' digest: the reference was made on one CPU, and PyTorch's CPU kernels
+sum in an order that depends on the CPU's vector units, so on another CPU the same seeds
+give weights that differ in the last bits (an AMD EPYC: every per-epoch loss and PCC within
+5.5e-7 relative of the reference, but a different digest). Every epoch's losses, PCC and
+learning rate are compared to 1e-5 relative instead, which any change to batching, order,
+schedule or initialisation exceeds by far; bit equality is still checked where it is
+machine-independent, between two runs on this machine (`test_prefetching_changes_no_weight`).
 
 `tests/encoder/data/train_reference.json` was generated once with the unmodified trainer
 (main at 2b3198d) by `tests/support/train_reference.py --write`; see that module.
@@ -24,9 +32,12 @@ def test_same_seed_gives_the_old_trainers_weights(
 ) -> None:
     expected = json.loads(REFERENCE_FILE.read_text())[name]
     got = run_case(name, reference_data, tmp_path / name)
-    assert got["weights_sha256"] == expected["weights_sha256"]
     assert got["best_epoch"] == expected["best_epoch"]
-    assert got["epochs"] == expected["epochs"]  # losses and PCC bit for bit (JSON floats)
+    assert len(got["epochs"]) == len(expected["epochs"])
+    for epoch, (g, e) in enumerate(zip(got["epochs"], expected["epochs"], strict=True), 1):
+        assert set(g) == set(e)
+        for key, want in e.items():
+            assert g[key] == pytest.approx(want, rel=1e-5, abs=1e-9), f"epoch {epoch} {key}"
 
 
 def test_prefetching_changes_no_weight(reference_data: Path, tmp_path: Path) -> None:
