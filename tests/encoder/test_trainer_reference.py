@@ -27,7 +27,7 @@ def reference_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("name", sorted(cases()))
-def test_same_seed_gives_the_old_trainers_weights(
+def test_same_seed_gives_the_old_trainers_epoch_metrics(
     name: str, reference_data: Path, tmp_path: Path
 ) -> None:
     expected = json.loads(REFERENCE_FILE.read_text())[name]
