@@ -57,10 +57,11 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel
 
+from hardware import compiled as compiled_forms
 from hardware.arrays import ElectrodeArray, parse_array
 from hardware.errors import HardwareError
 from hardware.safety import HARDWARE_LIMITS, SafetyLimits, check_frame
-from hardware.types import StimulationFrame
+from hardware.types import StimulationFrame, exactly_typed
 from hardware.wire import RECORD, ids_checksum
 
 if TYPE_CHECKING:
@@ -172,6 +173,9 @@ class AuditLog:
         if new:
             version = LOG_VERSION if implant is None else IMPLANT_LOG_VERSION
             os.write(self.fd, FILE_HEADER.pack(FILE_MAGIC, version))
+        # Load the compiled frame codec now (numba's import and cache: ~0.3–1 s), not on the
+        # first frame: a stimulator's first frames would wait that long and arrive stale.
+        compiled_forms.codec_module()
         self._ids_crc: dict[tuple[str, ...], int] = {}
         # Preallocated frame-entry tables, one per frame slot (-1: the single-array frame,
         # i ≥ 0: array i of the implant), rebuilt only when a slot's electrode ids change.
@@ -199,13 +203,58 @@ class AuditLog:
 
     def frame(self, frame: StimulationFrame) -> None:
         """Record one stimulation frame as sent."""
-        self._write(TYPE_FRAME, self._frame_body(-1, frame))
+        lay = self._layout(-1, frame)
+        if lay.codec is not None and exactly_typed(frame):
+            self._write_in_place(lay, TYPE_FRAME, None, frame)
+        else:
+            self._write(TYPE_FRAME, self._frame_body(lay, frame))
 
     def array_frame(self, index: int, frame: StimulationFrame) -> None:
         """Record the frame sent to array `index` of the session's implant."""
         if self.implant is None:
             raise AuditError(f"{self.path}: array frames need a log opened for an implant")
-        self._write(TYPE_ARRAY_FRAME, ARRAY_INDEX.pack(index) + self._frame_body(index, frame))
+        lay = self._layout(index, frame)
+        if lay.codec is not None and exactly_typed(frame):
+            self._write_in_place(lay, TYPE_ARRAY_FRAME, index, frame)
+        else:
+            self._write(TYPE_ARRAY_FRAME, ARRAY_INDEX.pack(index) + self._frame_body(lay, frame))
+
+    def _write_in_place(
+        self, lay: _FrameEntries, rtype: int, index: int | None, frame: StimulationFrame
+    ) -> None:
+        """The record of one frame, built in its slot's preallocated buffer and written with
+        one call: the compiled entries (hardware.fused_codec), then the heads packed in front
+        of them and the CRC over the payload. Same bytes as `_write(rtype, body)`."""
+        if self.fd is None:
+            raise AuditError(f"{self.path}: audit log is closed")
+        assert lay.codec is not None
+        rows = lay.codec.audit_entries(
+            frame.amplitude_ua,
+            frame.phase_width_us,
+            frame.interphase_gap_us,
+            frame.pulse_rate_hz,
+            frame.n_pulses,
+            lay.bytes,
+            lay.entries_at,
+        )
+        if rows < 0:  # cannot happen for a valid frame of this slot's array
+            raise AuditError(f"{self.path}: frame does not fit its record buffer")
+        buf = lay.buf
+        end = lay.entries_at + rows * ENTRY.itemsize
+        at = REC_HEAD.size
+        PAYLOAD_HEAD.pack_into(buf, at, rtype, self.sequence, time.monotonic_ns(), time.time_ns())
+        at += PAYLOAD_HEAD.size
+        if index is not None:
+            ARRAY_INDEX.pack_into(buf, at, index)
+            at += ARRAY_INDEX.size
+        FRAME_HEAD.pack_into(
+            buf, at, frame.sequence, frame.timestamp_ns, frame.n_electrodes, rows, lay.crc
+        )
+        REC_HEAD.pack_into(buf, 0, end - REC_HEAD.size, zlib.crc32(lay.view[REC_HEAD.size : end]))
+        os.write(self.fd, lay.view[:end])
+        if self.fsync:
+            os.fsync(self.fd)
+        self.sequence += 1
 
     def array_event(self, label: str, kind: str, detail: str) -> None:
         """Record an event of one array of the implant (its label in the record)."""
@@ -216,20 +265,24 @@ class AuditLog:
         """The event sink of one implant array (`StimulationPipeline(audit=...)`)."""
         return ArrayEvents(self, label)
 
-    def _frame_body(self, slot: int, frame: StimulationFrame) -> bytes:
-        """Frame head + non-zero entries.
+    def _layout(self, slot: int, frame: StimulationFrame) -> _FrameEntries:
+        """The preallocated entry table and record buffer of a frame slot (-1: the single
+        array's frames; i ≥ 0: array i of the implant), rebuilt when its electrodes change.
 
-        Why a preallocated table per slot (`_FrameEntries`): this runs on every bin of a
-        live run, once per array of an implant; the entries are written into a preallocated
-        record array and only the non-zero ones gathered, instead of building masks, a stack
-        and six arrays per frame. Same bytes as the straightforward encoding.
+        Why preallocated per slot: this runs on every bin of a live run, once per array of an
+        implant; the entries are written into fixed buffers instead of building masks, a
+        stack and six arrays per frame. Same bytes as the straightforward encoding.
         """
         lay = self._layouts.get(slot)
         if lay is None or lay.electrode_ids is not frame.electrode_ids:
             crc = self._ids_crc.get(frame.electrode_ids)
             if crc is None:
                 crc = self._ids_crc[frame.electrode_ids] = ids_checksum(frame.electrode_ids)
-            lay = self._layouts[slot] = _FrameEntries(frame.electrode_ids, crc)
+            lay = self._layouts[slot] = _FrameEntries(frame.electrode_ids, crc, slot >= 0)
+        return lay
+
+    def _frame_body(self, lay: _FrameEntries, frame: StimulationFrame) -> bytes:
+        """Frame head + non-zero entries (the numpy form)."""
         body = lay.entries(frame)
         head = FRAME_HEAD.pack(
             frame.sequence, frame.timestamp_ns, frame.n_electrodes, len(body) // ENTRY.itemsize,
@@ -257,10 +310,22 @@ class _FrameEntries:
     """One array's preallocated frame entries (`AuditLog.frame`): every electrode's fields
     are copied into big-endian record views, the rows with any non-zero field are taken."""
 
-    def __init__(self, electrode_ids: tuple[str, ...], crc: int) -> None:
+    def __init__(self, electrode_ids: tuple[str, ...], crc: int, indexed: bool) -> None:
         n = len(electrode_ids)
         self.electrode_ids = electrode_ids
         self.crc = crc
+        # The compiled form's whole record: record head, payload head, the array index of an
+        # implant's frame, frame head, then room for every electrode's entry.
+        self.codec = compiled_forms.codec_module()
+        self.entries_at = (
+            REC_HEAD.size
+            + PAYLOAD_HEAD.size
+            + (ARRAY_INDEX.size if indexed else 0)
+            + FRAME_HEAD.size
+        )
+        self.buf = bytearray(self.entries_at + n * ENTRY.itemsize)
+        self.view = memoryview(self.buf)
+        self.bytes = np.frombuffer(self.buf, dtype=np.uint8)
         self.rec = np.zeros(n, dtype=ENTRY)
         self.rec["i"] = np.arange(n)
         self.views = tuple(self.rec[name] for name in ("amp", "pw", "gap", "rate", "n"))

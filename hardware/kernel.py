@@ -28,18 +28,25 @@ ceiling, the total current near its cap) `run` returns False and the caller runs
 path on that bin, so refusals and events are exactly today's.
 `tests/hardware/test_kernel.py` checks the equality (seeded cases and a hypothesis property)
 and the allocations.
+
+Two forms, one arithmetic: where numba loads (`hardware.compiled`), `run` is two compiled loops
+around numpy's log1p (`hardware.fused_kernel`: the same operations element by element, caps
+included); otherwise the numpy calls below. Both are tested against the general path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 from scipy.sparse._sparsetools import csr_matvec as _csr_matvec
 
+from hardware import compiled as compiled_forms
+from hardware import fused_layout
 from hardware.mapping import ElectrodeModel, MappingConfig
 from hardware.safety import _MARGIN, _MIN_DELIVERABLE_UA, SafetyEnforcer, SafetyLimits
 from hardware.types import RateField
@@ -54,6 +61,9 @@ CAPS_SCRATCH_BYTES = 8192
 #: Bit patterns (as unsigned integers) above this are not finite non-negative float64 values:
 #: negative numbers (sign bit set, including -0.0), +inf and every NaN.
 _MAX_FINITE_BITS = np.array(np.float64(np.finfo(np.float64).max).view(np.uint64))
+
+
+_COMPILED_RATE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _c(value: float, dtype: type[np.generic] = np.float64) -> NDArray[np.generic]:
@@ -152,7 +162,10 @@ class MappingKernel:
         parts: Sequence[KernelArray],
         mapping: MappingConfig,
         limits: SafetyLimits,
+        compiled: bool | None = None,
     ) -> None:
+        """compiled: True needs the compiled form, False uses numpy, None (default): the
+        compiled form where it loads and `hardware.compiled.PREFER_COMPILED`, else numpy."""
         if not parts:
             raise ValueError("MappingKernel: no arrays")
         f64 = np.float64
@@ -198,28 +211,42 @@ class MappingKernel:
         # d·top_b/bmax ≥ 0, so t = nd·top_b/bmax = −ratio exactly, clipped at −(1 − 1e-12);
         # log1p(t) ≤ 0 makes thr − scale·log1p(t) ≥ thr (the lower clip is a no-op). The
         # upper clip and the charge ceiling are one minimum with min(top, ceiling).
-        self._thr = thr
-        self._scale = per_electrode(lambda p: p.model.scale_ua, 1.0)
-        self._top_b = per_electrode(lambda p: p.model._top_brightness, 0.0)
-        self._bmax = bmax
+        # Every per-electrode constant is a row of one block, which the compiled form
+        # (hardware.fused_kernel) takes as one argument; the numpy form uses the rows.
+        fk = fused_layout
+        self._consts = np.zeros((fk.N_CONSTS, A, W), dtype=f64)
+        consts = self._consts
+        consts[fk.THR] = thr
+        consts[fk.SCALE] = per_electrode(lambda p: p.model.scale_ua, 1.0)
+        consts[fk.TOP_B] = per_electrode(lambda p: p.model._top_brightness, 0.0)
+        consts[fk.BMAX] = bmax
+        consts[fk.TOP_CEIL] = np.minimum(top, ceiling)
+        self._thr = consts[fk.THR]
+        self._scale = consts[fk.SCALE]
+        self._top_b = consts[fk.TOP_B]
+        self._bmax = consts[fk.BMAX]
+        self._top_ceil = consts[fk.TOP_CEIL]
         self._divide_bmax = not bool(np.all(bmax == 1.0))  # x / 1 is x: skip it
-        self._top_ceil = np.minimum(top, ceiling)
         self._neg_almost_one = _c(-(1.0 - 1e-12))
         # On: drive ≥ min_drive and enabled, i.e. nd ≤ −min_drive; a disabled (or padding)
         # electrode's bar is −inf, which no nd in [−1, 0] reaches.
-        self._neg_min_drive = np.where(enabled, -mapping.min_drive, -np.inf)
+        consts[fk.NEG_MIN_DRIVE] = np.where(enabled, -mapping.min_drive, -np.inf)
+        self._neg_min_drive = consts[fk.NEG_MIN_DRIVE]
         self._min_drive_positive = mapping.min_drive > 0
         pw_row = np.full((1, W), mapping.phase_width_us)
-        self._enf_ceiling = per_electrode(
+        consts[fk.ENF_CEILING] = per_electrode(
             lambda p: p.enforcer._ceiling(pw_row[:, : p.model.enabled.shape[0]])[0], 0.0
         )
-        self._amp_bound = f32_round_bound(self._enf_ceiling.astype(f64))
+        self._enf_ceiling = consts[fk.ENF_CEILING]
+        consts[fk.AMP_BOUND] = f32_round_bound(self._enf_ceiling.astype(f64))
+        self._amp_bound = consts[fk.AMP_BOUND]
         # Electrodes the limits disable but the calibration does not: the mapper would drive
         # them, the enforcer would zero them with an event.
         extra = per_electrode(
             lambda p: p.enforcer.disabled_mask & p.model.enabled, False, np.bool_
         ).astype(bool)
-        self._extra_disabled_f = extra.astype(f64)
+        consts[fk.EXTRA_DISABLED] = extra
+        self._extra_disabled_f = consts[fk.EXTRA_DISABLED]
         self._check_disabled = bool(extra.any())
         self._check_ceiling = not np.array_equal(self._enf_ceiling, ceiling)
         # Every on electrode's current is ≥ min(thr, top, ceiling) over the enabled ones; when
@@ -338,6 +365,8 @@ class MappingKernel:
         else:
             self.eligible = False
         self._params3 = np.array([[pw32], [gap32], [rate32]], dtype=np.float32)
+        self._params_flat = np.ascontiguousarray(self._params3[:, 0])
+        self._pulses_1 = np.array([pulses], dtype=np.uint16)
         self._pw32 = np.array(pw32, dtype=np.float32)
         self._gap32 = np.array(gap32, dtype=np.float32)
         self._rate32 = np.array(rate32, dtype=np.float32)
@@ -354,6 +383,55 @@ class MappingKernel:
         self._ring_slots: list[tuple[NDArray[np.generic], ...]] = []
         self._ring_blocks: list[NDArray[np.float32] | None] = []
 
+        # The compiled form (hardware.fused_kernel): its scalars, and its own int64 copies of
+        # the sparse structure (scipy may store it as int32).
+        self._fused = compiled_forms.kernel_module(compiled)
+        if compiled and self._fused is None:
+            raise ValueError("MappingKernel: the compiled form needs numba, which cannot load")
+        self.compiled = self._fused is not None
+        self._scal = np.zeros(fk.N_SCALARS, dtype=f64)
+        sc = self._scal
+        sc[fk.S_RATE_MAX] = mapping.rate_max_hz
+        sc[fk.S_NEG_RATE_MAX] = -mapping.rate_max_hz
+        sc[fk.S_NEG_ONE] = -1.0
+        sc[fk.S_NEG_ALMOST_ONE] = float(self._neg_almost_one)
+        sc[fk.S_DIVIDE_BMAX] = float(self._divide_bmax)
+        sc[fk.S_K] = float(self._k)
+        sc[fk.S_TOTAL_MARGIN] = float(self._total_margin)
+        sc[fk.S_CHECK_DISABLED] = float(self._check_disabled)
+        sc[fk.S_CHECK_CEILING] = float(self._check_ceiling)
+        sc[fk.S_CHECK_LIVE] = float(self._check_live)
+        sc[fk.S_MIN_DELIV] = _MIN_DELIVERABLE_UA
+        sc[fk.S_TOTAL_CAP] = float(self._total_cap)
+        sc[fk.S_TOTAL_CANNOT_BIND] = float(self._total_cannot_bind)
+        sc[fk.S_MIN_DRIVE_POSITIVE] = float(self._min_drive_positive)
+        if self.weight_nnz >= 2**32 or n_in >= 2**32:
+            self._fused = None  # beyond the compiled form's uint32 indices (not reached)
+            self.compiled = False
+        self._indptr_u4 = np.ascontiguousarray(self._w_indptr, dtype=np.uint32)
+        self._indices_unsigned = np.ascontiguousarray(
+            self._w_indices, dtype=np.uint16 if n_in <= 2**16 else np.uint32
+        )
+        # The compiled calls' arguments after the rates, as tuples built once (a call with a
+        # prebuilt tuple builds none); rebuilt when the output arrays change.
+        self._prepare_rest = (
+            self._rates,
+            self._indptr_u4,
+            self._indices_unsigned,
+            self._w_data,
+            self._both,
+            self._neg_drive,
+            self._tmp,
+            self._consts,
+            self._scal,
+        )
+        self._finish_args: tuple[Any, ...] = ()
+        self._ring_args: list[tuple[Any, ...]] = []
+        # The compiled caps' scratch: the first k ranks of one array and their keys.
+        self._caps_order = np.zeros(max(1, self._k), dtype=np.int64)
+        self._caps_keys = np.zeros(max(1, self._k), dtype=f64)
+        self._bind_compiled_args()
+
     def set_outputs(
         self,
         amplitude_ua: NDArray[np.float32],
@@ -363,12 +441,27 @@ class MappingKernel:
         n_pulses: NDArray[np.uint16],
     ) -> None:
         """Write the next bins into these [A, width] arrays (a frame ring's slot)."""
+        shape = (self.n_arrays, self.width)
+        for name, arr, dtype in (
+            ("amplitude_ua", amplitude_ua, np.float32),
+            ("phase_width_us", phase_width_us, np.float32),
+            ("interphase_gap_us", interphase_gap_us, np.float32),
+            ("pulse_rate_hz", pulse_rate_hz, np.float32),
+            ("n_pulses", n_pulses, np.uint16),
+        ):
+            # Checked once here, because the compiled loops write without bounds checks.
+            if arr.shape != shape or arr.dtype != dtype:
+                raise ValueError(
+                    f"MappingKernel.set_outputs: {name} must be {dtype.__name__} {list(shape)}, "
+                    f"got {arr.dtype} {list(arr.shape)}"
+                )
         self.amplitude_ua = amplitude_ua
         self.phase_width_us = phase_width_us
         self.interphase_gap_us = interphase_gap_us
         self.pulse_rate_hz = pulse_rate_hz
         self.n_pulses = n_pulses
         self._params_block = _params_block(phase_width_us, interphase_gap_us, pulse_rate_hz)
+        self._bind_compiled_args()
 
     def bind_ring(self, slots: Sequence[Sequence[NDArray[np.generic]]]) -> None:
         """Register a frame ring's slots once; `use_slot(i)` then switches without objects."""
@@ -377,6 +470,18 @@ class MappingKernel:
             _params_block(s[1], s[2], s[3])  # type: ignore[arg-type]
             for s in self._ring_slots
         ]
+        current = (
+            self.amplitude_ua,
+            self.phase_width_us,
+            self.interphase_gap_us,
+            self.pulse_rate_hz,
+            self.n_pulses,
+        )
+        self._ring_args = []
+        for slot in self._ring_slots:
+            self.set_outputs(*slot)  # type: ignore[arg-type]
+            self._ring_args.append(self._finish_args)
+        self.set_outputs(*current)  # binding writes nothing: the current outputs stay
 
     def use_slot(self, i: int) -> None:
         """Write the next bins into registered slot i (six attribute stores, no object)."""
@@ -387,6 +492,8 @@ class MappingKernel:
         self.pulse_rate_hz = s[3]  # type: ignore[assignment]
         self.n_pulses = s[4]  # type: ignore[assignment]
         self._params_block = self._ring_blocks[i]
+        if self._fused is not None:
+            self._finish_args = self._ring_args[i]
 
     def run(self, rates_hz: NDArray[np.floating]) -> bool:
         """One bin: rates [n_entries] → the frame fields above. False: use the general path.
@@ -395,6 +502,11 @@ class MappingKernel:
         """
         if not self.eligible:
             return False
+        fk = self._fused
+        if fk is not None and rates_hz.dtype in _COMPILED_RATE_DTYPES:
+            if rates_hz.shape != self._rates.shape:  # compiled loops do not check bounds
+                return False
+            return self._run_compiled(fk, rates_hz)
         r = self._rates
         np.copyto(r, rates_hz, casting="same_kind")
         # A bad rate (NaN, ±inf, negative) is an event: the general path reports it. One
@@ -451,6 +563,41 @@ class MappingKernel:
                 if not self._total_cannot_bind and self._over_total_margin():
                     return False
         return self._enforce()
+
+    def _bind_compiled_args(self) -> None:
+        """The compiled `finish` / `enforce` arguments for the current output arrays."""
+        out = (
+            self.amplitude_ua,
+            self.phase_width_us,
+            self.interphase_gap_us,
+            self.pulse_rate_hz,
+            self.n_pulses,
+            self._live32,
+            self._params_flat,
+            self._pulses_1,
+        )
+        self._finish_args = (
+            self._tmp,
+            self._neg_drive,
+            self._on_f,
+            self._cur,
+            self._consts,
+            self._scal,
+            self._caps_order,
+            self._caps_keys,
+            *out,
+        )
+
+    def _run_compiled(self, fk: Any, rates_hz: NDArray[np.floating]) -> bool:
+        """`run` in two compiled loops around numpy's log1p (hardware.fused_kernel)."""
+        if not rates_hz.flags.c_contiguous:
+            rates_hz = np.ascontiguousarray(rates_hz)
+        if not fk.sample_and_prepare(rates_hz, *self._prepare_rest):
+            return False  # a bad rate: the general path reports it
+        np.log1p(self._tmp, out=self._tmp)
+        status = fk.finish(*self._finish_args)
+        self.caps_ran = status >= fk.CAPS
+        return bool(status == fk.SERVED or status == fk.SERVED + fk.CAPS)
 
     def _only_negative_zeros(self) -> bool:
         """Whether every flagged rate is -0.0 (a valid rate of 0, as the general path has it)."""

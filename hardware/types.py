@@ -61,6 +61,21 @@ class RateField:
     def n(self) -> int:
         return int(self.rates_hz.shape[0])
 
+    def _refill(self, rates_hz: NDArray[np.float32], timestamp_ns: int) -> None:
+        """Give the live loop's one rate field its next bin's rates and time (runtime.loop).
+
+        Why a frozen class is written here: the loop hands the pipeline the same positions and
+        polarity every bin; building and validating a new field per bin cost ~3 µs of a
+        budget of tens. The shape check of construction is repeated for the new rates.
+        """
+        if rates_hz.shape != self.rates_hz.shape:
+            raise ValueError(
+                f"RateField.rates_hz: expected shape {list(self.rates_hz.shape)}, "
+                f"got {list(rates_hz.shape)}"
+            )
+        object.__setattr__(self, "rates_hz", rates_hz)
+        object.__setattr__(self, "timestamp_ns", timestamp_ns)
+
 
 @dataclass(frozen=True)
 class StimulationFrame:
@@ -144,3 +159,36 @@ class StimulationFrame:
             pulse_rate_hz=z.copy(),
             n_pulses=np.zeros(n, dtype=np.uint16),
         )
+
+
+_F32 = np.dtype(np.float32)
+_U16 = np.dtype(np.uint16)
+
+
+def exactly_typed(frame: StimulationFrame) -> bool:
+    """Whether the frame's fields are the compiled codec's types (float32 ×4, uint16; 1-D,
+    C-contiguous). Frames the pipelines make are; a caller's other dtypes take numpy's casts."""
+    return (
+        frame.amplitude_ua.dtype == _F32
+        and frame.phase_width_us.dtype == _F32
+        and frame.interphase_gap_us.dtype == _F32
+        and frame.pulse_rate_hz.dtype == _F32
+        and frame.n_pulses.dtype == _U16
+        and frame.amplitude_ua.flags.c_contiguous
+        and frame.phase_width_us.flags.c_contiguous
+        and frame.interphase_gap_us.flags.c_contiguous
+        and frame.pulse_rate_hz.flags.c_contiguous
+        and frame.n_pulses.flags.c_contiguous
+        and frame.amplitude_ua.ndim == 1
+    )
+
+
+def count_active(frame: StimulationFrame) -> int:
+    """Electrodes that deliver current in `frame` (`frame.active`'s count), without building
+    the two masks `active` does: one compiled loop when the fields are exactly typed."""
+    from hardware import compiled
+
+    codec = compiled.codec_module()
+    if codec is not None and exactly_typed(frame):
+        return int(codec.count_active(frame.amplitude_ua, frame.n_pulses))
+    return int(np.count_nonzero(frame.active))

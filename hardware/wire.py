@@ -54,8 +54,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hardware import compiled as compiled_forms
 from hardware.errors import HardwareError
-from hardware.types import StimulationFrame
+from hardware.types import StimulationFrame, exactly_typed
 
 MAGIC = b"NPSF"
 ACK_MAGIC = b"NPSA"
@@ -163,6 +164,7 @@ class FrameEncoder:
         self.last_sequence = 0
         self._mac_proto = hmac.new(key, digestmod=hashlib.sha256)
         self._layout: _FrameBuffer | None = None
+        compiled_forms.codec_module()  # loaded at the link's start, not at its first frame
 
     def encode(self, frame: StimulationFrame) -> bytes:
         """The next wire frame as an immutable copy (callers may keep it)."""
@@ -195,8 +197,26 @@ class _FrameBuffer:
         self._b = np.empty(n, dtype=bool)
         self._zero32 = np.float32(0.0)
         self._zero16 = np.uint16(0)
+        # The compiled form (hardware.fused_codec) writes the records into these bytes.
+        self._codec = compiled_forms.codec_module()
+        self._bytes = np.frombuffer(self.buf, dtype=np.uint8)
 
-    def fill(self, frame: StimulationFrame, wire_sequence: int, proto: hmac.HMAC) -> memoryview:
+    def _active(self, frame: StimulationFrame) -> int:
+        """Write the records; the number of electrodes with amplitude > 0 and pulses > 0."""
+        codec = self._codec
+        if codec is not None and exactly_typed(frame):
+            active = codec.wire_records(
+                frame.amplitude_ua,
+                frame.phase_width_us,
+                frame.interphase_gap_us,
+                frame.pulse_rate_hz,
+                frame.n_pulses,
+                self._bytes,
+                HEADER.size,
+            )
+            if active < 0:  # cannot happen for a valid frame of this layout's array
+                raise WireError(f"frame of {frame.n_electrodes} electrodes does not fit its buffer")
+            return int(active)
         amp, pw, gap, rate, pulses = self.fields
         # "unsafe", as `encode_frame`'s field assignment casts (a caller's int64 pulses).
         np.copyto(amp, frame.amplitude_ua, casting="unsafe")
@@ -208,7 +228,10 @@ class _FrameBuffer:
         np.greater(frame.amplitude_ua, self._zero32, out=self._a)
         np.greater(frame.n_pulses, self._zero16, out=self._b)
         np.logical_and(self._a, self._b, out=self._a)
-        flags = 0 if np.count_nonzero(self._a) else FLAG_ZERO
+        return int(np.count_nonzero(self._a))
+
+    def fill(self, frame: StimulationFrame, wire_sequence: int, proto: hmac.HMAC) -> memoryview:
+        flags = 0 if self._active(frame) else FLAG_ZERO
         HEADER.pack_into(
             self.buf,
             0,

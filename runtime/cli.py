@@ -465,7 +465,8 @@ def print_bench(report: BenchReport) -> None:
     console.print(
         f"[bold]{report.model}[/bold] sha256 {report.model_sha256[:12]} · {m.cpu_model} · "
         f"{m.cores_available} cores · flags {' '.join(m.flags)} · ORT {m.versions.onnxruntime} · "
-        f"{report.session} · {report.scheduling} · load avg {m.load_avg_1m or 0:.1f}"
+        f"{report.session} · {report.scheduling} · load avg {m.load_avg_1m or 0:.1f} · "
+        f"live path {m.versions.live_path_form}"
     )
     tab = Table(title="inference alone (batch 1, ms per call)")
     for col in (

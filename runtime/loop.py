@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hardware.delivery import DeliverySummary, LinkDelivery
 from hardware.link import LinkStats
 from hardware.stimulator import StimulatorStatsSnapshot
-from hardware.types import RateField, StimulationFrame
+from hardware.types import RateField, StimulationFrame, count_active
 from runtime.binning import RingWindow, SampleAndHoldBinner
 from runtime.clock import BinClock, RealClock
 from runtime.inference import OrtEngine
@@ -218,6 +218,7 @@ class StreamingRuntime:
         self.latency = LatencyRecorder(STAGES, self.config.latency_capacity)
         self.counters = LoopCounters()
         self.bins_over_period = 0
+        self._field: RateField | None = None  # the run's one rate field (refilled per bin)
         self._positions = np.ascontiguousarray(spec.positions_deg, dtype=np.float32)
         self._polarity = np.ascontiguousarray(spec.polarity, dtype=np.int8)
         self._stop = threading.Event()
@@ -235,7 +236,7 @@ class StreamingRuntime:
     def _send(self, frame: StimulationFrame) -> None:
         self.link.send(frame)
         self.audit.frame(frame)
-        self.counters.active_electrodes = int(np.count_nonzero(frame.active))
+        self.counters.active_electrodes = count_active(frame)
         self.counters.active_sum += self.counters.active_electrodes
 
     def _send_zero(self, reason: str) -> StimulationFrame:
@@ -394,7 +395,11 @@ class StreamingRuntime:
                 x = self.ring.window() if self.window_form else self.ring.newest()
                 rates = self.engine.run(x)
                 t_e = mono()
-                rf = RateField(rates, self._positions, self._polarity, deadline)
+                rf = self._field
+                if rf is None or rates.shape != rf.rates_hz.shape:
+                    rf = self._field = RateField(rates, self._positions, self._polarity, deadline)
+                else:
+                    rf._refill(rates, deadline)  # one field per run: no object per bin
                 stim = self.pipeline.process(rf)
                 t_f = mono()
                 self._send(stim)

@@ -32,6 +32,8 @@ class Versions(_Model):
     onnxruntime: str
     opencv: str
     platform: str
+    #: Which form ran the per-bin mapping, wire and audit work (hardware.compiled.describe).
+    live_path_form: str = "numpy"
 
 
 class MachineInfo(_Model):

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from hardware import compiled as compiled_forms
 from hardware.arrays import DEFAULT_ARRAY
 from hardware.simulator_mode import SimulatorMode
 from runtime.bench.allocations import count_allocations
@@ -134,6 +135,7 @@ def machine_info() -> MachineInfo:
             onnxruntime=ort.__version__,
             opencv=cv2.__version__,
             platform=platform.platform(),
+            live_path_form=compiled_forms.describe(),
         ),
     )
 

@@ -5,8 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hardware import compiled
 from hardware.arrays import ElectrodeArray, load_array
 from hardware.types import StimulationFrame
+
+
+@pytest.fixture(scope="module", params=["compiled", "numpy"])
+def form(request: pytest.FixtureRequest):
+    """Run a module's tests in both forms of the per-bin work (hardware.compiled): the
+    compiled one, which must load here (numba is a dependency), and the numpy one."""
+    if request.param == "compiled":
+        assert compiled.kernel_module(True) is not None, compiled.UNAVAILABLE
+        assert compiled.codec_module() is not None, compiled.UNAVAILABLE
+    before = compiled.PREFER_COMPILED
+    compiled.PREFER_COMPILED = request.param == "compiled"
+    yield request.param
+    compiled.PREFER_COMPILED = before
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,9 @@ import pytest
 from hardware.audit import AuditError, AuditLog, inspect_log, iter_records, read_frames
 from hardware.safety import SafetyLimits
 
+#: Every test here runs in both forms of the per-bin work (compiled and numpy; conftest).
+pytestmark = pytest.mark.usefixtures("form")
+
 WRITER = textwrap.dedent(
     """
     import sys

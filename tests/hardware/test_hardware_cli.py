@@ -170,7 +170,7 @@ def test_stimulator_serve_subprocess(utah, tmp_path):
     bad.close()
     assert proc.returncode == 0, out
     result = json.loads(stats.read_text())
-    assert result["accepted"] == 5 and result["rejected"] == {"bad_mac": 5}
+    assert result["accepted"] == 5 and result["rejected"] == {"bad_mac": 5}, result
     assert result["deadman_stops"] >= 1 and result["stimulating"] is False
     assert len(list((tmp_path / "state").glob("replay-*.json"))) == 1  # the durable mark
     from hardware.audit import inspect_log

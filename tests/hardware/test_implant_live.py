@@ -51,6 +51,9 @@ from hardware.safety import SafetyLimits
 from hardware.simulator_mode import SimulatorMode
 from hardware.types import RateField, StimulationFrame
 
+#: Every test here runs in both forms of the per-bin work (compiled and numpy; conftest).
+pytestmark = pytest.mark.usefixtures("form")
+
 N_RATES = 512
 
 

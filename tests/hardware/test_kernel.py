@@ -13,11 +13,15 @@ import numpy as np
 import pytest
 
 from hardware.calibration_file import BrightnessCurve, ElectrodeCalibration, PatientCalibration
+from hardware.compiled import DISPATCH_SCRATCH_BYTES
 from hardware.kernel import CAPS_SCRATCH_BYTES
 from hardware.mapping import MappingConfig
 from hardware.pipeline import RING_FRAMES, StimulationPipeline
 from hardware.safety import SafetyLimits, check_frame
 from hardware.types import RateField
+
+#: Every test here runs in both forms of the per-bin work (compiled and numpy; conftest).
+pytestmark = pytest.mark.usefixtures("form")
 
 FIELDS = ("amplitude_ua", "phase_width_us", "interphase_gap_us", "pulse_rate_hz", "n_pulses")
 
@@ -162,6 +166,11 @@ def _measure(fn, bins, warm):
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
+    # The harness's own blocks (tracemalloc's snapshot objects; the ints `cur`, `peak` and
+    # `worst` of this file) are not the kernel's: which of them survive depends on what ran
+    # before, so they are left out (the lambdas measured here allocate nothing themselves).
+    own = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, __file__)]
+    after, before = after.filter_traces(own), before.filter_traces(own)
     blocks = sum(s.count_diff for s in after.compare_to(before, "filename"))
     return blocks / bins, worst
 
@@ -182,8 +191,9 @@ def _sparse_field(pipe, n_entries=2048, n_lit=4):
 
 
 @pytest.mark.parametrize("calibrated", [False, True])
-def test_kernel_allocates_nothing_per_bin(utah, calibrated):
-    """Steady state, caps idle: not one traced allocation, net or transient."""
+def test_kernel_allocates_nothing_per_bin(utah, calibrated, form):
+    """Steady state, caps idle: no net allocation; none at all in the numpy form, and only
+    the compiled calls' dispatcher keys (freed within the call) in the compiled one."""
     rng = np.random.default_rng(7)
     cal = _calibration(utah, rng) if calibrated else None
     pipe = StimulationPipeline(utah, cal, SafetyLimits(), NEAREST)
@@ -191,11 +201,13 @@ def test_kernel_allocates_nothing_per_bin(utah, calibrated):
     kernel = pipe.kernel_for(RateField(rates, pos, pol))
     assert kernel.run(rates) and not kernel.caps_ran  # the caps did not need to run
     assert 0 < int((kernel.amplitude_ua[0] > 0).sum()) <= 16
+    assert kernel.compiled == (form == "compiled")
     net, peak = measure_allocations(lambda: kernel.run(rates))
-    assert net * 500 <= 1 and peak == 0, (net, peak)
+    transient = DISPATCH_SCRATCH_BYTES if form == "compiled" else 0
+    assert net * 500 <= 1 and peak <= transient, (net, peak)
 
 
-def test_kernel_with_binding_caps_allocates_only_numpys_partition_scratch(utah):
+def test_kernel_with_binding_caps_allocates_only_numpys_partition_scratch(utah, form):
     """Caps binding (most electrodes on): net 0; the one transient is the scratch that
     ndarray.partition allocates and frees inside the call (documented in hardware.kernel)."""
     rng = np.random.default_rng(9)
@@ -206,17 +218,21 @@ def test_kernel_with_binding_caps_allocates_only_numpys_partition_scratch(utah):
     assert kernel.run(rates) and kernel.caps_ran
     assert int((kernel.amplitude_ua > 0).sum()) <= 16
     net, peak = measure_allocations(lambda: kernel.run(rates))
-    assert net * 500 <= 1 and peak <= CAPS_SCRATCH_BYTES, (net, peak)
+    transient = DISPATCH_SCRATCH_BYTES if form == "compiled" else 0
+    assert net * 500 <= 1 and peak <= CAPS_SCRATCH_BYTES + transient, (net, peak)
 
 
-def test_process_allocates_only_the_frame_stamp(utah):
+def test_process_allocates_only_the_frame_stamp(utah, form):
     """process() = kernel + ring frame; what is left per bin are two Python ints (the new
     sequence number and the kernel-bin counter, 32 bytes each, each replacing the last); the
-    timestamp comes from the rate field."""
+    timestamp comes from the rate field. Transient: those ints, and at most one more int of
+    tracemalloc noise (the same code measured 32–96 B, depending on which tests ran before
+    in the process: the interpreter's free lists)."""
     pipe = StimulationPipeline(utah, None, SafetyLimits(), NEAREST)
     pos, pol, rates = _sparse_field(pipe)
     field = RateField(rates, pos, pol, timestamp_ns=123_456_789_000)
     pipe.process(field)
     net, peak = measure_allocations(lambda: pipe.process(field))
-    assert net * 500 <= 1 and peak <= 64, (net, peak)
+    transient = DISPATCH_SCRATCH_BYTES if form == "compiled" else 0
+    assert net * 500 <= 1 and peak <= 96 + transient, (net, peak)
     assert pipe.general_bins == 0

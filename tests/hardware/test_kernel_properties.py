@@ -26,6 +26,9 @@ from hardware.pipeline import StimulationPipeline
 from hardware.safety import SafetyLimits, check_frame
 from hardware.types import RateField
 
+#: Every test here runs in both forms of the per-bin work (compiled and numpy; conftest).
+pytestmark = pytest.mark.usefixtures("form")
+
 FIELDS = ("amplitude_ua", "phase_width_us", "interphase_gap_us", "pulse_rate_hz", "n_pulses")
 UTAH = load_array("utah96")
 IMPLANT = load_implant("utah16x64")

@@ -23,6 +23,9 @@ from hardware.wire import (
     encode_frame,
 )
 
+#: Every test here runs in both forms of the per-bin work (compiled and numpy; conftest).
+pytestmark = pytest.mark.usefixtures("form")
+
 
 def sample_frame(array, make_frame, seq=7):
     rng = np.random.default_rng(seq)
