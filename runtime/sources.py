@@ -55,6 +55,11 @@ class SourceHealth:
     reason: str = ""
 
 
+#: The answer of a healthy source, shared: the loop asks every bin, and a frozen object per
+#: bin was an allocation on the hot path for the common case.
+HEALTHY = SourceHealth(True)
+
+
 @dataclass
 class SourceStats:
     frames_captured: int = 0
@@ -122,7 +127,7 @@ class _ClockedSource:
         )
 
     def health(self, now_ns: int) -> SourceHealth:
-        return SourceHealth(not self._error, self._error)
+        return SourceHealth(False, self._error) if self._error else HEALTHY
 
     def reconnect(self) -> None:
         self.stats.reconnects += 1
@@ -245,7 +250,7 @@ class Watchdog:
         if age > self.stall_timeout_ns:
             what = "no frame" if self.last_ns is None else "no new frame"
             return SourceHealth(False, f"{name}: {what} for {age / 1e6:.0f} ms (stalled)")
-        return SourceHealth(True)
+        return HEALTHY
 
 
 class CameraSource:
