@@ -29,6 +29,20 @@ def _compile(signature: str) -> Any:
     return numba.njit([signature], cache=True, nogil=True)
 
 
+@numba.njit(inline="always")
+def _put_fields(out: Any, o: int, a: Any, p: Any, g: Any, r: Any, pulses: Any) -> int:
+    """Four float32 bit patterns and one uint16, big-endian, from out[o]; the next offset."""
+    for v in (a, p, g, r):
+        out[o] = (v >> 24) & 0xFF
+        out[o + 1] = (v >> 16) & 0xFF
+        out[o + 2] = (v >> 8) & 0xFF
+        out[o + 3] = v & 0xFF
+        o += 4
+    out[o] = (pulses >> 8) & 0xFF
+    out[o + 1] = pulses & 0xFF
+    return o + 2
+
+
 @_compile(f"b1({_FIELDS}, i8)")
 def _fits(amp: Any, pw: Any, gap: Any, rate: Any, n: Any, out: Any, offset: int, size: int) -> bool:
     """Whether five fields of one length fit, `size` bytes each, from out[offset]."""
@@ -53,17 +67,8 @@ def wire_records(amp: Any, pw: Any, gap: Any, rate: Any, n: Any, out: Any, offse
     active = 0
     o = offset
     for i in range(amp.shape[0]):
-        for v in (a32[i], p32[i], g32[i], r32[i]):
-            out[o] = (v >> 24) & 0xFF
-            out[o + 1] = (v >> 16) & 0xFF
-            out[o + 2] = (v >> 8) & 0xFF
-            out[o + 3] = v & 0xFF
-            o += 4
-        p = n[i]
-        out[o] = (p >> 8) & 0xFF
-        out[o + 1] = p & 0xFF
-        o += 2
-        if amp[i] > 0 and p > 0:
+        o = _put_fields(out, o, a32[i], p32[i], g32[i], r32[i], n[i])
+        if amp[i] > 0 and n[i] > 0:
             active += 1
     return active
 
@@ -88,17 +93,7 @@ def audit_entries(amp: Any, pw: Any, gap: Any, rate: Any, n: Any, out: Any, offs
         if amp[i] != 0 or pw[i] != 0 or gap[i] != 0 or rate[i] != 0 or n[i] != 0:
             out[o] = (i >> 8) & 0xFF
             out[o + 1] = i & 0xFF
-            o += 2
-            for v in (a32[i], p32[i], g32[i], r32[i]):
-                out[o] = (v >> 24) & 0xFF
-                out[o + 1] = (v >> 16) & 0xFF
-                out[o + 2] = (v >> 8) & 0xFF
-                out[o + 3] = v & 0xFF
-                o += 4
-            p = n[i]
-            out[o] = (p >> 8) & 0xFF
-            out[o + 1] = p & 0xFF
-            o += 2
+            o = _put_fields(out, o + 2, a32[i], p32[i], g32[i], r32[i], n[i])
             rows += 1
     return rows
 
