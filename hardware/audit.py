@@ -228,15 +228,7 @@ class AuditLog:
         if self.fd is None:
             raise AuditError(f"{self.path}: audit log is closed")
         assert lay.codec is not None
-        rows = lay.codec.audit_entries(
-            frame.amplitude_ua,
-            frame.phase_width_us,
-            frame.interphase_gap_us,
-            frame.pulse_rate_hz,
-            frame.n_pulses,
-            lay.bytes,
-            lay.entries_at,
-        )
+        rows = lay.codec.audit_entries(*frame.fields, lay.bytes, lay.entries_at)
         if rows < 0:  # cannot happen for a valid frame of this slot's array
             raise AuditError(f"{self.path}: frame does not fit its record buffer")
         buf = lay.buf
@@ -333,13 +325,7 @@ class _FrameEntries:
         self.tmp = np.empty(n, dtype=bool)
 
     def entries(self, frame: StimulationFrame) -> bytes:
-        fields: tuple[NDArray[Any], ...] = (
-            frame.amplitude_ua,
-            frame.phase_width_us,
-            frame.interphase_gap_us,
-            frame.pulse_rate_hz,
-            frame.n_pulses,
-        )
+        fields: tuple[NDArray[Any], ...] = frame.fields
         # Non-zero rows (NaN counts as non-zero: a NaN that was sent is logged as such).
         nz, tmp = self.nonzero, self.tmp
         np.not_equal(fields[0], 0, out=nz)

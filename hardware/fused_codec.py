@@ -30,6 +30,13 @@ def _compile(signature: str) -> Any:
 
 
 @numba.njit(inline="always")
+def _bits(amp: Any, pw: Any, gap: Any, rate: Any) -> Any:
+    """The four float32 fields as their uint32 bit patterns (views: NaN payloads and -0.0 kept)."""
+    u4 = numba.uint32
+    return amp.view(u4), pw.view(u4), gap.view(u4), rate.view(u4)
+
+
+@numba.njit(inline="always")
 def _put_fields(out: Any, o: int, a: Any, p: Any, g: Any, r: Any, pulses: Any) -> int:
     """Four float32 bit patterns and one uint16, big-endian, from out[o]; the next offset."""
     for v in (a, p, g, r):
@@ -58,12 +65,7 @@ def wire_records(amp: Any, pw: Any, gap: Any, rate: Any, n: Any, out: Any, offse
     fields' lengths differ or `out` is too short (numba does not check bounds)."""
     if not _fits(amp, pw, gap, rate, n, out, offset, 18):
         return -1
-    a32, p32, g32, r32 = (
-        amp.view(numba.uint32),
-        pw.view(numba.uint32),
-        gap.view(numba.uint32),
-        rate.view(numba.uint32),
-    )
+    a32, p32, g32, r32 = _bits(amp, pw, gap, rate)
     active = 0
     o = offset
     for i in range(amp.shape[0]):
@@ -81,12 +83,7 @@ def audit_entries(amp: Any, pw: Any, gap: Any, rate: Any, n: Any, out: Any, offs
     short for every electrode's entry."""
     if not _fits(amp, pw, gap, rate, n, out, offset, 20):
         return -1
-    a32, p32, g32, r32 = (
-        amp.view(numba.uint32),
-        pw.view(numba.uint32),
-        gap.view(numba.uint32),
-        rate.view(numba.uint32),
-    )
+    a32, p32, g32, r32 = _bits(amp, pw, gap, rate)
     rows = 0
     o = offset
     for i in range(amp.shape[0]):

@@ -92,7 +92,9 @@ def _prepare_args(index: str) -> str:
     )
 
 
-_OUT = "f4[:, :], f4[:, :], f4[:, :], f4[:, :], u2[:, :], f4[:, ::1], f4[::1], u2[::1]"
+#: The outputs, as one tuple argument: amplitude, phase width, gap, rate, pulses (the frame
+#: fields), the live mask, the pulse parameters (pw, gap, rate) and the pulse count.
+_OUT = "Tuple((f4[:, :], f4[:, :], f4[:, :], f4[:, :], u2[:, :], f4[:, ::1], f4[::1], u2[::1]))"
 
 
 # Column indices as uint16 where the rate field has ≤ 65,536 entries (the sparse structure is
@@ -154,20 +156,9 @@ def sample_and_prepare(
 
 
 @_compile(f"i8(f8[:, ::1], f8[:, :, ::1], f8[::1], {_OUT})")
-def enforce(
-    cur: Any,
-    consts: Any,
-    scal: Any,
-    amp: Any,
-    pw: Any,
-    gap: Any,
-    rate: Any,
-    pulses: Any,
-    live: Any,
-    params: Any,
-    n_pulses: Any,
-) -> int:
+def enforce(cur: Any, consts: Any, scal: Any, out: Any) -> int:
     """The enforcer's work on a bin it would not intervene in (GENERAL if it would)."""
+    amp, pw, gap, rate, pulses, live, params, n_pulses = out
     A, W = cur.shape
     check_disabled = scal[S_CHECK_DISABLED] != 0.0
     check_ceiling = scal[S_CHECK_CEILING] != 0.0
@@ -274,14 +265,7 @@ def finish(
     scal: Any,
     order: Any,
     keys: Any,
-    amp: Any,
-    pw: Any,
-    gap: Any,
-    rate: Any,
-    pulses: Any,
-    live: Any,
-    params: Any,
-    n_pulses: Any,
+    out: Any,
 ) -> int:
     """`t` = log1p(argument) → the frame fields: SERVED or GENERAL, plus CAPS when the caps
     ran (module doc)."""
@@ -311,5 +295,5 @@ def finish(
         cap_active_and_total(nd, on_f, cur, scal, order, keys)
         if scal[S_TOTAL_CANNOT_BIND] == 0.0 and over_total_margin(cur, scal):
             return GENERAL + CAPS
-        return enforce(cur, consts, scal, amp, pw, gap, rate, pulses, live, params, n_pulses) + CAPS
-    return enforce(cur, consts, scal, amp, pw, gap, rate, pulses, live, params, n_pulses)
+        return enforce(cur, consts, scal, out) + CAPS
+    return enforce(cur, consts, scal, out)

@@ -585,7 +585,7 @@ class MappingKernel:
             self._scal,
             self._caps_order,
             self._caps_keys,
-            *out,
+            out,
         )
 
     def _run_compiled(self, fk: Any, rates_hz: NDArray[np.floating]) -> bool:

@@ -123,6 +123,26 @@ class StimulationFrame:
     def n_electrodes(self) -> int:
         return len(self.electrode_ids)
 
+    @property
+    def fields(
+        self,
+    ) -> tuple[
+        NDArray[np.float32],
+        NDArray[np.float32],
+        NDArray[np.float32],
+        NDArray[np.float32],
+        NDArray[np.uint16],
+    ]:
+        """The five per-electrode arrays in wire order (amplitude, phase width, gap, rate,
+        pulses): what the encoders take."""
+        return (
+            self.amplitude_ua,
+            self.phase_width_us,
+            self.interphase_gap_us,
+            self.pulse_rate_hz,
+            self.n_pulses,
+        )
+
     def _restamp(self, sequence: int, timestamp_ns: int) -> None:
         """Give a ring frame its next bin's sequence and time (hardware.pipeline only).
 

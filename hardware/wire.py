@@ -205,15 +205,7 @@ class _FrameBuffer:
         """Write the records; the number of electrodes with amplitude > 0 and pulses > 0."""
         codec = self._codec
         if codec is not None and exactly_typed(frame):
-            active = codec.wire_records(
-                frame.amplitude_ua,
-                frame.phase_width_us,
-                frame.interphase_gap_us,
-                frame.pulse_rate_hz,
-                frame.n_pulses,
-                self._bytes,
-                HEADER.size,
-            )
+            active = codec.wire_records(*frame.fields, self._bytes, HEADER.size)
             if active < 0:  # cannot happen for a valid frame of this layout's array
                 raise WireError(f"frame of {frame.n_electrodes} electrodes does not fit its buffer")
             return int(active)
