@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from export.cli import app as export_app
 from hardware.cli import app as hardware_app
 from npe_errors import NpeError, fail
 from runtime.cli import app as runtime_app
-from runtime.cli import set_eager_timer
+from runtime.cli import set_eager_timer, set_scale_bundle_builder
 
 app = typer.Typer(
     name="npe",
@@ -110,6 +111,16 @@ def main() -> None:
 # `npe bench --checkpoint` times PyTorch eager with export's timer: the runtime may not
 # import export or torch, so the composition plugs it in (torch loads only when it runs).
 set_eager_timer(bench_torch_eager)
+
+
+def _build_scale_bundles(out_dir: Path, progress: Callable[[str], None]) -> list[tuple[str, Path]]:
+    """`npe bench --scale`'s model rows: export builds the bundles (torch loads only here)."""
+    from export.scale_bundles import build_scale_bundles
+
+    return build_scale_bundles(out_dir, progress=progress)
+
+
+set_scale_bundle_builder(_build_scale_bundles)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Heavy imports (onnxruntime, cv2, numpy-heavy modules) happen inside the commands
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -328,6 +329,18 @@ def set_eager_timer(timer: EagerTimer | None) -> None:
     _eager_timer = timer
 
 
+#: `npe bench --scale`'s builder of larger models' step bundles (export's, plugged in by
+#: npe_cli for the same reason as the timer): (output dir, progress) → [(label, bundle)].
+ScaleBundleBuilder = Callable[[Path, Callable[[str], None]], list[tuple[str, Path]]]
+_scale_bundle_builder: ScaleBundleBuilder | None = None
+
+
+def set_scale_bundle_builder(builder: ScaleBundleBuilder | None) -> None:
+    """Give `npe bench --scale` the builder of its model rows' bundles (npe_cli: export)."""
+    global _scale_bundle_builder
+    _scale_bundle_builder = builder
+
+
 @app.command("bench")
 def bench_command(
     ctx: typer.Context,
@@ -373,6 +386,11 @@ def bench_command(
         "{2,048, 8,192, 32,768} rates beside the model step (scale.json).",
     ),
     scale_bins: int = typer.Option(1000, min=10, help="With --scale: timed bins per cell."),
+    scale_models: bool = typer.Option(
+        True,
+        help="With --scale: also time a larger streaming and a cnn-lstm step bundle (built "
+        "with untrained weights) beside the bundle, and say which fit a 10 ms bin.",
+    ),
     paced_bins: int = typer.Option(
         500,
         min=0,
@@ -401,7 +419,7 @@ def bench_command(
         out if out is not None else Path("npe-bench") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     )
     if scale:
-        _bench_scale(ctx, bundle, out_dir, scale_bins)
+        _bench_scale(ctx, bundle, out_dir, scale_bins, scale_models)
         return
     try:
         spec = load_model_spec(bundle)
@@ -439,15 +457,25 @@ def bench_command(
     console.print(f"JSON: {out_dir / 'bench.json'} · histogram: {out_dir / 'latency_hist.png'}")
 
 
-def _bench_scale(ctx: typer.Context, bundle: Path | None, out_dir: Path, bins: int) -> None:
-    """`npe bench --scale`: the mapping + safety scaling table, printed and written as JSON."""
+def _bench_scale(
+    ctx: typer.Context, bundle: Path | None, out_dir: Path, bins: int, models: bool
+) -> None:
+    """`npe bench --scale`: the mapping + safety scaling table and the model rows, printed
+    and written as JSON."""
+    import tempfile
+
     from runtime.bench.scale import print_scale, run_scale
 
+    if models and _scale_bundle_builder is None:
+        raise fail("--scale-models needs export's bundle builder, which only `npe` plugs in")
     try:
-        with console.status("measuring") as status:
-            report = run_scale(
-                bundle=bundle, bins=bins, progress=lambda s: status.update(f"measuring {s}")
-            )
+        with console.status("measuring") as status, tempfile.TemporaryDirectory() as tmp:
+            say = lambda s: status.update(f"measuring {s}")  # noqa: E731
+            rows: list[tuple[str, Path | None]] = [(str(bundle or "streaming (shipped)"), bundle)]
+            if models:
+                assert _scale_bundle_builder is not None
+                rows += _scale_bundle_builder(Path(tmp), say)
+            report = run_scale(bundle=bundle, bins=bins, progress=say, model_bundles=rows)
     except _expected_errors() as exc:
         raise fail(str(exc)) from None
     out_dir.mkdir(parents=True, exist_ok=True)

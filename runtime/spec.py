@@ -235,4 +235,5 @@ def load_model_spec(
     spec = spec_from_bundle(bundle)
     # What a pinned --expect-digest or a package signature covers; `npe run` logs it.
     spec.extra["bundle_digest"] = bundle_mod.digest_of_loaded(bundle)
+    spec.extra["n_parameters"] = bundle.manifest.model.n_parameters
     return spec

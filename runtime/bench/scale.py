@@ -63,6 +63,31 @@ class ScaleCell(BaseModel):
     weight_nnz: int
 
 
+#: A model "fits a 10 ms bin with margin" when its step p99 plus the mapping + safety p99 for
+#: 1,024 electrodes on its own output takes at most half the bin: the other half is left to
+#: capture, preprocessing, the send, the audit record and the scheduler.
+BIN_MS = 10.0
+FIT_FRACTION = 0.5
+
+
+class ModelScaleRow(BaseModel):
+    """One model's step bundle: its ORT step and the mapping of its output (ms per bin)."""
+
+    label: str
+    model: str
+    input_shape: list[int]
+    rates: int
+    parameters: int | None
+    step_p50_ms: float
+    step_p99_ms: float
+    map_utah96_p50_ms: float
+    map_utah96_p99_ms: float
+    map_1024_p50_ms: float
+    map_1024_p99_ms: float
+    worst_p99_ms: float  # step p99 + mapping p99 at 1,024 electrodes
+    fits_bin_with_margin: bool
+
+
 class ScaleReport(BaseModel):
     """The whole table, the model step it is compared with, and the targets' verdicts."""
 
@@ -72,6 +97,7 @@ class ScaleReport(BaseModel):
     ratios: dict[str, float]
     targets: dict[str, bool]
     notes: list[str]
+    models: list[ModelScaleRow] = []
 
 
 def implant_for(n_electrodes: int) -> Implant:
@@ -228,6 +254,35 @@ def measure_model_step(
     return p50, p99, field, rates
 
 
+def measure_model_row(label: str, bundle: Path | None, bins: int = 1000) -> ModelScaleRow:
+    """One step bundle: its ORT step, and mapping + safety of its own output geometry and
+    rates for utah96 and for the 1,024-electrode implant."""
+    from runtime.spec import load_model_spec
+
+    spec = load_model_spec(bundle)
+    form = spec.pick_form()
+    step50, step99, field, model_rates = measure_model_step(bundle, runs=max(bins, 200))
+    pos, pol = field.positions_deg, field.polarity
+    small = measure_cell(implant_for(96), pos, pol, model_rates, label, bins)
+    big = measure_cell(implant_for(1024), pos, pol, model_rates, label, bins)
+    worst = step99 + big.p99_ms
+    return ModelScaleRow(
+        label=label,
+        model=spec.name,
+        input_shape=list(form.input_shape),
+        rates=int(pos.shape[0]),
+        parameters=spec.extra.get("n_parameters"),
+        step_p50_ms=step50,
+        step_p99_ms=step99,
+        map_utah96_p50_ms=small.p50_ms,
+        map_utah96_p99_ms=small.p99_ms,
+        map_1024_p50_ms=big.p50_ms,
+        map_1024_p99_ms=big.p99_ms,
+        worst_p99_ms=worst,
+        fits_bin_with_margin=worst <= FIT_FRACTION * BIN_MS,
+    )
+
+
 def run_scale(
     electrodes: Sequence[int] = ELECTRODES,
     rates: Sequence[int] = RATES,
@@ -235,8 +290,10 @@ def run_scale(
     with_model: bool = True,
     bundle: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    model_bundles: Sequence[tuple[str, Path | None]] = (),
 ) -> ScaleReport:
-    """The table of `measure_cell` over electrodes × rates, plus the shipped-bundle row."""
+    """The table of `measure_cell` over electrodes × rates, plus the shipped-bundle row, and
+    one `measure_model_row` per (label, bundle) of `model_bundles` (None: the shipped one)."""
     say = progress or (lambda s: None)
     rng = np.random.default_rng(17)
     cells: list[ScaleCell] = []
@@ -296,6 +353,15 @@ def run_scale(
         "p50/p99 per bin of StimulationPipeline.process (one array) or ImplantPipeline.process"
         " (several), perf_counter_ns; general = the pre-kernel path on the same bins"
     )
+    models = []
+    for label, path in model_bundles:
+        say(f"model {label}")
+        models.append(measure_model_row(label, path, bins))
+    if models:
+        notes.append(
+            f"models: fits = step p99 + mapping p99 (1,024 electrodes) ≤ {FIT_FRACTION:g} × the "
+            f"{BIN_MS:g} ms bin; untrained weights (a step's cost does not depend on them)"
+        )
     return ScaleReport(
         cells=cells,
         model_step_p50_ms=step50,
@@ -303,6 +369,7 @@ def run_scale(
         ratios=ratios,
         targets=targets,
         notes=notes,
+        models=models,
     )
 
 
@@ -329,6 +396,24 @@ def print_scale(console: Any, report: ScaleReport) -> None:
             f"model step (ORT, shipped bundle) p50 {report.model_step_p50_ms:.4f} ms, "
             f"p99 {report.model_step_p99_ms:.4f} ms"
         )
+    if report.models:
+        m = Table(
+            title=f"model step + mapping per bin (ms; fits: worst p99 ≤ {FIT_FRACTION * BIN_MS:g} ms)"
+        )
+        for col in (
+            "model", "input", "rates", "params", "step p50", "step p99", "map 96 p50",
+            "map 96 p99", "map 1,024 p50", "map 1,024 p99", "worst p99", "fits 10 ms bin",
+        ):  # fmt: skip
+            m.add_column(col, justify="right")
+        for r in report.models:
+            m.add_row(
+                r.label, "×".join(map(str, r.input_shape)), str(r.rates), str(r.parameters or "?"),
+                f"{r.step_p50_ms:.3f}", f"{r.step_p99_ms:.3f}", f"{r.map_utah96_p50_ms:.3f}",
+                f"{r.map_utah96_p99_ms:.3f}", f"{r.map_1024_p50_ms:.3f}",
+                f"{r.map_1024_p99_ms:.3f}", f"{r.worst_p99_ms:.3f}",
+                "yes" if r.fits_bin_with_margin else "NO",
+            )  # fmt: skip
+        console.print(m)
     for k, v in report.ratios.items():
         console.print(f"  {k}: {v:.3f}")
     for k, ok in report.targets.items():

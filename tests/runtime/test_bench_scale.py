@@ -59,3 +59,16 @@ def test_npe_bench_scale_prints_the_table_and_writes_json(tmp_path):
     assert any("model step" in k for k in doc["ratios"])
     assert "mapping + safety per bin" in res.output and "target" in res.output
     assert (out / "npe-config.toml").exists()
+    # The model rows: the shipped bundle, a larger streaming and a cnn-lstm step bundle (built
+    # by export with untrained weights), each with its step, its mapping and the verdict.
+    models = {m["model"]: m for m in doc["models"]}
+    assert [m["model"] for m in doc["models"]] == ["streaming", "streaming", "cnn-lstm"]
+    shipped, larger = doc["models"][0], doc["models"][1]
+    assert (shipped["rates"], larger["rates"], models["cnn-lstm"]["rates"]) == (2048, 8192, 64)
+    assert larger["input_shape"] == [1, 64, 64] and larger["parameters"] > shipped["parameters"]
+    assert models["cnn-lstm"]["parameters"] > 1_000_000
+    for m in doc["models"]:
+        assert 0 < m["step_p50_ms"] <= m["step_p99_ms"]
+        assert m["worst_p99_ms"] == pytest.approx(m["step_p99_ms"] + m["map_1024_p99_ms"])
+        assert m["fits_bin_with_margin"] == (m["worst_p99_ms"] <= 5.0)
+    assert "fits 10 ms bin" in res.output
