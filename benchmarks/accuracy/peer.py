@@ -19,6 +19,11 @@ Targets are checked and printed (met / NOT met); JSON is written after every mod
 
     python benchmarks/accuracy/peer.py --out benchmarks/accuracy/results
     python benchmarks/accuracy/peer.py --rows 40hz --models streaming,openretina
+    python benchmarks/accuracy/peer.py --append --rows lnln-40hz --models "" \
+        --variant 'streaming-large:streaming:{"spatial1": 16, "channels1": 16}'
+
+A variant row is an npe model with another config (`--variant`); it counts for "npe's best"
+but not for the targets of the model's defaults.
 """
 
 from __future__ import annotations
@@ -90,12 +95,27 @@ def summarise(ev: EvaluationResult) -> dict[str, Any]:
     }
 
 
+def parse_variant(text: str) -> tuple[str, str, dict[str, Any]]:
+    """`LABEL:MODEL:JSON` → (label, npe model, model config), e.g.
+    `streaming-w500:streaming:{"window_ms": 500}`."""
+    label, model, config = text.split(":", 2)
+    if model not in NPE_MODELS or label in MODELS:
+        raise SystemExit(f"error: --variant {text!r}: MODEL must be one of {NPE_MODELS}")
+    return label, model, json.loads(config)
+
+
 def run_npe(
-    model: str, data: Path, rec: Recording, run_dir: Path, args: argparse.Namespace
+    model: str,
+    data: Path,
+    rec: Recording,
+    run_dir: Path,
+    args: argparse.Namespace,
+    model_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     cnn_lstm = model == "cnn-lstm"
     cfg = TrainConfig(
         model=model,
+        model_config=dict(model_config or {}),
         lr=3e-3 if cnn_lstm else 1e-3,
         lr_decay=0.3 if cnn_lstm else 1.0,
         max_epochs=args.cnn_lstm_epochs if cnn_lstm else args.streaming_epochs,
@@ -126,7 +146,12 @@ def run_npe(
         "epochs": len(result.epochs),
         "best_epoch": result.best_epoch,
         "stopped": result.stopped,
-        "settings": {"lr": cfg.lr, "lr_decay": cfg.lr_decay, "max_epochs": cfg.max_epochs},
+        "settings": {
+            "lr": cfg.lr,
+            "lr_decay": cfg.lr_decay,
+            "max_epochs": cfg.max_epochs,
+            "model_config": dict(cfg.model_config),
+        },
     }
 
 
@@ -182,7 +207,10 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             frac = c["fraction_of_ceiling"]
             add(f"{row}: cnn-lstm PCC ≥ 0.9 of the ceiling", frac, bool((frac or 0) >= 0.9))
         peer = by.get((row, "openretina"))
-        npe = [by[(row, m)] for m in NPE_MODELS if (row, m) in by]
+        # npe's models with their defaults, and any variant rows (--variant) of this row
+        npe = [
+            r for (rw, m), r in by.items() if rw == row and (m in NPE_MODELS or "base_model" in r)
+        ]
         if peer is not None and npe:
             best = max(npe, key=lambda r: r["mean_pcc"] or -9)
             for metric in ("mean_pcc", "mean_fev"):
@@ -234,6 +262,13 @@ def main() -> None:
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--append", action="store_true", help="keep the other rows of peer.json")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="also train an npe model with another config, as its own row: "
+        "LABEL:MODEL:JSON (e.g. 'streaming-w500:streaming:{\"window_ms\": 500}')",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     data_dir = args.out / "data"
@@ -256,14 +291,21 @@ def main() -> None:
     for row in [r for r in args.rows.split(",") if r]:
         data = recording_for(row, data_dir)
         rec = read_recording(data)
-        for model in [m for m in args.models.split(",") if m]:
+        variants = {label: (base, cfg) for label, base, cfg in map(parse_variant, args.variant)}
+        for model in [m for m in args.models.split(",") if m] + list(variants):
             print(f"== {row} / {model}", flush=True)
             torch.manual_seed(0)
+            run_dir = args.out / "runs" / f"peer_{row}_{model}"
+            extra: dict[str, Any] = {}
             if model == "openretina":
                 res = run_peer(data, rec, args)
+            elif model in variants:
+                base, config = variants[model]
+                res = run_npe(base, data, rec, run_dir, args, config)
+                extra = {"base_model": base}
             else:
-                res = run_npe(model, data, rec, args.out / "runs" / f"peer_{row}_{model}", args)
-            res = {"row": row, "model": model, "frame_rate_hz": rec.frame_rate_hz, **res}
+                res = run_npe(model, data, rec, run_dir, args)
+            res = {"row": row, "model": model, **extra, "frame_rate_hz": rec.frame_rate_hz, **res}
             report["rows"] = [
                 r for r in report["rows"] if (r["row"], r["model"]) != (row, model)
             ] + [res]

@@ -97,3 +97,32 @@ def test_openretina_adapter_is_causal_and_scored_by_npe_evaluate(small_lnln) -> 
     assert ev.model == "openretina" and ev.n_cells == 12
     assert ev.mean_pcc is not None and np.isfinite(ev.mean_pcc)
     assert ev.ceiling_pcc is not None and ev.ceiling_pcc > 0.5
+
+
+def test_a_variant_row_counts_for_npes_best_but_not_for_the_defaults_targets() -> None:
+    """`peer.py --variant`: a streaming with another config is its own row; "npe's best"
+    compares openretina with the best npe row, the default-model targets stay the defaults'."""
+    from peer import check_targets, parse_variant
+
+    label, base, cfg = parse_variant('streaming-w500:streaming:{"window_ms": 500}')
+    assert (label, base, cfg) == ("streaming-w500", "streaming", {"window_ms": 500})
+    with pytest.raises(SystemExit, match="MODEL must be one of"):
+        parse_variant("x:openretina:{}")
+
+    def row(model: str, pcc: float, fev: float, cpu: float, **extra: object) -> dict:
+        return {
+            "row": "lnln-40hz", "model": model, "mean_pcc": pcc, "mean_fev": fev,
+            "fraction_of_ceiling": pcc / 0.98, "train_cpu_s": cpu, **extra,
+        }  # fmt: skip
+
+    rows = [
+        row("streaming", 0.949, 0.928, 136.0),
+        row("openretina", 0.958, 0.940, 840.0),
+        row("streaming-w500", 0.960, 0.945, 200.0, base_model="streaming"),
+    ]
+    got = {t["target"]: t for t in check_targets(rows)}
+    best = "lnln-40hz: npe's best (streaming-w500) mean_pcc ≥ openretina's"
+    assert got[best]["met"] is True and got[best]["value"] == pytest.approx(0.002)
+    assert got["lnln-40hz: streaming FEV ≥ 0.8"]["value"] == 0.928  # the default's row
+    without = {t["target"]: t for t in check_targets(rows[:2])}
+    assert without["lnln-40hz: npe's best (streaming) mean_pcc ≥ openretina's"]["met"] is False
