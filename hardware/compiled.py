@@ -11,10 +11,12 @@ frame never import numba.
 
 from __future__ import annotations
 
+import os
 from types import ModuleType
 
-#: Use the compiled form where it loads. Tests set it to False to run the numpy form.
-PREFER_COMPILED = True
+#: Use the compiled form where it loads; `NPE_COMPILED=0` in the environment runs the numpy
+#: form (an A/B comparison, or a machine where numba misbehaves). Tests set it directly.
+PREFER_COMPILED = os.environ.get("NPE_COMPILED", "1").strip() != "0"
 
 #: Why the compiled form is not in use, when it could not load (None: not tried, or loaded).
 UNAVAILABLE: str | None = None
@@ -56,7 +58,7 @@ def codec_module() -> ModuleType | None:
 def describe() -> str:
     """One line for reports: which form runs, and why when it is numpy."""
     if not PREFER_COMPILED:
-        return "numpy (compiled form switched off)"
+        return "numpy (compiled form switched off: NPE_COMPILED=0)"
     mod = _load("fused_kernel")
     if mod is None:
         return f"numpy (numba unavailable: {UNAVAILABLE})"
