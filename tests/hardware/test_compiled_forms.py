@@ -101,3 +101,26 @@ def test_without_numba_the_numpy_form_serves_the_same_frames(utah, monkeypatch):
     for name in ("amplitude_ua", "phase_width_us", "interphase_gap_us", "pulse_rate_hz"):
         assert getattr(got, name).tobytes() == getattr(want, name).tobytes(), name
     assert got.n_pulses.tobytes() == want.n_pulses.tobytes()
+
+
+def test_npe_compiled_0_selects_the_numpy_form_in_a_new_process():
+    """`NPE_COMPILED=0` (an A/B run, or a machine where numba misbehaves) runs the numpy form,
+    and the report says so."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from hardware import compiled; print(compiled.describe()); "
+        "print(compiled.kernel_module() is None, compiled.codec_module() is None)"
+    )
+    for value, want in (("0", "numpy (compiled form switched off"), ("1", "compiled (numba ")):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "NPE_COMPILED": value},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        assert out[0].startswith(want), out
+        assert out[1] == ("True True" if value == "0" else "False False"), out
