@@ -111,13 +111,17 @@ def run_npe(
     run_dir: Path,
     args: argparse.Namespace,
     model_config: dict[str, Any] | None = None,
+    lr: float | None = None,
+    lr_decay: float | None = None,
 ) -> dict[str, Any]:
+    """Train `model` (its defaults, or `model_config`) with this benchmark's settings (`lr`,
+    `lr_decay`: None = the benchmark's per model) and score it."""
     cnn_lstm = model == "cnn-lstm"
     cfg = TrainConfig(
         model=model,
         model_config=dict(model_config or {}),
-        lr=3e-3 if cnn_lstm else 1e-3,
-        lr_decay=0.3 if cnn_lstm else 1.0,
+        lr=lr if lr is not None else (3e-3 if cnn_lstm else 1e-3),
+        lr_decay=lr_decay if lr_decay is not None else (0.3 if cnn_lstm else 1.0),
         max_epochs=args.cnn_lstm_epochs if cnn_lstm else args.streaming_epochs,
         epoch_ms=args.epoch_ms,
         patience=args.patience,
@@ -146,6 +150,8 @@ def run_npe(
         "epochs": len(result.epochs),
         "best_epoch": result.best_epoch,
         "stopped": result.stopped,
+        "final_train_loss": result.epochs[-1].train_loss if result.epochs else None,
+        "final_val_loss": result.epochs[-1].val_loss if result.epochs else None,
         "settings": {
             "lr": cfg.lr,
             "lr_decay": cfg.lr_decay,
