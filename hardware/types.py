@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from hardware import compiled
+
 #: Polarity codes of a rate-field entry (cell or rate-map pixel).
 POLARITY_OFF = -1
 POLARITY_UNKNOWN = 0
@@ -206,8 +208,6 @@ def exactly_typed(frame: StimulationFrame) -> bool:
 def count_active(frame: StimulationFrame) -> int:
     """Electrodes that deliver current in `frame` (`frame.active`'s count), without building
     the two masks `active` does: one compiled loop when the fields are exactly typed."""
-    from hardware import compiled
-
     codec = compiled.codec_module()
     if codec is not None and exactly_typed(frame):
         return int(codec.count_active(frame.amplitude_ua, frame.n_pulses))

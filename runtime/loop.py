@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
+from hardware import compiled as compiled_forms
 from hardware.delivery import DeliverySummary, LinkDelivery
 from hardware.link import LinkStats
 from hardware.stimulator import StimulatorStatsSnapshot
@@ -308,7 +309,8 @@ class StreamingRuntime:
         self.audit.event(
             "start",
             f"source={self.source.name} model={self.spec.name} form={self.engine.form.form} "
-            f"rate={self.spec.frame_rate_hz:g}Hz window={self.spec.window_frames}",
+            f"rate={self.spec.frame_rate_hz:g}Hz window={self.spec.window_frames} "
+            f"live_path={compiled_forms.describe()}",
         )
         k = 0
         stop_reason = "stopped"

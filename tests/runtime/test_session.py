@@ -13,7 +13,7 @@ import pytest
 from support.toymodel import write_toy_bundle
 from typer.testing import CliRunner
 
-from hardware.audit import inspect_log
+from hardware.audit import TYPE_EVENT, Record, inspect_log, iter_records
 from runtime.bench.models import BenchReport
 from runtime.cli import app
 from runtime.loop import RunSummary
@@ -71,6 +71,13 @@ def test_npe_run_goes_through_the_live_session(
     assert stim is not None and stim.accepted == 31 and stim.breaches_after_enforcement == 0
     assert inspect_log(log).ok
     assert (log.parent / "npe-config.toml").is_file()  # the effective config, as before
+    # The log says which form mapped and encoded the frames (compiled or numpy).
+    starts = [
+        r.json()["detail"]
+        for r in iter_records(log)
+        if isinstance(r, Record) and r.rtype == TYPE_EVENT and r.json()["kind"] == "start"
+    ]
+    assert len(starts) == 1 and "live_path=compiled (numba " in starts[0], starts
 
 
 def test_npe_bench_goes_through_the_live_session_and_writes_a_typed_report(
