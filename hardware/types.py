@@ -9,7 +9,7 @@ stimulation is the safety layer's job, and it must never stop the stream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -105,6 +105,8 @@ class StimulationFrame:
     interphase_gap_us: NDArray[np.float32]
     pulse_rate_hz: NDArray[np.float32]
     n_pulses: NDArray[np.uint16]
+    #: Whether the compiled codec may read the fields as they are (see `exactly_typed`).
+    native: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:
         n = len(self.electrode_ids)
@@ -120,6 +122,10 @@ class StimulationFrame:
                 raise ValueError(
                     f"StimulationFrame.{name}: expected shape [{n}] (one per electrode), got {list(shape)}"
                 )
+        # Whether the compiled codec may read the fields as they are (`exactly_typed`), asked
+        # once here: a frame's arrays are fixed at construction (a ring frame refills them in
+        # place), and the live path asks three times per bin (wire, audit, active count).
+        object.__setattr__(self, "native", _native_fields(self))
 
     @property
     def n_electrodes(self) -> int:
@@ -189,7 +195,12 @@ _U16 = np.dtype(np.uint16)
 
 def exactly_typed(frame: StimulationFrame) -> bool:
     """Whether the frame's fields are the compiled codec's types (float32 ×4, uint16; 1-D,
-    C-contiguous). Frames the pipelines make are; a caller's other dtypes take numpy's casts."""
+    C-contiguous). Frames the pipelines make are; a caller's other dtypes take numpy's casts.
+    Decided when the frame is made (`StimulationFrame.native`)."""
+    return frame.native
+
+
+def _native_fields(frame: StimulationFrame) -> bool:
     return (
         frame.amplitude_ua.dtype == _F32
         and frame.phase_width_us.dtype == _F32

@@ -124,3 +124,21 @@ def test_npe_compiled_0_selects_the_numpy_form_in_a_new_process():
         ).stdout.splitlines()
         assert out[0].startswith(want), out
         assert out[1] == ("True True" if value == "0" else "False False"), out
+
+
+def test_frames_of_other_dtypes_take_the_numpy_form_with_the_same_bytes(utah, key):
+    """A caller's frame with int64 pulses or float64 amplitudes is not `native`: the encoder
+    casts it as `encode_frame` does, and the bytes are the same as for the native frame."""
+    from hardware.wire import FrameEncoder
+
+    native = _frame(utah, np.random.default_rng(9))
+    other = StimulationFrame(
+        native.sequence, native.timestamp_ns, native.electrode_ids,
+        native.amplitude_ua.astype(np.float64), native.phase_width_us,
+        native.interphase_gap_us, native.pulse_rate_hz, native.n_pulses.astype(np.int64),
+    )  # fmt: skip
+    assert native.native and not other.native
+    a = FrameEncoder(key, clock_us=lambda: 1_000).encode(native)
+    b = FrameEncoder(key, clock_us=lambda: 1_000).encode(other)
+    assert a == b
+    assert count_active(other) == count_active(native) == int(np.count_nonzero(native.active))
