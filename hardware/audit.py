@@ -61,7 +61,7 @@ from hardware import compiled as compiled_forms
 from hardware.arrays import ElectrodeArray, parse_array
 from hardware.errors import HardwareError
 from hardware.safety import HARDWARE_LIMITS, SafetyLimits, check_frame
-from hardware.types import StimulationFrame, exactly_typed
+from hardware.types import StimulationFrame
 from hardware.wire import RECORD, ids_checksum
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ class AuditLog:
     def frame(self, frame: StimulationFrame) -> None:
         """Record one stimulation frame as sent."""
         lay = self._layout(-1, frame)
-        if lay.codec is not None and exactly_typed(frame):
+        if lay.codec is not None and frame.native:
             self._write_in_place(lay, TYPE_FRAME, None, frame)
         else:
             self._write(TYPE_FRAME, self._frame_body(lay, frame))
@@ -214,7 +214,7 @@ class AuditLog:
         if self.implant is None:
             raise AuditError(f"{self.path}: array frames need a log opened for an implant")
         lay = self._layout(index, frame)
-        if lay.codec is not None and exactly_typed(frame):
+        if lay.codec is not None and frame.native:
             self._write_in_place(lay, TYPE_ARRAY_FRAME, index, frame)
         else:
             self._write(TYPE_ARRAY_FRAME, ARRAY_INDEX.pack(index) + self._frame_body(lay, frame))

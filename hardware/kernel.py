@@ -383,8 +383,8 @@ class MappingKernel:
         self._ring_slots: list[tuple[NDArray[np.generic], ...]] = []
         self._ring_blocks: list[NDArray[np.float32] | None] = []
 
-        # The compiled form (hardware.fused_kernel): its scalars, and its own int64 copies of
-        # the sparse structure (scipy may store it as int32).
+        # The compiled form (hardware.fused_kernel): its scalars, and its own unsigned copies
+        # of the sparse structure (numba emits no negative-index wrap-around for them).
         self._fused = compiled_forms.kernel_module(compiled)
         if compiled and self._fused is None:
             raise ValueError("MappingKernel: the compiled form needs numba, which cannot load")

@@ -105,7 +105,9 @@ class StimulationFrame:
     interphase_gap_us: NDArray[np.float32]
     pulse_rate_hz: NDArray[np.float32]
     n_pulses: NDArray[np.uint16]
-    #: Whether the compiled codec may read the fields as they are (see `exactly_typed`).
+    #: Whether the compiled codec (hardware.fused_codec) may read the fields as they are:
+    #: float32 ×4 and uint16, 1-D, C-contiguous. Frames the pipelines make are; a caller's
+    #: other dtypes take numpy's casts.
     native: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:
@@ -122,9 +124,9 @@ class StimulationFrame:
                 raise ValueError(
                     f"StimulationFrame.{name}: expected shape [{n}] (one per electrode), got {list(shape)}"
                 )
-        # Whether the compiled codec may read the fields as they are (`exactly_typed`), asked
-        # once here: a frame's arrays are fixed at construction (a ring frame refills them in
-        # place), and the live path asks three times per bin (wire, audit, active count).
+        # `native` is decided once here: a frame's arrays are fixed at construction (a ring
+        # frame refills them in place), and the live path asks three times per bin (wire,
+        # audit, active count).
         object.__setattr__(self, "native", _native_fields(self))
 
     @property
@@ -193,13 +195,6 @@ _F32 = np.dtype(np.float32)
 _U16 = np.dtype(np.uint16)
 
 
-def exactly_typed(frame: StimulationFrame) -> bool:
-    """Whether the frame's fields are the compiled codec's types (float32 ×4, uint16; 1-D,
-    C-contiguous). Frames the pipelines make are; a caller's other dtypes take numpy's casts.
-    Decided when the frame is made (`StimulationFrame.native`)."""
-    return frame.native
-
-
 def _native_fields(frame: StimulationFrame) -> bool:
     return (
         frame.amplitude_ua.dtype == _F32
@@ -220,6 +215,6 @@ def count_active(frame: StimulationFrame) -> int:
     """Electrodes that deliver current in `frame` (`frame.active`'s count), without building
     the two masks `active` does: one compiled loop when the fields are exactly typed."""
     codec = compiled.codec_module()
-    if codec is not None and exactly_typed(frame):
+    if codec is not None and frame.native:
         return int(codec.count_active(frame.amplitude_ua, frame.n_pulses))
     return int(np.count_nonzero(frame.active))

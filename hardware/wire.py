@@ -56,7 +56,7 @@ import numpy as np
 
 from hardware import compiled as compiled_forms
 from hardware.errors import HardwareError
-from hardware.types import StimulationFrame, exactly_typed
+from hardware.types import StimulationFrame
 
 MAGIC = b"NPSF"
 ACK_MAGIC = b"NPSA"
@@ -204,7 +204,7 @@ class _FrameBuffer:
     def _active(self, frame: StimulationFrame) -> int:
         """Write the records; the number of electrodes with amplitude > 0 and pulses > 0."""
         codec = self._codec
-        if codec is not None and exactly_typed(frame):
+        if codec is not None and frame.native:
             active = codec.wire_records(*frame.fields, self._bytes, HEADER.size)
             if active < 0:  # cannot happen for a valid frame of this layout's array
                 raise WireError(f"frame of {frame.n_electrodes} electrodes does not fit its buffer")
