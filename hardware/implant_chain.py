@@ -393,6 +393,11 @@ class _ImplantLinks:
         if failed >= 0 and not b.zero:
             self._fault(failed)
 
+    def poll(self) -> None:
+        """Read every link's acknowledgements (the loop calls this after a bin's frames)."""
+        for lnk in self.bus.chain.links:
+            lnk.poll()
+
     def _fault(self, index: int) -> None:
         """Link `index` failed: log the bin as sent, zero every link, log that, stop the run.
 

@@ -64,7 +64,9 @@ class StimulatorLink:
         self.key = key
         self.audit = audit
         self.stats = LinkStats()
-        self._until_poll = 1  # the first send polls at once, then every POLL_EVERY
+        # Sends left before `send` reads the acks itself: the first send polls at once, then
+        # every POLL_EVERY sends unless the caller polled in between (`poll` resets it).
+        self._until_poll = 1
 
     def send(self, frame: StimulationFrame) -> None:
         """Encode and write one frame; transport errors are counted, never raised.
@@ -72,6 +74,8 @@ class StimulatorLink:
         The frame is encoded into the encoder's preallocated buffer and written with one
         call; acknowledgements are read every `POLL_EVERY` sends (and by `poll`/`close`),
         not after each one: reading an empty socket is a syscall and an exception per bin.
+        A caller with a timed path (the live loop) calls `poll` itself after its frame is
+        out, at least every `POLL_EVERY` sends, so that no send pays for reading acks.
         """
         data = self.encoder.encode_into(frame)
         try:
@@ -84,11 +88,16 @@ class StimulatorLink:
             self.audit.frame(frame)
         self._until_poll -= 1
         if self._until_poll <= 0:
-            self._until_poll = POLL_EVERY
             self.poll()
 
     def poll(self) -> None:
-        """Read whatever acknowledgements have arrived (non-blocking)."""
+        """Read whatever acknowledgements have arrived (non-blocking); the next automatic
+        read is then `POLL_EVERY` sends away."""
+        self._until_poll = POLL_EVERY
+        self._read_acks()
+
+    def _read_acks(self) -> None:
+        """The transport's acknowledgements, counted in `stats` (none for most transports)."""
 
     def _write(self, data: bytes | memoryview) -> None:
         raise NotImplementedError
@@ -103,12 +112,21 @@ class UdpLink(StimulatorLink):
         self.spec = f"udp://{host}:{port}"
         self.addr = (host, port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # Connected once, at open: the address is resolved and the route looked up here, not
+        # on every frame (`sendto` with an address does both per call), only the stimulator's
+        # datagrams reach `poll`, and a stimulator that is not listening shows up as send
+        # errors (the kernel's ICMP "port unreachable") instead of silence.
+        try:
+            self.sock.connect(self.addr)
+        except OSError as exc:
+            self.sock.close()
+            raise LinkError(f"{self.spec}: cannot reach the stimulator: {exc}") from exc
         self.sock.setblocking(False)
 
     def _write(self, data: bytes | memoryview) -> None:
-        self.sock.sendto(data, self.addr)
+        self.sock.send(data)
 
-    def poll(self) -> None:
+    def _read_acks(self) -> None:
         while True:
             try:
                 data = self.sock.recv(ACK_BYTES + 16)

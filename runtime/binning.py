@@ -63,12 +63,28 @@ class SampleAndHoldBinner:
     The held frame lives in one preallocated buffer; `offer` copies into it.
     """
 
-    def __init__(self, period_ns: int, t0_ns: int, height: int, width: int) -> None:
+    def __init__(
+        self,
+        period_ns: int,
+        t0_ns: int,
+        height: int,
+        width: int,
+        held: NDArray[np.float32] | None = None,
+    ) -> None:
+        """held: the buffer to hold frames in ([height, width] float32; default: a new one).
+        The live loop passes a step model's bound input, so the held frame is the model's
+        input without a copy."""
         if period_ns <= 0:
             raise ValueError(f"period_ns must be > 0, got {period_ns}")
         self.period_ns = period_ns
         self.t0_ns = t0_ns
-        self.held = np.zeros((height, width), dtype=np.float32)
+        if held is None:
+            held = np.zeros((height, width), dtype=np.float32)
+        elif held.shape != (height, width) or held.dtype != np.float32:
+            raise ValueError(
+                f"held buffer must be float32 [{height}, {width}], got {held.dtype} {list(held.shape)}"
+            )
+        self.held = held
         self.held_t_ns: int | None = None
         self.next_bin = 0  # index of the first bin not yet closed
         self.frames_in = 0
@@ -95,9 +111,11 @@ class SampleAndHoldBinner:
         self.frames_in += 1
         return True
 
-    def close_bin(self, ring: RingWindow) -> int:
-        """Close the next bin with the held frame into ring; returns the bin's index."""
-        ring.push(self.held)
+    def close_bin(self, ring: RingWindow | None) -> int:
+        """Close the next bin with the held frame into ring (None: a step model, which reads
+        the held frame itself and needs no window); returns the bin's index."""
+        if ring is not None:
+            ring.push(self.held)
         k = self.next_bin
         self.next_bin += 1
         return k

@@ -103,6 +103,9 @@ class OrtEngine:
         self.input = np.zeros(form.input_shape, dtype=np.float32)
         self.out = np.zeros(form.output_shape, dtype=np.float32)
         self._out_flat = self.out.reshape(-1)
+        self._frame_view: NDArray[np.float32] | None = (
+            self.input.reshape(self.input.shape[-2:]) if form.form == "step" else None
+        )
         self._states = (
             [np.zeros(s.shape, dtype=np.float32) for s in form.states],
             [np.zeros(s.shape, dtype=np.float32) for s in form.states],
@@ -137,13 +140,21 @@ class OrtEngine:
             for a in bufs:
                 a.fill(0.0)
 
+    def frame_input(self) -> NDArray[np.float32]:
+        """The step form's bound input as an [H, W] view. Whoever fills it (the live loop holds
+        its frames in it) passes it to `run`, which then copies nothing."""
+        if self._frame_view is None:
+            raise InferenceError(f"{self.form.path.name}: only a step form has a frame input")
+        return self._frame_view
+
     def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         if x.size != self.input.size:
             raise InferenceError(
                 f"{self.form.path.name}: input {self.form.input_name} expects "
                 f"{list(self.form.input_shape)}, got {list(x.shape)}"
             )
-        np.copyto(self.input, x.reshape(self.input.shape))
+        if x is not self._frame_view:  # the bound input itself: already in place
+            np.copyto(self.input, x.reshape(self.input.shape))
         self.session.run_with_iobinding(self._bindings[self._current])
         if self.form.states:
             self._current ^= 1

@@ -30,16 +30,25 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hardware import compiled as compiled_forms
 from hardware.delivery import DeliverySummary, LinkDelivery
-from hardware.link import LinkStats
+from hardware.link import POLL_EVERY, LinkStats
 from hardware.stimulator import StimulatorStatsSnapshot
 from hardware.types import RateField, StimulationFrame, count_active
 from runtime.binning import RingWindow, SampleAndHoldBinner
 from runtime.clock import BinClock, RealClock
-from runtime.inference import OrtEngine
 from runtime.latency import STAGES, LatencyRecorder, LatencyStats, Stage
 from runtime.preprocess import Preprocessor
 from runtime.sources import FrameSource, SourceStats
-from runtime.spec import ModelSpec
+from runtime.spec import FormSpec, ModelSpec
+
+
+class Engine(Protocol):
+    """`runtime.inference.OrtEngine`'s interface as the loop uses it (tests wrap it)."""
+
+    @property
+    def form(self) -> FormSpec: ...
+    def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]: ...
+    def reset_state(self) -> None: ...
+    def frame_input(self) -> NDArray[np.float32]: ...
 
 
 class Pipeline(Protocol):
@@ -54,6 +63,7 @@ class Link(Protocol):
     """`hardware.link.StimulatorLink`'s interface."""
 
     def send(self, frame: StimulationFrame) -> None: ...
+    def poll(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -99,6 +109,10 @@ class Stall:
 
 #: At most this many stalls are kept per run (the first ones): memory stays bounded.
 MAX_STALLS = 1000
+
+#: The loop reads the link's acknowledgements every this many bins, after the bin's frame is
+#: out; half the link's own interval, so a send never has to read them itself.
+ACK_POLL_BINS = max(1, POLL_EVERY // 2)
 
 
 @dataclass
@@ -191,7 +205,7 @@ class StreamingRuntime:
     def __init__(
         self,
         spec: ModelSpec,
-        engine: OrtEngine,
+        engine: Engine,
         source: FrameSource,
         preprocessor: Preprocessor,
         pipeline: Pipeline,
@@ -215,6 +229,9 @@ class StreamingRuntime:
         # Capture timestamps share the monotonic time base only with the real clock.
         self._real_clock = isinstance(self.clock, RealClock)
         self.ring = RingWindow(spec.window_frames, spec.height, spec.width)
+        # A step model reads only the newest bin: its frames are held in the model's own bound
+        # input (no copy into a ring, none into the model); a window model reads the ring.
+        self._bin_ring: RingWindow | None = self.ring if self.window_form else None
         self.period_ns = spec.bin_period_ns
         self.latency = LatencyRecorder(STAGES, self.config.latency_capacity)
         self.counters = LoopCounters()
@@ -235,8 +252,17 @@ class StreamingRuntime:
 
     # -- the per-bin pieces -------------------------------------------------------------
     def _send(self, frame: StimulationFrame) -> None:
+        self._deliver(frame)
+        self._count(frame)
+
+    def _deliver(self, frame: StimulationFrame) -> None:
+        """What stimulation needs: the frame on the link and its record in the audit log."""
         self.link.send(frame)
         self.audit.frame(frame)
+
+    def _count(self, frame: StimulationFrame) -> None:
+        """The status line's count of active electrodes: bookkeeping, done after the send
+        (the timed bin ends when the frame and its log record are written)."""
         self.counters.active_electrodes = count_active(frame)
         self.counters.active_sum += self.counters.active_electrodes
 
@@ -302,7 +328,8 @@ class StreamingRuntime:
         t_wall0 = time.monotonic_ns()
         t0 = clock.now_ns()
         self.source.start(t0)
-        binner = SampleAndHoldBinner(P, t0, self.spec.height, self.spec.width)
+        held = None if self.window_form else self.engine.frame_input()
+        binner = SampleAndHoldBinner(P, t0, self.spec.height, self.spec.width, held=held)
         end_bin = None if duration_s is None else int(duration_s * 1e9 // P)
         if max_bins is not None:
             end_bin = max_bins if end_bin is None else min(end_bin, max_bins)
@@ -341,7 +368,7 @@ class StreamingRuntime:
                     )
                 if behind > 0:
                     for _ in range(behind):
-                        binner.close_bin(self.ring)  # keep the window's time axis right
+                        binner.close_bin(self._bin_ring)  # keep the window's time axis right
                     self.counters.bins_dropped += behind
                     if now - self._last_overload_event_ns >= 1_000_000_000:
                         # At most one log record per second: the log must not add to the load.
@@ -392,9 +419,9 @@ class StreamingRuntime:
                     self._observe(k, binner.held, None, z, "waiting for the first frame")
                     k += 1
                     continue
-                binner.close_bin(self.ring)
+                binner.close_bin(self._bin_ring)
                 t_d = mono()
-                x = self.ring.window() if self.window_form else self.ring.newest()
+                x = self.ring.window() if self.window_form else binner.held
                 rates = self.engine.run(x)
                 t_e = mono()
                 rf = self._field
@@ -404,8 +431,11 @@ class StreamingRuntime:
                     rf._refill(rates, deadline)  # one field per run: no object per bin
                 stim = self.pipeline.process(rf)
                 t_f = mono()
-                self._send(stim)
+                self._deliver(stim)
                 t_g = mono()
+                self._count(stim)
+                if k % ACK_POLL_BINS == 0:
+                    self.link.poll()  # the stimulator's acks, read after the frame is out
                 row[Stage.PREPROCESS] = t_c - t_b
                 row[Stage.BIN] = t_d - t_c
                 row[Stage.INFER] = t_e - t_d
@@ -423,7 +453,7 @@ class StreamingRuntime:
                 if t_g - t_a > P:
                     self.bins_over_period += 1
                 self.counters.bins_done += 1
-                self._observe(k, self.ring.newest(), rates, stim, "")
+                self._observe(k, binner.held, rates, stim, "")
                 k += 1
         except BaseException as exc:
             stop_reason = f"error: {type(exc).__name__}: {exc}"

@@ -146,9 +146,14 @@ class SyntheticSource(_ClockedSource):
         self._buf = np.zeros((height, width), dtype=np.uint8)
 
     def _read(self, index: int, keep: bool) -> NDArray[np.uint8] | None:
-        if keep:
-            self.scene.render(index / self.fps, self._buf)
-        return self._buf
+        """Frame `index`: the noise bank's own read-only frame (no copy), or the rendered
+        scene in this source's buffer."""
+        if not keep:
+            return self._buf
+        banked = self.scene.frame_at(index / self.fps)
+        if banked is not None:
+            return banked
+        return self.scene.render(index / self.fps, self._buf)
 
 
 class VideoFileSource(_ClockedSource):

@@ -45,13 +45,27 @@ class SyntheticScene:
             big = small.repeat(8, axis=1).repeat(8, axis=2)[:, :height, :width]
             bank = np.full((64, height, width), 127, dtype=np.uint8)
             bank[:, : big.shape[1], : big.shape[2]] = big.astype(np.uint8)
+            bank.flags.writeable = False  # handed out as views (`frame_at`)
             self._bank = bank
+
+    def frame_at(self, t_s: float) -> NDArray[np.uint8] | None:
+        """The scene at t_s as a read-only [height, width] view of the noise bank, without a
+        copy; None for scenes that are rendered (`render`).
+
+        Why: a camera hands over the buffer its driver filled; copying a 77 kB frame out of
+        the bank on the loop's thread (~9 µs per bin, cache-cold after the model step) was a
+        cost of the simulation that no camera run pays, and it sat inside `npe bench`'s
+        capture stage (issue 17).
+        """
+        if self._bank is None:
+            return None
+        return self._bank[int(t_s * 30.0) % self._bank.shape[0]]
 
     def render(self, t_s: float, out: NDArray[np.uint8]) -> NDArray[np.uint8]:
         """Write the scene at time t_s into out [height, width] uint8 and return it."""
-        if self.kind == "noise":
-            assert self._bank is not None
-            np.copyto(out, self._bank[int(t_s * 30.0) % self._bank.shape[0]])
+        banked = self.frame_at(t_s)
+        if banked is not None:
+            np.copyto(out, banked)
             return out
         if self.kind == "bar":
             centre = (t_s / 2.0 % 1.0) * self.width

@@ -126,7 +126,7 @@ def run_npe(
         epoch_ms=args.epoch_ms,
         patience=args.patience,
         threads=args.threads,
-        seed=0,
+        seed=args.seed,
     )
 
     def progress(event: TrainEvent) -> None:
@@ -171,6 +171,7 @@ def run_peer(data: Path, rec: Recording, args: argparse.Namespace) -> dict[str, 
         epoch_ms=args.epoch_ms,
         patience=args.patience,
         threads=args.threads,
+        seed=args.seed,
     )
     cpu0, wall0 = time.process_time(), time.monotonic()
     result = train_openretina(rec, hp, cfg, log=lambda s: print(s, flush=True))
@@ -269,6 +270,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--append", action="store_true", help="keep the other rows of peer.json")
     p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="training seed of every model (initialisation and chunk order). The table in "
+        "peer.json is seed 0; another seed appends one JSON line per run to seeds.jsonl "
+        "instead, for the spread between seeds",
+    )
+    p.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -300,8 +309,9 @@ def main() -> None:
         variants = {label: (base, cfg) for label, base, cfg in map(parse_variant, args.variant)}
         for model in [m for m in args.models.split(",") if m] + list(variants):
             print(f"== {row} / {model}", flush=True)
-            torch.manual_seed(0)
-            run_dir = args.out / "runs" / f"peer_{row}_{model}"
+            torch.manual_seed(args.seed)
+            suffix = f"_seed{args.seed}" if args.seed else ""
+            run_dir = args.out / "runs" / f"peer_{row}_{model}{suffix}"
             extra: dict[str, Any] = {}
             if model == "openretina":
                 res = run_peer(data, rec, args)
@@ -312,6 +322,12 @@ def main() -> None:
             else:
                 res = run_npe(model, data, rec, run_dir, args)
             res = {"row": row, "model": model, **extra, "frame_rate_hz": rec.frame_rate_hz, **res}
+            if args.seed:
+                line = {k: v for k, v in res.items() if not k.startswith("per_cell_")}
+                with (args.out / "seeds.jsonl").open("a") as fh:
+                    fh.write(json.dumps({"seed": args.seed, **line}) + "\n")
+                print(f"  seed {args.seed}: PCC {_f(res['mean_pcc'])}, FEV {_f(res['mean_fev'])}")
+                continue
             report["rows"] = [
                 r for r in report["rows"] if (r["row"], r["model"]) != (row, model)
             ] + [res]

@@ -165,6 +165,35 @@ def test_udp_link_sends_authenticated_frames(utah, key, make_frame):
     assert got == [1, 2, 3] and link.stats.sent == 3
 
 
+def test_udp_link_hears_only_its_stimulator_and_counts_a_silent_one(utah, key, make_frame):
+    """The link's socket is connected to the stimulator: a datagram from anyone else never
+    reaches its ack reader, and frames to a port where nothing listens are counted as send
+    errors (the kernel's "port unreachable"), not lost in silence."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    link = open_link(f"udp://127.0.0.1:{rx.getsockname()[1]}", key)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        link.send(sample_frame(utah, make_frame, 1))
+        stranger.sendto(b"\x00" * 60, link.sock.getsockname())  # would count as a bad ack
+        rx.close()  # the stimulator goes away
+        for s in range(2, 6):
+            link.send(sample_frame(utah, make_frame, s))
+        link.poll()
+    finally:
+        link.close()
+        stranger.close()
+    assert link.stats.bad_acks == 0
+    assert link.stats.sent >= 1 and link.stats.send_errors >= 1
+    assert link.stats.sent + link.stats.send_errors == 5
+
+
+def test_udp_link_to_a_host_that_does_not_resolve_is_one_line(key):
+    with pytest.raises(LinkError, match="cannot reach the stimulator") as err:
+        open_link("udp://no-such-host.invalid:9000", key)
+    assert "\n" not in str(err.value)
+
+
 def test_serial_link_loop_url(utah, key, make_frame):
     link = open_link("serial://loop://", key)
     frame = sample_frame(utah, make_frame)
@@ -247,7 +276,8 @@ def test_encode_into_writes_exactly_encode_frames_bytes(utah, orion, key, make_f
 
 
 def test_udp_link_sends_one_datagram_per_frame_and_counts_acks_on_close(utah, key, make_frame):
-    """One sendto per frame; the acks, read every few sends, are all counted by close()."""
+    """One send per frame on the connected socket; the acks, read every few sends, are all
+    counted by close()."""
     from hardware.safety import SafetyLimits
     from hardware.stimulator import SimulatedStimulator
 
@@ -257,13 +287,13 @@ def test_udp_link_sends_one_datagram_per_frame_and_counts_acks_on_close(utah, ke
         link = open_link(f"udp://127.0.0.1:{stim.port}", key)
         calls = []
 
-        class CountingSocket:  # the real socket, with its sendto calls recorded
+        class CountingSocket:  # the real socket, with its send calls recorded
             def __init__(self, sock):
                 self._sock = sock
 
-            def sendto(self, data, addr):
+            def send(self, data):
                 calls.append(len(data))
-                return self._sock.sendto(data, addr)
+                return self._sock.send(data)
 
             def __getattr__(self, name):
                 return getattr(self._sock, name)
@@ -282,3 +312,63 @@ def test_udp_link_sends_one_datagram_per_frame_and_counts_acks_on_close(utah, ke
         assert stim.stats.received == 5 and stim.stats.accepted == 5
     finally:
         stim.stop()
+
+
+def test_mac_prototype_copies_give_the_standard_hmac_and_leave_it_unchanged(key):
+    import hashlib
+    import hmac
+
+    from hardware.wire import mac_prototype
+
+    proto = mac_prototype(key)
+    for msg in (b"", b"frame one", bytes(range(256)) * 7):
+        h = proto.copy()
+        h.update(memoryview(msg))
+        assert h.digest() == hmac.new(key, msg, hashlib.sha256).digest()
+    other = mac_prototype(b"another key of 32 bytes........")
+    h = other.copy()
+    h.update(b"frame one")
+    assert h.digest() != hmac.new(key, b"frame one", hashlib.sha256).digest()
+
+
+def test_a_link_polled_by_its_caller_never_reads_acks_inside_send(utah, key, make_frame):
+    """`send` reads the acks itself only when nobody polled for POLL_EVERY sends: the live
+    loop polls after each frame is out, so its timed sends never pay for the acks."""
+    from hardware.link import POLL_EVERY
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    link = open_link(f"udp://127.0.0.1:{rx.getsockname()[1]}", key)
+    reads: list[str] = []
+    inner = link._read_acks
+    in_send = [False]
+
+    def counted() -> None:
+        reads.append("send" if in_send[0] else "caller")
+        inner()
+
+    link._read_acks = counted  # type: ignore[method-assign]
+    send = link.send
+
+    def timed_send(frame) -> None:
+        in_send[0] = True
+        try:
+            send(frame)
+        finally:
+            in_send[0] = False
+
+    try:
+        timed_send(sample_frame(utah, make_frame, 1))  # the first send reads at once
+        assert reads == ["send"]
+        for s in range(2, 2 + 5 * POLL_EVERY):  # polled every POLL_EVERY - 1 sends
+            timed_send(sample_frame(utah, make_frame, s))
+            if s % (POLL_EVERY - 1) == 0:
+                link.poll()
+        assert reads.count("send") == 1 and reads.count("caller") >= 5
+        reads.clear()
+        for s in range(100, 100 + POLL_EVERY):  # nobody polls: send reads them itself
+            timed_send(sample_frame(utah, make_frame, s))
+        assert reads == ["send"]
+    finally:
+        link.close()
+        rx.close()

@@ -29,9 +29,13 @@ def toy_spec(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
 class RecordingLink:
     frames: list[StimulationFrame] = field(default_factory=list)
     closed: bool = False
+    polls: int = 0
 
     def send(self, frame: StimulationFrame) -> None:
         self.frames.append(frame)
+
+    def poll(self) -> None:
+        self.polls += 1
 
     def close(self) -> None:
         self.closed = True

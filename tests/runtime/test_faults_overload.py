@@ -15,7 +15,7 @@ import pytest
 
 from runtime.clock import RealClock, VirtualClock
 from runtime.inference import OrtEngine
-from runtime.loop import BinView, LoopConfig, StreamingRuntime
+from runtime.loop import ACK_POLL_BINS, BinView, LoopConfig, StreamingRuntime
 from runtime.preprocess import Preprocessor
 from runtime.sources import FrameGrab, SourceHealth, SourceStats, Watchdog, open_source
 from runtime.spec import ModelSpec
@@ -133,6 +133,8 @@ def test_camera_that_stops_gives_zero_stimulation_and_reconnects(
     assert "source_fault" in kinds and "source_reconnect" in kinds and "source_recovered" in kinds
     assert summary.counters.source_faults == 1
     assert is_zero(link.frames[-1])  # shutdown always ends on a zero frame
+    # The loop reads the link's acks itself, after each ACK_POLL_BINS-th bin's frame is out.
+    assert link.polls >= summary.counters.bins_done // ACK_POLL_BINS - 1 > 0
 
 
 class SlowEngine:
@@ -148,6 +150,9 @@ class SlowEngine:
 
     def reset_state(self) -> None:
         self.inner.reset_state()
+
+    def frame_input(self) -> np.ndarray:
+        return self.inner.frame_input()
 
 
 def _overloaded_run(
@@ -190,6 +195,9 @@ class CountingSink:
 
     def send(self, frame: object) -> None:
         self.frames += 1
+
+    def poll(self) -> None:
+        pass
 
     def frame(self, frame: object) -> None:
         self.frames += 1
@@ -254,6 +262,9 @@ class StallOnceEngine:
     def reset_state(self) -> None:
         self.inner.reset_state()
 
+    def frame_input(self) -> np.ndarray:
+        return self.inner.frame_input()
+
 
 def test_real_clock_stall_shows_as_lateness_and_drops_bins(
     toy_spec: ModelSpec, utah_pipeline: object
@@ -288,12 +299,16 @@ class BrokenEngine:
 
     def __init__(self, inner: OrtEngine) -> None:
         self.form = inner.form
+        self.inner = inner
 
     def run(self, x: np.ndarray) -> np.ndarray:
         raise RuntimeError("ORT: Non-zero status code returned while running Conv node")
 
     def reset_state(self) -> None:
         pass
+
+    def frame_input(self) -> np.ndarray:
+        return self.inner.frame_input()
 
 
 def test_engine_that_fails_in_warm_up_leaves_zero_stimulation_and_says_why(
