@@ -1,9 +1,9 @@
 """Transports that carry authenticated wire frames (`hardware.wire`) to a stimulator.
 
 `open_link(spec, key)` understands:
-  * ``udp://127.0.0.1:PORT`` (the default transport; one datagram per frame, one `sendto`;
-    acks from the stimulator are read without blocking every `POLL_EVERY` sends, by `poll()`
-    and on close, and counted),
+  * ``udp://127.0.0.1:PORT`` (the default transport; one datagram per frame, one `send` on a
+    socket connected at open; acks from the stimulator are read without blocking by `poll()`,
+    by `send` when nobody polled for `POLL_EVERY` sends, and on close, and counted),
   * ``serial:///dev/ttyUSB0`` or any pyserial URL after ``serial://`` (e.g. ``serial://loop://``),
     optionally ``?baud=N`` (default 3,000,000: a 96-electrode frame is 1,800 bytes, i.e.
     156 ms at 115,200 baud, far too slow for 100 frames/s; USB CDC ports ignore the figure);
