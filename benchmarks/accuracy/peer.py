@@ -255,7 +255,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """This benchmark's options; `settings` gives their defaults to other scripts."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -284,7 +285,23 @@ def main() -> None:
         help="also train an npe model with another config, as its own row: "
         "LABEL:MODEL:JSON (e.g. 'streaming-w500:streaming:{\"window_ms\": 500}')",
     )
-    args = p.parse_args()
+    return p
+
+
+def settings(**overrides: Any) -> argparse.Namespace:
+    """The settings `run_npe` and `run_peer` read: this benchmark's defaults, then
+    `overrides` (an unknown name is an error). Why: a script that built its own Namespace
+    (variants.py) broke when a setting was added here."""
+    ns = parser().parse_args([])
+    for name, value in overrides.items():
+        if not hasattr(ns, name):
+            raise TypeError(f"peer.py has no setting {name!r}")
+        setattr(ns, name, value)
+    return ns
+
+
+def main() -> None:
+    args = parser().parse_args()
     torch.set_num_threads(args.threads)
     data_dir = args.out / "data"
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from peer import recording_for, run_npe
+from peer import settings as peer_settings
 
 from encoder.recording import read_recording
 
@@ -36,13 +37,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     torch.set_num_threads(2)
-    # run_npe's settings: the same as peer.py's, with one epoch cap for both models
-    settings = argparse.Namespace(
+    # run_npe's settings: peer.py's own, with one epoch cap for both models
+    settings = peer_settings(
         cnn_lstm_epochs=args.max_epochs,
         streaming_epochs=args.max_epochs,
-        epoch_ms=81920.0,
         patience=args.patience,
-        threads=2,
     )
     out = args.out or args.results / "variants.jsonl"
     data = recording_for(args.row, args.results / "data")

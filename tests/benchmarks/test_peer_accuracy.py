@@ -126,3 +126,19 @@ def test_a_variant_row_counts_for_npes_best_but_not_for_the_defaults_targets() -
     assert got["lnln-40hz: streaming FEV ≥ 0.8"]["value"] == 0.928  # the default's row
     without = {t["target"]: t for t in check_targets(rows[:2])}
     assert without["lnln-40hz: npe's best (streaming) mean_pcc ≥ openretina's"]["met"] is False
+
+
+def test_the_benchmark_runs_npe_with_its_shared_settings(tmp_path: Path, small_lnln) -> None:  # type: ignore[no-untyped-def]
+    """variants.py and peer.py train through `run_npe` with `peer.settings` (one definition of
+    the settings: a Namespace built by hand in variants.py once lacked the seed and failed);
+    one epoch of `streaming` on the small LN-LN recording is trained and scored."""
+    from peer import run_npe, settings
+
+    from encoder.recording import write_recording
+
+    data = write_recording(small_lnln, tmp_path / "lnln.h5")
+    args = settings(streaming_epochs=1, patience=1, epoch_ms=2000.0, seed=3)
+    res = run_npe("streaming", data, small_lnln, tmp_path / "run", args)
+    assert res["epochs"] == 1 and np.isfinite(res["mean_pcc"]) and res["parameters"] > 0
+    with pytest.raises(TypeError, match="no setting 'no_such'"):
+        settings(no_such=1)

@@ -203,6 +203,30 @@ def test_cnn_lstm_lstm_ms_sets_the_temporal_stage() -> None:
         build_model("cnn-lstm", {**TINY["cnn-lstm"], "lstm_ms": 0}, N_CELLS, FRAME, RATE_HZ)
 
 
+def test_cnn_lstm_pool_shrinks_the_input_projection_and_keeps_the_step_form() -> None:
+    """`pool` averages layer 2's responses before the LSTM's input projection: its fan-in
+    falls by pool² (16×16 frames, kernels 5 and 3: 10×10 → 5×5), the step form still equals
+    the continuous sequence, and a pool wider than the responses is refused by name."""
+    torch.manual_seed(0)
+    plain = build_model("cnn-lstm", TINY["cnn-lstm"], N_CELLS, FRAME, RATE_HZ).eval()
+    pooled = build_model("cnn-lstm", {**TINY["cnn-lstm"], "pool": 2}, N_CELLS, FRAME, RATE_HZ)
+    pooled = pooled.eval()
+    fan_in = [m.core.lstm_input.in_features for m in (plain, pooled)]  # type: ignore[union-attr]
+    assert fan_in == [12 * 10 * 10, 12 * 5 * 5]
+    x = torch.randn(2, WINDOW + 3, *FRAME)
+    state = pooled.init_state(2)  # type: ignore[operator]
+    with torch.no_grad():
+        outs = []
+        for t in range(x.shape[1]):
+            out, state = pooled.step(x[:, t], state)  # type: ignore[operator]
+            outs.append(out)
+        torch.testing.assert_close(
+            torch.stack(outs, 1), pooled.forward_sequence(x), atol=1e-5, rtol=1e-4
+        )  # type: ignore[operator]
+    with pytest.raises(ModelConfigError, match="pool 11"):
+        build_model("cnn-lstm", {**TINY["cnn-lstm"], "pool": 11}, N_CELLS, FRAME, RATE_HZ)
+
+
 def test_cnn_lstm_temporal_stage_starts_as_the_spatial_layout() -> None:
     """Untrained, layer 1's temporal filter passes the newest frame through, so the model
     computes what the purely spatial layout with the same other weights computes (from
