@@ -1,9 +1,11 @@
 """The live loop: one iteration per bin of the model's frame clock.
 
 Per bin k (deadline = t0 + (k+1)·P on the bin clock):
-  capture → preprocess (newest frame, sample-and-hold) → bin (ring buffer) → infer (ORT
-  step or window) → map (`RateField` → hardware pipeline: mapping + safety) → send (link
-  + audit log). Each stage is timed with time.monotonic_ns into a fixed LatencyRecorder.
+  capture → preprocess (newest frame, sample-and-hold) → bin (a window model's ring; a step
+  model holds the frame in its own bound input) → infer (ORT step or window) → map
+  (`RateField` → hardware pipeline: mapping + safety) → send (link + audit log). Each stage
+  is timed with time.monotonic_ns into a fixed LatencyRecorder; the bin's bookkeeping (the
+  active-electrode count, reading the stimulator's acks) follows the send, untimed.
 
 Safety and boundedness (ARCHITECTURE.md "Principles"):
 - a source that fails, raises or stalls (watchdog: frame age) → a zero stimulation frame
