@@ -157,21 +157,29 @@ def test_streaming_step_maps_equal_forward_maps_on_other_frame_size() -> None:
         torch.testing.assert_close(maps, model.forward_maps(x[:, -WINDOW:]), atol=1e-5, rtol=1e-4)  # type: ignore[operator]
 
 
+def _steps_equal_the_sequence(model: Any, x: torch.Tensor) -> tuple[list[torch.Tensor], Any]:
+    """Run `model.step` over x [B, N, H, W] from its initial state; assert the outputs equal
+    `forward_sequence(x)`; return them and the final state."""
+    state = model.init_state(x.shape[0])
+    outs = []
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            out, state = model.step(x[:, t], state)
+            outs.append(out)
+        torch.testing.assert_close(
+            torch.stack(outs, 1), model.forward_sequence(x), atol=1e-5, rtol=1e-4
+        )
+    return outs, state
+
+
 @pytest.mark.parametrize("lstm_steps", [4, WINDOW])
 def test_cnn_lstm_step_equals_forward_sequence(lstm_steps: int) -> None:
     torch.manual_seed(0)
     config = {**TINY["cnn-lstm"], "lstm_ms": lstm_steps * 1000.0 / RATE_HZ}
     model = build_model("cnn-lstm", config, N_CELLS, FRAME, RATE_HZ).eval()
     x = torch.randn(2, WINDOW + 3, *FRAME)
-    state = model.init_state(2)  # type: ignore[operator]
-    outs = []
+    outs, state = _steps_equal_the_sequence(model, x)
     with torch.no_grad():
-        for t in range(x.shape[1]):
-            out, state = model.step(x[:, t], state)  # type: ignore[operator]
-            outs.append(out)
-        torch.testing.assert_close(
-            torch.stack(outs, 1), model.forward_sequence(x), atol=1e-5, rtol=1e-4
-        )  # type: ignore[operator]
         if lstm_steps >= WINDOW:
             # purely spatial layer 1: within the first window the continuous LSTM equals the
             # windowed forward
@@ -213,16 +221,7 @@ def test_cnn_lstm_pool_shrinks_the_input_projection_and_keeps_the_step_form() ->
     pooled = pooled.eval()
     fan_in = [m.core.lstm_input.in_features for m in (plain, pooled)]  # type: ignore[union-attr]
     assert fan_in == [12 * 10 * 10, 12 * 5 * 5]
-    x = torch.randn(2, WINDOW + 3, *FRAME)
-    state = pooled.init_state(2)  # type: ignore[operator]
-    with torch.no_grad():
-        outs = []
-        for t in range(x.shape[1]):
-            out, state = pooled.step(x[:, t], state)  # type: ignore[operator]
-            outs.append(out)
-        torch.testing.assert_close(
-            torch.stack(outs, 1), pooled.forward_sequence(x), atol=1e-5, rtol=1e-4
-        )  # type: ignore[operator]
+    _steps_equal_the_sequence(pooled, torch.randn(2, WINDOW + 3, *FRAME))
     with pytest.raises(ModelConfigError, match="pool 11"):
         build_model("cnn-lstm", {**TINY["cnn-lstm"], "pool": 11}, N_CELLS, FRAME, RATE_HZ)
 
