@@ -142,3 +142,33 @@ def test_the_benchmark_runs_npe_with_its_shared_settings(tmp_path: Path, small_l
     assert res["epochs"] == 1 and np.isfinite(res["mean_pcc"]) and res["parameters"] > 0
     with pytest.raises(TypeError, match="no setting 'no_such'"):
         settings(no_such=1)
+
+
+def test_the_seen_scene_clip_replaces_only_the_repeats_and_comes_from_the_same_retina() -> None:
+    """generalisation.py scores a model on a second repeat clip over the training scenes: the
+    recording is otherwise unchanged, the clip is new, its truth is the same retina's response
+    to it, and a recording the configuration did not make is refused."""
+    from dataclasses import replace as dc_replace
+
+    from generalisation import seen_scene_recording
+
+    from encoder.synthetic import SimulationConfig, simulate
+
+    cfg = SimulationConfig(
+        stimulus="natural", seed=0, frame_rate_hz=40.0, duration_scale=0.01, repeat_seconds=2.0
+    )
+    sim = simulate(cfg)
+    rec = sim.recording
+    seen = seen_scene_recording(cfg, rec)
+    assert rec.repeats is not None and seen.repeats is not None
+    np.testing.assert_array_equal(seen.responses, rec.responses)
+    np.testing.assert_array_equal(seen.stimulus, rec.stimulus)
+    assert seen.repeats.responses.shape == rec.repeats.responses.shape
+    assert not np.array_equal(seen.repeats.stimulus, rec.repeats.stimulus)
+    assert seen.repeats.truth_rates_hz is not None
+    np.testing.assert_allclose(
+        seen.repeats.truth_rates_hz, sim.retina.respond(seen.repeats.stimulus), rtol=1e-6
+    )
+    other = dc_replace(rec, responses=rec.responses + np.uint16(1))
+    with pytest.raises(SystemExit, match="does not give its recording back"):
+        seen_scene_recording(cfg, other)
