@@ -145,6 +145,11 @@ def train_command(
         "--lr-decay-patience",
         help="Epochs without improvement before a decay.",
     ),
+    weight_decay: float = typer.Option(
+        _default("weight_decay"),
+        "--weight-decay",
+        help="Decoupled weight decay per step (AdamW; 0 = Adam).",
+    ),
     max_minutes: float | None = typer.Option(
         _default("max_minutes"), "--max-minutes", help="Stop after this much wall time."
     ),
@@ -209,6 +214,7 @@ def train_command(
         lr=lr,
         lr_decay=lr_decay,
         lr_decay_patience=lr_decay_patience,
+        weight_decay=weight_decay,
         batch_size=batch_size,
         chunk_ms=chunk_ms,
         max_epochs=max_epochs,

@@ -113,15 +113,17 @@ def run_npe(
     model_config: dict[str, Any] | None = None,
     lr: float | None = None,
     lr_decay: float | None = None,
+    weight_decay: float = 0.0,
 ) -> dict[str, Any]:
     """Train `model` (its defaults, or `model_config`) with this benchmark's settings (`lr`,
-    `lr_decay`: None = the benchmark's per model) and score it."""
+    `lr_decay`: None = the benchmark's per model; `weight_decay`: AdamW's) and score it."""
     cnn_lstm = model == "cnn-lstm"
     cfg = TrainConfig(
         model=model,
         model_config=dict(model_config or {}),
         lr=lr if lr is not None else (3e-3 if cnn_lstm else 1e-3),
         lr_decay=lr_decay if lr_decay is not None else (0.3 if cnn_lstm else 1.0),
+        weight_decay=weight_decay,
         max_epochs=args.cnn_lstm_epochs if cnn_lstm else args.streaming_epochs,
         epoch_ms=args.epoch_ms,
         patience=args.patience,
@@ -155,6 +157,7 @@ def run_npe(
         "settings": {
             "lr": cfg.lr,
             "lr_decay": cfg.lr_decay,
+            "weight_decay": cfg.weight_decay,
             "max_epochs": cfg.max_epochs,
             "model_config": dict(cfg.model_config),
         },

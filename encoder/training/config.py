@@ -29,6 +29,8 @@ class TrainConfig:
     # lr_decay_patience + 1 epochs (torch's ReduceLROnPlateau); 1.0 = constant rate.
     lr_decay: float = 1.0
     lr_decay_patience: int = 2
+    # Decoupled weight decay per step (AdamW: w ← w − lr·weight_decay·w); 0 = plain Adam.
+    weight_decay: float = 0.0
     batch_size: int = 8  # chunks per step
     # Durations in ms, turned into frames at the recording's rate (encoder.timebase):
     chunk_ms: float = 640.0  # predicted stimulus time per chunk (64 frames at 100 Hz)
@@ -74,6 +76,8 @@ def check_config(config: TrainConfig) -> None:
             f"--lr-decay must lie in (0, 1] (got {config.lr_decay}) and "
             f"--lr-decay-patience must be ≥ 0 (got {config.lr_decay_patience})"
         )
+    if not 0.0 <= config.weight_decay < 1.0:
+        raise TrainError(f"--weight-decay must lie in [0, 1), got {config.weight_decay}")
     if config.prefetch < 0:
         raise TrainError(f"--prefetch must be ≥ 0, got {config.prefetch}")
 

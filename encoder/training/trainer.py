@@ -351,10 +351,15 @@ class Trainer:
                 init_output_from_mean(model, s.recording, s.cells)
 
     def make_optimizer(self) -> None:
-        """Adam on the trainable parameters, the optional plateau decay, DDP's wrapper."""
+        """Adam (AdamW with `weight_decay` > 0) on the trainable parameters, the optional
+        plateau decay, DDP's wrapper."""
         cfg = self.config
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        self.optimizer = (
+            torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            if cfg.weight_decay > 0
+            else torch.optim.Adam(params, lr=cfg.lr)
+        )
         # Why: near its optimum the Poisson loss on spike counts is noisy, and a smaller step
         # averages that noise out; measured on cnn-lstm, see the README's accuracy section.
         self.scheduler = (

@@ -109,6 +109,24 @@ def test_lr_decays_when_validation_stalls_and_resume_keeps_it(
         train(tiny_path, tmp_path / "c", _cfg(lr_decay=1.5))
 
 
+def test_weight_decay_shrinks_the_weights_and_is_refused_out_of_range(
+    tiny_path: Path, tmp_path: Path
+) -> None:
+    """--weight-decay trains with AdamW's decoupled decay: from the same seed, the decayed
+    run ends with a smaller weight norm than plain Adam's; a decay ≥ 1 is refused by name."""
+
+    def norm(run: Path) -> float:
+        model = load_checkpoint(run).model
+        return float(sum(p.detach().pow(2).sum() for p in model.parameters()) ** 0.5)
+
+    train(tiny_path, tmp_path / "plain", _cfg(max_epochs=2, seed=2))
+    train(tiny_path, tmp_path / "decay", _cfg(max_epochs=2, seed=2, weight_decay=0.9))
+    plain, decayed = norm(tmp_path / "plain"), norm(tmp_path / "decay")
+    assert decayed < 0.999 * plain, (plain, decayed)
+    with pytest.raises(TrainError, match="weight-decay"):
+        train(tiny_path, tmp_path / "bad", _cfg(weight_decay=1.0))
+
+
 def test_init_from_with_frozen_core_keeps_conv_layers(tiny_path: Path, tmp_path: Path) -> None:
     cfg = _cfg(model="single-cnn", model_config=TINY_SINGLE, max_epochs=1)
     train(tiny_path, tmp_path / "base", cfg)
