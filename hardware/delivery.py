@@ -32,6 +32,8 @@ class DeliverySummary(BaseModel):
 
     sent: int
     send_errors: int = 0
+    #: The transport's reason for the latest refused write (None: none refused).
+    send_error: str | None = None
     received: int | None = None
     accepted: int | None = None
     rejected: dict[str, int] = {}
@@ -41,13 +43,16 @@ class DeliverySummary(BaseModel):
     def of(cls, link: LinkStats, stimulator: StimulatorStatsSnapshot | None) -> DeliverySummary:
         """Combine the link's counters with the stimulator's final snapshot (if any)."""
         if stimulator is None:
-            return cls(sent=link.sent, send_errors=link.send_errors)
+            return cls(
+                sent=link.sent, send_errors=link.send_errors, send_error=link.last_send_error
+            )
         rejected = dict(stimulator.rejected)
         if stimulator.breaches_after_enforcement:
             rejected[BREACH_REASON] = stimulator.breaches_after_enforcement
         return cls(
             sent=link.sent,
             send_errors=link.send_errors,
+            send_error=link.last_send_error,
             received=stimulator.received,
             accepted=stimulator.accepted,
             rejected=rejected,
@@ -78,12 +83,19 @@ class DeliverySummary(BaseModel):
 
     def line(self) -> str:
         """One human line, every refusal with its reason (a loss is reported, never hidden)."""
+        refused = ""
+        if self.send_errors:
+            why = f": {self.send_error}" if self.send_error else ""
+            refused = f"; {self.send_errors} not sent, refused by the transport{why}"
         if self.received is None:
-            return f"stimulator: {self.sent} frames sent (no simulated stimulator to count them)"
+            return (
+                f"stimulator: {self.sent} frames sent (no simulated stimulator to count them)"
+                f"{refused}"
+            )
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items())) or "none"
         return (
             f"stimulator: {self.sent} frames sent, {self.received} received ({self.lost} lost), "
-            f"{self.accepted} accepted, rejected: {reasons}"
+            f"{self.accepted} accepted, rejected: {reasons}{refused}"
         )
 
     @classmethod
@@ -95,9 +107,11 @@ class DeliverySummary(BaseModel):
             for k, v in p.rejected.items():
                 rejected[k] = rejected.get(k, 0) + v
         counted = bool(parts) and all(p.received is not None for p in parts)
+        errors = [p.send_error for p in parts if p.send_error]
         return cls(
             sent=sum(p.sent for p in parts),
             send_errors=sum(p.send_errors for p in parts),
+            send_error=errors[-1] if errors else None,
             received=sum(p.received or 0 for p in parts) if counted else None,
             accepted=sum(p.accepted or 0 for p in parts) if counted else None,
             rejected=rejected,

@@ -377,6 +377,8 @@ class _ImplantLinks:
             total.bad_acks += s.bad_acks
             if s.last_nack_reason is not None:
                 total.last_nack_reason = s.last_nack_reason
+            if s.last_send_error is not None:
+                total.last_send_error = s.last_send_error
         return total
 
     def send(self, frame: StimulationFrame) -> None:

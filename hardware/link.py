@@ -50,6 +50,9 @@ class LinkStats:
     bad_acks: int = 0
     last_ack_sequence: int = -1
     last_nack_reason: str | None = None
+    #: Why the transport refused the latest write that failed (e.g. "ConnectionRefusedError:
+    #: [Errno 111] Connection refused": nothing listens at a UDP link's address).
+    last_send_error: str | None = None
 
 
 class StimulatorLink:
@@ -82,8 +85,9 @@ class StimulatorLink:
             self._write(data)
             self.stats.sent += 1
             self.stats.bytes_sent += len(data)
-        except OSError:
+        except OSError as exc:
             self.stats.send_errors += 1
+            self.stats.last_send_error = f"{type(exc).__name__}: {exc}"
         if self.audit is not None:
             self.audit.frame(frame)
         self._until_poll -= 1

@@ -119,3 +119,38 @@ def test_the_total_over_an_implants_links_adds_every_count_and_merges_reasons() 
     real = DeliverySummary.total([a, DeliverySummary(sent=4)])
     assert real.sent == 14 and real.received is None and real.accepted is None
     assert DeliverySummary.total([]).sent == 0
+
+
+def test_frames_the_transport_refused_are_in_the_line_with_the_reason(
+    utah, key, make_frame
+) -> None:  # type: ignore[no-untyped-def]
+    """A UDP link to an address where nothing listens: the kernel refuses some of the writes
+    (its "port unreachable" comes back on the connected socket), and the one-line report
+    says how many were not sent and why, with or without a simulated stimulator."""
+    import socket
+
+    from hardware.link import LinkStats
+    from hardware.stimulator import StimulatorStatsSnapshot
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    port = rx.getsockname()[1]
+    rx.close()  # nothing listens there any more
+    link = open_link(f"udp://127.0.0.1:{port}", key)
+    try:
+        for s in range(1, 7):
+            link.send(make_frame(utah, amp=10.0, pulses=1, sequence=s))
+    finally:
+        link.close()
+    assert link.stats.send_errors >= 1 and link.stats.sent + link.stats.send_errors == 6
+    assert link.stats.last_send_error is not None
+    assert "ConnectionRefusedError" in link.stats.last_send_error
+    for d in (
+        DeliverySummary.of(link.stats, None),
+        DeliverySummary.of(link.stats, StimulatorStatsSnapshot(received=0, accepted=0)),
+    ):
+        line = d.line()
+        assert f"{link.stats.send_errors} not sent, refused by the transport" in line, line
+        assert "Connection refused" in line and "\n" not in line
+    ok = DeliverySummary.of(LinkStats(sent=3), None)
+    assert "refused by the transport" not in ok.line()
