@@ -393,3 +393,38 @@ def test_preview_draws_every_electrode_of_the_shipped_implant() -> None:
     rows_cols = r.pixel_of(r.positions_deg)
     inside = (rows_cols >= 0).all(axis=1) & (rows_cols < 128).all(axis=1)
     assert inside.all()
+
+
+def test_a_stimulator_that_stops_listening_zeroes_every_link_and_says_which(
+    pair: Implant, tmp_path: Path
+) -> None:
+    """The links are connected UDP sockets, so a stimulator that goes away (not just a closed
+    socket on our side) is a refused write within a bin or two: the implant's link fault
+    follows, with the link named, and the working array's stimulator is left at zero."""
+    limits = SafetyLimits()
+    chain = start_implant_chain(
+        pair, limits, tmp_path / "a.log", "test", simulator=SimulatorMode.THREAD, deadman_ms=5000
+    )
+    try:
+        bus = ImplantBus(chain, ImplantPipeline(pair, limits, audit=chain.audit))
+        field = _field(pair, np.full(N_RATES, 100.0))
+        for _ in range(5):
+            f = bus.pipeline.process(field)
+            bus.link.send(f)
+            bus.audit.frame(f)
+        stims = chain.stimulators
+        assert isinstance(stims, list)
+        stims[1].stop()  # the "lower" array's stimulator stops listening
+        with pytest.raises(ImplantLinkError, match=r"link lower .* every link set to zero"):
+            for _ in range(10):
+                f = bus.pipeline.process(field)
+                bus.link.send(f)
+                bus.audit.frame(f)
+        err = chain.links[1].stats.last_send_error
+        assert err is not None and "ConnectionRefusedError" in err
+    finally:
+        chain.close()
+    assert not stims[0].output.active.any()  # the working link was zeroed
+    report = inspect_log(tmp_path / "a.log")
+    assert report.ok, report.problems
+    assert report.events_by_kind.get("link_fault") == 1
