@@ -338,6 +338,14 @@ def test_inspect_finds_a_missing_array_frame_and_an_implant_breach(
 # -- one real UDP link per array ----------------------------------------------------------
 
 
+def _bins(bus: ImplantBus, field: RateField, n: int) -> None:
+    """n bins through the implant bus as the live loop drives it: map, send, log."""
+    for _ in range(n):
+        f = bus.pipeline.process(field)
+        bus.link.send(f)
+        bus.audit.frame(f)
+
+
 def test_every_link_gets_one_frame_per_bin_and_a_failed_link_zeroes_all(
     pair: Implant, tmp_path: Path
 ) -> None:
@@ -350,10 +358,7 @@ def test_every_link_gets_one_frame_per_bin_and_a_failed_link_zeroes_all(
         assert chain.links[0].key != chain.links[1].key  # each link its own key
         bus = ImplantBus(chain, ImplantPipeline(pair, limits, audit=chain.audit))
         field = _field(pair, np.full(N_RATES, 100.0))
-        for _ in range(30):
-            f = bus.pipeline.process(field)
-            bus.link.send(f)
-            bus.audit.frame(f)
+        _bins(bus, field, 30)
         assert [lnk.stats.sent for lnk in chain.links] == [30, 30]
         chain.links[1].close()  # the "lower" link's socket goes away
         f = bus.pipeline.process(field)
@@ -408,18 +413,12 @@ def test_a_stimulator_that_stops_listening_zeroes_every_link_and_says_which(
     try:
         bus = ImplantBus(chain, ImplantPipeline(pair, limits, audit=chain.audit))
         field = _field(pair, np.full(N_RATES, 100.0))
-        for _ in range(5):
-            f = bus.pipeline.process(field)
-            bus.link.send(f)
-            bus.audit.frame(f)
+        _bins(bus, field, 5)
         stims = chain.stimulators
         assert isinstance(stims, list)
         stims[1].stop()  # the "lower" array's stimulator stops listening
         with pytest.raises(ImplantLinkError, match=r"link lower .* every link set to zero"):
-            for _ in range(10):
-                f = bus.pipeline.process(field)
-                bus.link.send(f)
-                bus.audit.frame(f)
+            _bins(bus, field, 10)
         err = chain.links[1].stats.last_send_error
         assert err is not None and "ConnectionRefusedError" in err
     finally:
