@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from peer import recording_for, run_npe, summarise
+from peer import SYNTHETIC_ROWS, recording_for, run_npe, summarise
 from peer import settings as peer_settings
 
 from encoder.checkpoint import load_checkpoint
@@ -31,14 +31,6 @@ from encoder.recording import Recording, Repeats, read_recording, write_recordin
 from encoder.synthetic import SimulationConfig, simulate
 from encoder.synthetic.simulate import poisson_counts
 from encoder.synthetic.stimuli import TRAINING_SCENES, generate_stimulus
-
-#: The synthetic rows (the LN-LN row has its own retina; its repeat scene is held out too).
-ROW_RATES_HZ = {"novel-100hz": 100.0, "40hz": 40.0}
-
-
-def row_config(row: str) -> SimulationConfig:
-    """The simulation behind `peer.recording_for(row)`."""
-    return SimulationConfig(stimulus="natural", seed=0, frame_rate_hz=ROW_RATES_HZ[row])
 
 
 def seen_scene_recording(cfg: SimulationConfig, rec: Recording) -> Recording:
@@ -74,7 +66,7 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--row", default="40hz", choices=sorted(ROW_RATES_HZ))
+    p.add_argument("--row", default="40hz", choices=sorted(SYNTHETIC_ROWS))
     p.add_argument("--models", default="streaming,cnn-lstm")
     p.add_argument("--results", type=Path, default=Path("benchmarks/accuracy/results"))
     args = p.parse_args()
@@ -82,7 +74,7 @@ def main() -> None:
     settings = peer_settings(streaming_epochs=200, cnn_lstm_epochs=250, patience=8)
     data = recording_for(args.row, args.results / "data")
     rec = read_recording(data)
-    seen = seen_scene_recording(row_config(args.row), rec)
+    seen = seen_scene_recording(SYNTHETIC_ROWS[args.row], rec)
     seen_path = write_recording(seen, args.results / "data" / f"{args.row}-seen-scenes.h5")
     out = args.results / "generalisation.json"
     report = json.loads(out.read_text()) if out.exists() else {"rows": []}

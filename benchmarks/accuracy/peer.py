@@ -44,6 +44,13 @@ from encoder.synthetic import SimulationConfig, simulate
 from encoder.train import EpochMetrics, TrainConfig, TrainEvent, train
 
 ROWS = ("novel-100hz", "40hz", "lnln-40hz")
+
+#: The rows recorded from npe's synthetic retina: the simulation behind each (the LN-LN row
+#: has its own retina, `lnln_retina`).
+SYNTHETIC_ROWS: dict[str, SimulationConfig] = {
+    "novel-100hz": SimulationConfig(stimulus="natural", seed=0),
+    "40hz": SimulationConfig(stimulus="natural", seed=0, frame_rate_hz=40.0),
+}
 MODELS = ("streaming", "cnn-lstm", "openretina")
 NPE_MODELS = ("streaming", "cnn-lstm")
 
@@ -54,10 +61,8 @@ def recording_for(row: str, data_dir: Path) -> Path:
     if path.exists():
         return path
     t = time.monotonic()
-    if row == "novel-100hz":
-        rec = simulate(SimulationConfig(stimulus="natural", seed=0)).recording
-    elif row == "40hz":
-        rec = simulate(SimulationConfig(stimulus="natural", seed=0, frame_rate_hz=40.0)).recording
+    if row in SYNTHETIC_ROWS:
+        rec = simulate(SYNTHETIC_ROWS[row]).recording
     elif row == "lnln-40hz":
         from lnln_retina import LNLNConfig, simulate_lnln
 

@@ -61,9 +61,13 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def tiny_model(kind: str, seed: int = 0) -> Any:
+def tiny_model(kind: str, seed: int = 0, **config_overrides: Any) -> Any:
     torch.manual_seed(seed)
-    config = {**TINY_CONFIGS.get(kind, {}), "window_ms": WINDOW * 1000.0 / RATE_HZ}
+    config = {
+        **TINY_CONFIGS.get(kind, {}),
+        "window_ms": WINDOW * 1000.0 / RATE_HZ,
+        **config_overrides,
+    }
     return build_model(kind, config, N_CELLS, FRAME_SHAPE, RATE_HZ).eval()
 
 
