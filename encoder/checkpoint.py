@@ -379,6 +379,8 @@ LEGACY_FRAME_FIELDS: dict[str, dict[str, str]] = {
 LEGACY_CONFIG: dict[str, dict[str, Callable[[CheckpointMeta | MultiSessionMeta], Any]]] = {
     # before layer 1's temporal stage: purely spatial layer 1 = LSTM over the whole window
     "cnn-lstm": {"lstm_ms": lambda meta: ms_from_frames(meta.window_frames, meta.frame_rate_hz)},
+    # before the per-cell gain and offset of the cell selector
+    "streaming": {"cell_affine": lambda meta: False},
 }
 
 

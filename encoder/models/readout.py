@@ -160,12 +160,17 @@ class CellSelector(Readout):
         n_types: int,
         map_shape: tuple[int, int],
         semantic_weight: float = 0.0,
+        cell_affine: bool = False,
     ) -> None:
         super().__init__(n_cells, (n_types, *map_shape))
         self.map_shape = map_shape
         self.semantic_weight = semantic_weight
         self.type_logits = nn.Parameter(0.01 * torch.randn(n_cells, n_types))
         self.loc_logits = nn.Parameter(torch.zeros(n_cells, map_shape[0] * map_shape[1]))
+        # Per-cell gain and offset of the generator (see `cell_output`); None: each cell is
+        # its map's value, as the maps are deployed.
+        self.log_gain = nn.Parameter(torch.zeros(n_cells)) if cell_affine else None
+        self.offset = nn.Parameter(torch.zeros(n_cells)) if cell_affine else None
 
     def forward(self, maps: Tensor) -> Tensor:
         if tuple(maps.shape[-2:]) != self.map_shape:
@@ -177,10 +182,30 @@ class CellSelector(Readout):
         p_loc = torch.softmax(self.loc_logits, dim=-1)  # [C, h*w]
         flat = maps.flatten(2)  # [B, K, h*w]
         per_type = torch.einsum("bkl,cl->bck", flat, p_loc)
-        out = (per_type * p_type.unsqueeze(0)).sum(-1)
+        out = self.cell_output((per_type * p_type.unsqueeze(0)).sum(-1))
         if self.training:
             self._penalty = self.semantic_weight * self.semantic_loss()
         return out
+
+    def cell_output(self, selected: Tensor) -> Tensor:
+        """Map values at the cells' places [B, n_cells] → the cells' expected counts.
+
+        Without the per-cell affine: the values themselves. With it: softplus(g_c·u + o_c),
+        u = softplus⁻¹(value) the map's generator, g_c = exp(log_gain_c) > 0 and o_c start at
+        1 and 0 (the identity). Why: cells of one type in a real retina differ in threshold and
+        gain (the LN-LN benchmark's cells have their own baseline and maximum rate), and a
+        shared map with one output nonlinearity cannot fit them all; a gain *after* the
+        nonlinearity would fix the level only, an offset *before* it moves the threshold, which
+        changes the response's shape. The maps stay the type's own (deployment tiles them
+        without the selector). The generator is recovered from the map's rate so that cores
+        keep one output (rates): u = r + log(−expm1(−r)), with r floored at 1e-20 (u ≥ −46) so
+        that a map pixel on the softplus floor stays finite.
+        """
+        if self.log_gain is None or self.offset is None:
+            return selected
+        r = selected.clamp(min=1e-20)
+        generator = r + torch.log(-torch.expm1(-r))
+        return F.softplus(torch.exp(self.log_gain) * generator + self.offset)
 
     def semantic_loss(self) -> Tensor:
         return _softmax_semantic_loss(self.type_logits) + _softmax_semantic_loss(self.loc_logits)

@@ -51,6 +51,11 @@ class StreamingConfig(ModelConfig):
     map_stride: int = 2
     noise_sigma: float = 0.1  # Deep Retina: Gaussian noise σ 0.1 after each conv
     semantic_weight: float = 1e-3
+    # A gain and an offset per recorded cell on its map's generator, in training and
+    # evaluation only (`CellSelector.cell_output`); the deployed maps are unchanged. On by
+    # default since 2026-12-03: FEV up on every accuracy row (benchmarks/accuracy); older
+    # checkpoints load without it (`encoder.checkpoint.LEGACY_CONFIG`).
+    cell_affine: bool = True
     type_labels: tuple[str, ...] = ()
 
 
@@ -203,7 +208,11 @@ class StreamingModel(RateMapMixin, RetinaModel):
         c = core.config
         assert isinstance(c, StreamingConfig)
         return CellSelector(
-            n_cells, c.n_types, map_shape(core.frame_shape, c.map_stride), c.semantic_weight
+            n_cells,
+            c.n_types,
+            map_shape(core.frame_shape, c.map_stride),
+            c.semantic_weight,
+            cell_affine=c.cell_affine,
         )
 
     def forward_maps(self, x: Tensor) -> Tensor:

@@ -272,6 +272,30 @@ def test_type_labels_follow_the_cells_each_map_explains() -> None:
     assert labels[1] == "type 1"
 
 
+def test_cell_affine_starts_as_the_identity_and_moves_each_cell_alone() -> None:
+    """The per-cell gain and offset start as the plain selector (same outputs, also on the
+    softplus floor) and, once moved, change only their own cell, never the deployed maps."""
+    torch.manual_seed(0)
+    plain = build_model(
+        "streaming", {**TINY["streaming"], "cell_affine": False}, N_CELLS, FRAME, RATE_HZ
+    ).eval()
+    affine = build_model(
+        "streaming", {**TINY["streaming"], "cell_affine": True}, N_CELLS, FRAME, RATE_HZ
+    ).eval()
+    affine.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(2, WINDOW, *FRAME)
+    torch.testing.assert_close(affine(x), plain(x), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        floor = affine.selector.cell_output(torch.zeros(1, N_CELLS))  # type: ignore[operator]
+    assert bool(torch.isfinite(floor).all()) and float(floor.max()) < 1e-6
+    with torch.no_grad():
+        affine.selector.offset[1] = 1.0  # type: ignore[index]
+    moved, base = affine(x), plain(x)
+    torch.testing.assert_close(moved[:, [0, 2]], base[:, [0, 2]], rtol=1e-5, atol=1e-6)
+    assert bool((moved[:, 1] > base[:, 1]).all())
+    torch.testing.assert_close(affine.forward_maps(x), plain.forward_maps(x))  # type: ignore[operator]
+
+
 def test_semantic_loss_is_lower_for_one_hot_selection() -> None:
     from encoder.models.readout import _softmax_semantic_loss
 
