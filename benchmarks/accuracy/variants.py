@@ -33,6 +33,7 @@ def main() -> None:
     p.add_argument("--variants", required=True, help="JSON object: name → config")
     p.add_argument("--patience", type=int, default=8)
     p.add_argument("--max-epochs", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0, help="training seed (as peer.py --seed)")
     p.add_argument("--results", type=Path, default=Path("benchmarks/accuracy/results"))
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
@@ -42,6 +43,7 @@ def main() -> None:
         cnn_lstm_epochs=args.max_epochs,
         streaming_epochs=args.max_epochs,
         patience=args.patience,
+        seed=args.seed,
     )
     out = args.out or args.results / "variants.jsonl"
     data = recording_for(args.row, args.results / "data")
@@ -51,11 +53,11 @@ def main() -> None:
         model = config.pop("model", "cnn-lstm")
         lr, lr_decay = config.pop("lr", None), config.pop("lr_decay", None)
         weight_decay = float(config.pop("weight_decay", 0.0))
-        run_dir = args.results / "runs" / f"{args.row}-{name}"
-        torch.manual_seed(0)
+        run_dir = args.results / "runs" / f"{args.row}-{name}-seed{args.seed}"
+        torch.manual_seed(args.seed)
         res = run_npe(model, data, rec, run_dir, settings, config, lr, lr_decay, weight_decay)
         keep = {k: v for k, v in res.items() if not k.startswith("per_cell_")}
-        row = {"row": args.row, "variant": name, "model": model, **keep}
+        row = {"row": args.row, "variant": name, "model": model, "seed": args.seed, **keep}
         print(
             f"{name}: PCC/ceiling {row['fraction_of_ceiling']:.3f}, FEV {row['mean_fev']:.3f}, "
             f"{row['epochs']} epochs",
