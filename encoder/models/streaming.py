@@ -14,7 +14,8 @@ train/validation gap in the fully convolutional Deep Retina (REFERENCES), so it 
 
 Core: the layers and a 1×1 convolution to `n_types` rate maps (softplus), with the step form
 (`init_state`, `step`); readout: `CellSelector` picks a type and location per recorded cell
-(semantic loss of Xu et al. 2017) during training. The maps are shared by every session.
+(semantic loss of Xu et al. 2017) during training, with a gain and an offset per cell
+(`cell_affine`). The maps are shared by every session.
 """
 
 from __future__ import annotations
