@@ -164,6 +164,7 @@ def run_npe(
             "lr_decay": cfg.lr_decay,
             "weight_decay": cfg.weight_decay,
             "max_epochs": cfg.max_epochs,
+            "patience": cfg.patience,
             "model_config": dict(cfg.model_config),
         },
     }
@@ -199,6 +200,7 @@ def run_peer(data: Path, rec: Recording, args: argparse.Namespace) -> dict[str, 
             "temporal_kernel_frames": list(result.model.temporal_kernels),
             "window_frames": result.model.window_frames,
             "max_epochs": cfg.max_epochs,
+            "patience": cfg.patience,
         },
     }
 
