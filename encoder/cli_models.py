@@ -254,6 +254,10 @@ def train_command(
 
     def on_event(event: TrainEvent) -> None:
         if isinstance(event, EpochStarted):  # reset() replaces all fields: pass the last on
+            # The bar appears with the first epoch, not before: a recording or checkpoint
+            # that is refused ends in its one error line, with no empty bar above it.
+            if not progress.live.is_started:
+                progress.start()
             progress.reset(
                 task,
                 total=event.steps,
@@ -281,11 +285,19 @@ def train_command(
                     f"val {event.val_loss:.4f}  val r {event.val_pcc:.3f}{per}"
                 )
 
+    def stop_bar() -> None:
+        # Progress.stop() prints a blank line on a non-terminal console even when the bar
+        # never started: only stop a bar that is showing.
+        if progress.live.is_started:
+            progress.stop()
+
     try:
-        with progress:
-            result = train(data, out, cfg, progress=on_event)
+        result = train(data, out, cfg, progress=on_event)
     except (TrainError, ModelConfigError, RecordingFormatError, CheckpointError, ValueError) as exc:
+        stop_bar()
         raise fail(str(exc)) from exc
+    finally:
+        stop_bar()
     if show:
         summary = {
             "run_dir": str(result.run_dir),

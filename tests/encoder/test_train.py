@@ -289,3 +289,22 @@ def test_train_refuses_empty_train_split_before_writing(
     with pytest.raises(TrainError, match="train split has no window"):
         train(tiny_recording_path, run_dir, _cfg(), recording=empty)
     assert not run_dir.exists()
+
+
+def test_train_on_a_file_that_is_not_hdf5_is_one_error_line_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A refused recording ends in exactly one line (no empty progress bar above it), exit
+    code 2, and no run directory."""
+    from encoder.cli_models import app
+
+    bad = tmp_path / "junk.h5"
+    bad.write_bytes(np.random.default_rng(0).bytes(3000))
+    run_dir = tmp_path / "run"
+    args = ["train", "--model", "streaming", "--data", str(bad), "--out", str(run_dir)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert res.stdout == "", res.stdout
+    assert res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr.startswith(f"error: {bad}: not a readable HDF5 file")
+    assert not run_dir.exists()
