@@ -16,7 +16,7 @@ import typer
 
 from hardware.arrays import DEFAULT_ARRAY
 from npe_config import config_option, write_effective_config
-from npe_console import make_console
+from npe_console import QuietProgress, make_console
 from npe_errors import ExitCode, NpeError, fail, print_warning
 
 app = typer.Typer(no_args_is_help=True)
@@ -54,7 +54,7 @@ def _session_command(
     implant: str | None = None,
     implant_array: str | None = None,
 ) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from calibration.responders import SessionPaused
@@ -102,7 +102,7 @@ def _session_command(
 
             outcome = calibrate(session_path, limits=limits, on_trial=on_trial)
         else:
-            with Progress(
+            with QuietProgress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 TextColumn("{task.fields[status]}"),

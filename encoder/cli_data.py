@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from npe_console import make_console
+from npe_console import QuietProgress, make_console
 from npe_errors import fail
 
 if TYPE_CHECKING:
@@ -373,7 +373,7 @@ def dataset_import(
     ),
 ) -> None:
     """Import a public dataset into an npe recording (streamed, with provenance, validated)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
 
     from encoder.importers import ImportOptions, import_dataset
     from encoder.recording import RecordingFormatError
@@ -389,7 +389,7 @@ def dataset_import(
             series=series,
             centers_from_sta=centers_from_sta,
         )
-        with Progress(
+        with QuietProgress(
             "[progress.description]{task.description}",
             BarColumn(),
             MofNCompleteColumn(),

@@ -15,7 +15,7 @@ import typer
 
 from encoder.training.config import train_default
 from npe_config import config_option, write_effective_config
-from npe_console import make_console
+from npe_console import QuietProgress, make_console
 from npe_errors import fail
 
 app = typer.Typer(no_args_is_help=True)
@@ -180,7 +180,7 @@ def train_command(
     ),
 ) -> None:
     """Train a model (Adam, early stopping, best checkpoint kept; torchrun-aware)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from encoder.checkpoint import CheckpointError
     from encoder.models import ModelConfigError
@@ -231,7 +231,7 @@ def train_command(
         prefetch=prefetch,
     )
     show = dist_info().rank == 0
-    progress = Progress(
+    progress = QuietProgress(
         TextColumn("[bold]epoch {task.fields[epoch]}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -285,19 +285,13 @@ def train_command(
                     f"val {event.val_loss:.4f}  val r {event.val_pcc:.3f}{per}"
                 )
 
-    def stop_bar() -> None:
-        # Progress.stop() prints a blank line on a non-terminal console even when the bar
-        # never started: only stop a bar that is showing.
-        if progress.live.is_started:
-            progress.stop()
-
     try:
         result = train(data, out, cfg, progress=on_event)
     except (TrainError, ModelConfigError, RecordingFormatError, CheckpointError, ValueError) as exc:
-        stop_bar()
+        progress.stop()  # the bar's last state (if it showed), then the error line
         raise fail(str(exc)) from exc
     finally:
-        stop_bar()
+        progress.stop()  # QuietProgress: a no-op when stopped or never started
     if show:
         summary = {
             "run_dir": str(result.run_dir),
@@ -348,7 +342,7 @@ def evaluate_command(
 ) -> None:
     """Evaluate a trained model: PCC with the trial average, FEV, ceiling, figures."""
     import torch
-    from rich.progress import Progress, SpinnerColumn, TextColumn
+    from rich.progress import SpinnerColumn, TextColumn
 
     from encoder import evaluate as ev
     from encoder.checkpoint import (
@@ -369,7 +363,7 @@ def evaluate_command(
             raise ev.EvaluationError(
                 f"--data: a single-session checkpoint is evaluated on one recording, got {len(data)}"
             )
-        with Progress(
+        with QuietProgress(
             SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True
         ) as progress:
             task = progress.add_task("loading checkpoint and recording")

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from hardware.arrays import DEFAULT_ARRAY
-from npe_console import make_console
+from npe_console import QuietProgress, make_console
 from npe_errors import ExitCode, fail
 
 app = typer.Typer(no_args_is_help=True)
@@ -346,7 +346,6 @@ def preview_cmd(
     """Render a logged session to a video of the phosphenes the patient would see."""
     import cv2
     import numpy as np
-    from rich.progress import Progress
 
     from hardware.arrays import ArrayError, load_array
     from hardware.audit import AuditError, read_frames, read_implant_frames
@@ -387,7 +386,7 @@ def preview_cmd(
         raise fail(f"{out}: OpenCV cannot write this video format")
     t0 = time.perf_counter()
     peak = 0.0
-    with Progress(console=console) as progress:
+    with QuietProgress(console=console) as progress:
         task = progress.add_task("rendering", total=len(frames))
         for f in frames:
             img = renderer.render(f)

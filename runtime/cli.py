@@ -19,7 +19,7 @@ import typer
 from hardware.arrays import DEFAULT_ARRAY
 from hardware.simulator_mode import SimulatorMode
 from npe_config import config_option, write_effective_config
-from npe_console import make_console
+from npe_console import QuietProgress, make_console
 from npe_errors import ExitCode, NpeError, fail
 from runtime.options import ExecutionDevice, FormChoice, Precision
 
@@ -405,7 +405,7 @@ def bench_command(
     ),
 ) -> None:
     """Latency benchmark: inference alone, end to end, FLOPs vs matmul peak; table, JSON, PNG."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from runtime.bench import run_benchmark
     from runtime.inference import SessionSettings
@@ -424,7 +424,7 @@ def bench_command(
     try:
         spec = load_model_spec(bundle)
         scheduling = set_rt_priority(rt_priority) if rt_priority else "normal scheduling"
-        with Progress(
+        with QuietProgress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
         ) as bar:
             task = bar.add_task("starting", total=None)

@@ -212,7 +212,7 @@ def test_malformed_deep_retina_is_refused(
     code, output = _import(["deep-retina", str(src), "--out", str(out), "--pixel-size-deg", "0.1"])
     assert code == 2, output
     assert field in output and "error" in output
-    assert len(output.strip().splitlines()) == 1, output
+    assert output.startswith("error: ") and output.count("\n") == 1, output  # no blank line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.h5"]  # nothing written
 
 
@@ -578,3 +578,20 @@ def test_stimulus_values_are_mapped_by_their_range(
     np.testing.assert_allclose(rec.stimulus.reshape(-1)[: values.size], expected)
     prov = json.loads(rec.extra_attrs["provenance"])
     assert ("unchanged" if expected_kind == "uint8" else "contrast") in prov["fields"]["/stimulus"]
+
+
+@pytest.mark.parametrize("fmt", ["deep-retina", "goldin2022", "nwb"])
+def test_a_file_that_is_not_hdf5_is_exactly_one_line_in_every_format(
+    tmp_path: Path, fmt: str
+) -> None:
+    """Off a terminal the import's progress bar must leave nothing: stdout empty, stderr the
+    error line alone (rich's stopped bar used to add a blank line above it)."""
+    src = tmp_path / "noise.h5"
+    src.write_bytes(np.random.default_rng(1).bytes(4096))
+    out = tmp_path / "out.h5"
+    args = ["dataset", "import", fmt, str(src), "--out", str(out), "--pixel-size-deg", "0.1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"error: {src}: ") and result.stderr.count("\n") == 1
+    assert not out.exists()
