@@ -1,7 +1,7 @@
 """Camera frame → model input frame, exactly as the bundle manifest says.
 
-Steps: grayscale, crop the camera image to the model's field of view (in degrees, given
-the camera's horizontal field of view), resize to the model's H×W, contrast normalise
+Steps: crop the camera image to the model's field of view (in degrees, given the camera's
+horizontal field of view), grayscale (of the crop only), resize to the model's H×W, contrast normalise
 (L - offset) / scale clipped to [-1, 1], with the offset, scale and clip the bundle's
 manifest states (export writes the training convention, `encoder.recording`, there).
 
@@ -88,7 +88,7 @@ class Preprocessor:
         h, w = shape[0], shape[1]
         fw, fh = self.spec.field_deg
         self._box = crop_box(w, h, self.camera_fov_deg, fw, fh)
-        self._gray = np.zeros((h, w), dtype=np.uint8)
+        self._gray = np.zeros((self._box.h, self._box.w), dtype=np.uint8)  # the crop's luma
         self._geometry = shape
         self.reconfigurations += 1
 
@@ -106,18 +106,22 @@ class Preprocessor:
             )
         if frame.shape != self._geometry:
             self._configure(frame.shape)
+        b = self._box
+        window = frame[b.y0 : b.y0 + b.h, b.x0 : b.x0 + b.w]
         if frame.ndim == 3:
+            # Crop first, then convert: the luma of a pixel depends on that pixel alone, so
+            # converting only the field of view gives the same bytes as converting the whole
+            # frame and cropping, at a fraction of the cost (a 640×480 camera frame is ~150×
+            # the pixels of a 32×32 model's crop).
             if frame.shape[2] == 3:
-                cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY, dst=self._gray)
+                cv2.cvtColor(window, cv2.COLOR_BGR2GRAY, dst=self._gray)
             elif frame.shape[2] == 1:
-                np.copyto(self._gray, frame[:, :, 0])
+                np.copyto(self._gray, window[:, :, 0])
             else:
                 raise PreprocessError(f"expected 1 or 3 channels, got {frame.shape[2]}")
-            gray = self._gray
+            crop = self._gray
         else:
-            gray = frame
-        b = self._box
-        crop = gray[b.y0 : b.y0 + b.h, b.x0 : b.x0 + b.w]
+            crop = window
         cv2.resize(
             crop,
             (self.spec.width, self.spec.height),

@@ -47,6 +47,42 @@ def test_bgr_is_converted_with_opencv_luma(toy_spec: ModelSpec) -> None:
     np.testing.assert_allclose(pre(img), (luma - 127.5) / 127.5, atol=1e-6)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    size=st.sampled_from([(120, 160), (240, 320), (480, 640), (97, 131)]),
+    fov=st.floats(13.0, 120.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_colour_frames_give_exactly_what_converting_the_whole_frame_gives(
+    toy_spec: ModelSpec, size: tuple[int, int], fov: float, seed: int
+) -> None:
+    """The crop is converted to grey instead of the whole frame: same bytes as the
+    whole-frame conversion, then the crop, then the same resize and contrast table."""
+    pre = Preprocessor(toy_spec, camera_fov_deg=fov)
+    h, w = size
+    frame = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    try:
+        out = pre(frame).copy()
+    except PreprocessError:  # the model's field is wider than this camera's: not this test
+        return
+    gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    b = crop_box(w, h, fov, *toy_spec.field_deg)
+    resized = cv2.resize(
+        gray[b.y0 : b.y0 + b.h, b.x0 : b.x0 + b.w],
+        (toy_spec.width, toy_spec.height),
+        interpolation=cv2.INTER_AREA,
+    )
+    expected = pre.contrast_table[resized]
+    assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
+    single = pre(frame[:, :, :1]).copy()  # one channel: its values are the luma
+    resized1 = cv2.resize(
+        np.ascontiguousarray(frame[b.y0 : b.y0 + b.h, b.x0 : b.x0 + b.w, 0]),
+        (toy_spec.width, toy_spec.height),
+        interpolation=cv2.INTER_AREA,
+    )
+    assert np.array_equal(single, pre.contrast_table[resized1])
+
+
 def test_output_is_clipped_and_buffers_are_reused(toy_spec: ModelSpec) -> None:
     pre = Preprocessor(toy_spec, camera_fov_deg=30.0)
     rng = np.random.default_rng(0)
