@@ -12,7 +12,9 @@ directory, and records:
 - traceback: "Traceback (most recent call last)" anywhere in stdout or stderr;
 - wrong exit: an exit code other than the one documented for it (2: bad input refused;
   1 for a check command's negative verdict on a readable-but-damaged file, `npe log inspect`);
-- not one line: stderr is not exactly one line starting with ``error:`` (warnings aside);
+- not one line: stderr is not exactly one line starting with ``error:`` (warnings aside; a
+  blank line above or below it counts as a line), or something was printed on stdout (a
+  check command's verdict table aside);
 - silently accepted: exit code 0;
 - changed on disk: any file created, removed or altered anywhere in the temporary directory
   (the bad file itself, the output paths the command was given, HOME).
@@ -763,11 +765,13 @@ def run_case(case: Case, fx: Fixtures, timeout_s: float = 180.0) -> CaseResult:
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     if case.verdict:  # its report, where it was told to write it
         changed = [k for k in changed if k != "out" and not k.startswith("out/")]
-    lines = [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("warning:")]
+    # Blank lines count: "one line" means nothing above or below it (warnings aside).
+    lines = [ln for ln in stderr.splitlines() if not ln.startswith("warning:")]
     tb = "Traceback (most recent call last)" in stdout + stderr
-    one = len(lines) == 1 and lines[0].startswith("error: ")
-    if case.verdict:
-        one = not lines or one  # the verdict is the table on stdout
+    # ... and stdout stays empty: a refusal prints nothing else (no progress bar, no header).
+    one = len(lines) == 1 and lines[0].startswith("error: ") and not stdout.strip()
+    if case.verdict:  # the verdict is the table on stdout
+        one = not lines or (len(lines) == 1 and lines[0].startswith("error: "))
     return CaseResult(
         name=case.name,
         klass=case.klass,
