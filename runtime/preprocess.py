@@ -1,9 +1,10 @@
 """Camera frame → model input frame, exactly as the bundle manifest says.
 
 Steps: crop the camera image to the model's field of view (in degrees, given the camera's
-horizontal field of view), grayscale (of the crop only), resize to the model's H×W, contrast normalise
-(L - offset) / scale clipped to [-1, 1], with the offset, scale and clip the bundle's
-manifest states (export writes the training convention, `encoder.recording`, there).
+horizontal field of view), grayscale (of the crop only), resize to the model's H×W,
+contrast normalise (L - offset) / scale clipped to [-1, 1], with the offset, scale and clip
+the bundle's manifest states (export writes the training convention, `encoder.recording`,
+there).
 
 Why preallocated: this runs on every frame in the live loop; all intermediate images are
 allocated once per input geometry and reused (cv2 `dst=` and numpy `out=`), so the steady
