@@ -23,6 +23,16 @@ settings.register_profile("dev", deadline=None)
 settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
+# With one pytest worker per core (scripts/test), each worker's torch gets its share of the
+# cores rather than all of them: N workers × N torch threads oversubscribe the machine, and the
+# loopback tests' real-time threads (the stimulator's receive thread, the dead-man timer) then
+# wait for a core. Tests that set threads themselves (TrainConfig.threads) still do.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+
 TINY_CONFIG = SimulationConfig(
     stimulus="natural",
     duration_scale=0.005,
