@@ -51,6 +51,7 @@ the step form; readout: `DenseReadout` with softplus on the hidden state.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ from encoder.models.base import (
     two_conv_output_shape,
 )
 from encoder.models.core import Core
-from encoder.models.readout import DenseReadout, Readout
+from encoder.models.readout import DenseReadout, Readout, SpatialReadout
 
 
 class CNNLSTMConfig(ModelConfig):
@@ -85,13 +86,32 @@ class CNNLSTMConfig(ModelConfig):
     # unseen scenes the model generalises far worse than the factorised readouts
     # (benchmarks/accuracy); pooling shrinks it by pool².
     pool: int = Field(default=1, ge=1)
+    # Where the LSTM runs and how cells are read. "dense" (YADLRetina): one LSTM over the
+    # flattened layer-2 map (`hidden` units), every cell read from that one population state.
+    # "map": one small LSTM per location of layer 2's map (`map_hidden` units, weights shared
+    # across locations: a 1×1 convolutional LSTM) and each cell read from its own place on
+    # the hidden map (`SpatialReadout`). Why an option: see `SpatialReadout` and
+    # benchmarks/accuracy (the dense form's shortfall on unseen scenes).
+    readout: Literal["dense", "map"] = "dense"
+    map_hidden: int = Field(default=16, ge=1)
+    # Spatial padding of both convolutions. "valid" (YADLRetina): layer 2's map covers only
+    # the centre of the frame (32×32 → 14×14 with the 15 px and 5 px kernels), so a cell near
+    # the edge has no place of its own on it. "same" (odd kernels): the map is the frame's
+    # size (÷ pool) and every cell's receptive field has a map location at its centre, as in
+    # `streaming`'s type maps.
+    padding: Literal["valid", "same"] = "valid"
     noise_sigma: float = 0.1
     dropout: float = 0.2
     l2_activity: float = 1e-4
 
 
 class CNNLSTMCore(Core):
-    """Per-frame convs (+ causal temporal stage) → LSTM: features = hidden state [B, hidden]."""
+    """Per-frame convs (+ causal temporal stage) → LSTM.
+
+    Features: the hidden state [B, hidden] ("dense") or the hidden map [B, map_hidden, h, w]
+    ("map"; internally [B, h·w, map_hidden]: one LSTM per location, the locations a batch
+    axis, so the same cell update serves both layouts).
+    """
 
     model_name = "cnn-lstm"
     per_frame = True
@@ -102,30 +122,45 @@ class CNNLSTMCore(Core):
     ) -> None:
         super().__init__(config, frame_shape, frame_rate_hz)
         c = config
-        h2, w2 = two_conv_output_shape("cnn-lstm", frame_shape, c.kernel1, c.kernel2)
+        if c.padding == "same":
+            if c.kernel1 % 2 == 0 or c.kernel2 % 2 == 0:
+                raise ModelConfigError("cnn-lstm: padding 'same' needs odd kernel1 and kernel2")
+            h2, w2 = frame_shape
+            pad1, pad2 = c.kernel1 // 2, c.kernel2 // 2
+        else:
+            h2, w2 = two_conv_output_shape("cnn-lstm", frame_shape, c.kernel1, c.kernel2)
+            pad1 = pad2 = 0
+        self.pad1 = pad1  # layer 1's spatial padding (the streaming cache's shape)
         self.lstm_frames = min(self.frames(c.lstm_ms), self.window_frames)
         self.temporal1 = self.window_frames - self.lstm_frames + 1
-        self.conv1 = nn.Conv2d(1, c.filters1, c.kernel1)
+        self.conv1 = nn.Conv2d(1, c.filters1, c.kernel1, padding=pad1)
         # Layer 1's temporal stage: a causal (temporal1, 1) conv over per-frame responses,
         # before the rectification (see module docstring). None when temporal1 == 1.
         self.time1 = (
             nn.Conv2d(c.filters1, c.filters1, (self.temporal1, 1)) if self.temporal1 > 1 else None
         )
-        self.conv2 = nn.Conv2d(c.filters1, c.filters2, c.kernel2)
+        self.conv2 = nn.Conv2d(c.filters1, c.filters2, c.kernel2, padding=pad2)
         self.drop = nn.Dropout(c.dropout)
         if c.pool > min(h2, w2):
             raise ModelConfigError(
                 f"cnn-lstm: pool {c.pool} is larger than layer 2's {h2}×{w2} responses"
             )
         self.pool = nn.AvgPool2d(c.pool) if c.pool > 1 else None
-        n_features = c.filters2 * (h2 // c.pool) * (w2 // c.pool)
+        self.per_location = c.readout == "map"
+        self.map_shape = (h2 // c.pool, w2 // c.pool)
+        self.hidden = c.map_hidden if self.per_location else c.hidden
+        n_features = c.filters2 if self.per_location else c.filters2 * math.prod(self.map_shape)
         # Equalised learning rate for the wide LSTM input projection (see module docstring):
         # weights at unit scale, features scaled by 1/√fan_in in `_gates`. Same
         # initial function as nn.Linear's default (effective weights U(±1/√fan_in)).
         self.feature_scale = 1.0 / math.sqrt(n_features)
-        self.lstm_input = nn.Linear(n_features, 4 * c.hidden)
-        self.recurrent = nn.Linear(c.hidden, 4 * c.hidden, bias=False)
-        self.feature_shape = (c.hidden,)
+        self.lstm_input = nn.Linear(n_features, 4 * self.hidden)
+        self.recurrent = nn.Linear(self.hidden, 4 * self.hidden, bias=False)
+        self.feature_shape = (self.hidden, *self.map_shape) if self.per_location else (self.hidden,)
+        # Map pixel (i, j) of layer 2 is centred on input pixel (i·pool + offset,
+        # j·pool + offset) (for `SpatialReadout.init_locations`); 'same' convs shift nothing.
+        valid_shift = (c.kernel1 - 1) / 2 + (c.kernel2 - 1) / 2 if c.padding == "valid" else 0.0
+        self.map_offset_px = valid_shift + (c.pool - 1) / 2
 
     def reset_parameters(self) -> None:
         c = self.config
@@ -140,7 +175,7 @@ class CNNLSTMCore(Core):
         nn.init.uniform_(self.lstm_input.weight, -1.0, 1.0)
         nn.init.zeros_(self.lstm_input.bias)
         with torch.no_grad():  # forget-gate bias 1: remember by default
-            self.lstm_input.bias[c.hidden : 2 * c.hidden] = 1.0
+            self.lstm_input.bias[self.hidden : 2 * self.hidden] = 1.0
 
     def temporal_frames(self) -> dict[str, int]:
         return {**super().temporal_frames(), "lstm_ms": self.lstm_frames}
@@ -179,7 +214,8 @@ class CNNLSTMCore(Core):
         return self._gates(z, b, n)
 
     def _gates(self, z: Tensor, b: int, n: int) -> Tensor:
-        """Layer-1 pre-activations z [B·N, F1, H1, W1] → LSTM input gates [B, N, 4·hidden]."""
+        """Layer-1 pre-activations z [B·N, F1, H1, W1] → LSTM input gates [B, N, 4·hidden]
+        ("dense") or [B, N, h·w, 4·map_hidden] ("map")."""
         c = self.config
         a1 = torch.relu(gaussian_noise(z, c.noise_sigma, self.training))
         a2 = torch.relu(gaussian_noise(self.conv2(a1), c.noise_sigma, self.training))
@@ -187,11 +223,14 @@ class CNNLSTMCore(Core):
             self._penalty = c.l2_activity * (a1.pow(2).mean() + a2.pow(2).mean())
         if self.pool is not None:
             a2 = self.pool(a2)
+        if self.per_location:  # channels last: [B·N, h·w, F2], one projection per place
+            features = self.drop(a2.flatten(2).transpose(1, 2)) * self.feature_scale
+            return self.lstm_input(features).reshape(b, n, *features.shape[1:2], -1)
         features = self.drop(a2.flatten(1)) * self.feature_scale
         return self.lstm_input(features).reshape(b, n, -1)
 
     def _cell(self, gates_in: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        """One LSTM update: gates_in [B, 4H], h, c [B, H] → (h', c')."""
+        """One LSTM update: gates_in [B, (h·w,) 4H], h, c [B, (h·w,) H] → (h', c')."""
         gates = gates_in + self.recurrent(h)
         i, f, g, o = gates.chunk(4, dim=-1)
         c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
@@ -199,10 +238,10 @@ class CNNLSTMCore(Core):
         return h_new, c_new
 
     def _run(self, gates: Tensor) -> Tensor:
-        """gates: [B, N, 4H] from zero state → hidden states [B, N, H]."""
-        b, n, _ = gates.shape
-        h = gates.new_zeros(b, self.config.hidden)
-        c = gates.new_zeros(b, self.config.hidden)
+        """gates: [B, N, (h·w,) 4H] from zero state → hidden states [B, N, (h·w,) H]."""
+        n = gates.shape[1]
+        h = gates.new_zeros(gates.shape[0], *gates.shape[2:-1], self.hidden)
+        c = torch.zeros_like(h)
         hs = []
         for t in range(n):
             h, c = self._cell(gates[:, t], h, c)
@@ -217,28 +256,37 @@ class CNNLSTMCore(Core):
         filter lies inside the window.
         """
         gates = self._frame_gates(x[:, -self.window_frames :])
-        return self._run(gates)[:, -1]
+        return self._features(self._run(gates)[:, -1])
+
+    def _features(self, h: Tensor) -> Tensor:
+        """Hidden state → the readout's features: [B, hidden] as it is, or the per-location
+        states [B, h·w, map_hidden] as a map [B, map_hidden, h, w]."""
+        if not self.per_location:
+            return h
+        return h.transpose(1, 2).reshape(h.shape[0], self.hidden, *self.map_shape)
 
     def forward_chunk(self, x: Tensor) -> Tensor:
         """x: [B, L, H, W] → [B, L − T + 1, hidden]; convolutions computed once per frame."""
         t = self.window_frames - self.temporal1 + 1  # LSTM steps per window
-        gates = self._frame_gates(x)  # [B, L − temporal1 + 1, 4H]
-        windows = gates.unfold(1, t, 1)  # [B, n, 4H, T]
+        gates = self._frame_gates(x)  # [B, L − temporal1 + 1, (h·w,) 4H]
+        windows = gates.unfold(1, t, 1)  # [B, n, (h·w,) 4H, T]
         b, n = windows.shape[:2]
-        windows = windows.permute(0, 1, 3, 2).reshape(b * n, t, -1)
-        h = self._run(windows)[:, -1]
-        return h.reshape(b, n, -1)
+        windows = windows.movedim(-1, 2).reshape(b * n, t, *gates.shape[2:])
+        h = self._features(self._run(windows)[:, -1])
+        return h.reshape(b, n, *h.shape[1:])
 
     # ------------------------------------------------------------------ streaming API
     def init_state(self, batch: int) -> tuple[Tensor, ...]:
-        """Zeros: (h [B, hidden], c [B, hidden]) and, with a temporal stage, the cache of the
-        last temporal1 − 1 frames' spatial responses [B, F1, temporal1 − 1, H1, W1]."""
+        """Zeros: (h, c) [B, hidden] ("dense") or [B, h·w, map_hidden] ("map") and, with a
+        temporal stage, the cache of the last temporal1 − 1 frames' spatial responses
+        [B, F1, temporal1 − 1, H1, W1]."""
         p = self.recurrent.weight
-        z = torch.zeros(batch, self.config.hidden, dtype=p.dtype, device=p.device)
+        places = (math.prod(self.map_shape),) if self.per_location else ()
+        z = torch.zeros(batch, *places, self.hidden, dtype=p.dtype, device=p.device)
         if self.time1 is None:
             return (z, z.clone())
         c = self.config
-        h1, w1 = (d - c.kernel1 + 1 for d in self.frame_shape)
+        h1, w1 = (d - c.kernel1 + 1 + 2 * self.pad1 for d in self.frame_shape)
         cache = torch.zeros(
             batch, c.filters1, self.temporal1 - 1, h1, w1, dtype=p.dtype, device=p.device
         )
@@ -249,23 +297,26 @@ class CNNLSTMCore(Core):
         return ("lstm_h", "lstm_c") if self.time1 is None else ("lstm_h", "lstm_c", "cache1")
 
     def step(self, frame: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """frame: [B, H, W], state from `init_state` → (hidden [B, hidden], next state)."""
+        """frame: [B, H, W], state from `init_state` → (features, next state)."""
         x = frame.unsqueeze(1)
         if self.time1 is None:
             gates = self._frame_gates(x)[:, 0]
             h, c = self._cell(gates, state[0], state[1])
-            return h, (h, c)
+            return self._features(h), (h, c)
         s1 = torch.cat([state[2], self._spatial1(x)], dim=2)  # [B, F1, temporal1, H1, W1]
         gates = self._temporal_gates(s1)[:, 0]
         h, c = self._cell(gates, state[0], state[1])
-        return h, (h, c, s1[:, :, 1:])
+        return self._features(h), (h, c, s1[:, :, 1:])
 
     def forward_sequence(self, x: Tensor) -> Tensor:
-        """x: [B, N, H, W] from zero state, LSTM never reset → hidden states [B, N, hidden]."""
+        """x: [B, N, H, W] from zero state, LSTM never reset → features [B, N, *feature_shape]."""
         history = None
         if self.time1 is not None:
             history = self.init_state(x.shape[0])[2]
-        return self._run(self._frame_gates(x, history=history))
+        h = self._run(self._frame_gates(x, history=history))  # [B, N, (h·w,) H]
+        b, n = h.shape[:2]
+        f = self._features(h.reshape(b * n, *h.shape[2:]))
+        return f.reshape(b, n, *f.shape[1:])
 
     def feature_modules(self) -> list[nn.Module]:
         return [m for m in (self.conv1, self.time1, self.conv2) if m is not None]
@@ -290,7 +341,18 @@ class CNNLSTM(RetinaModel):
 
     @classmethod
     def build_readout(cls, core: Core, n_cells: int) -> Readout:
+        assert isinstance(core, CNNLSTMCore)
+        if core.per_location:
+            channels, h, w = core.feature_shape
+            return SpatialReadout(n_cells, (channels, h, w))
         return DenseReadout(n_cells, core.feature_shape, "softplus")
+
+    def init_cell_locations(self, ys_px: NDArray[np.float64], xs_px: NDArray[np.float64]) -> None:
+        """Start each cell's readout mask at input pixel (ys_px[c], xs_px[c]) (its STA peak);
+        the dense readout has no place to start, so it is left as it is."""
+        if isinstance(self.readout, SpatialReadout):
+            pool, offset = float(self.config.pool), self.core.map_offset_px
+            self.readout.init_locations((ys_px - offset) / pool, (xs_px - offset) / pool, 1.5)
 
     @property
     def temporal1(self) -> int:

@@ -20,8 +20,13 @@ from encoder.training.data import RecordingLike
 def init_selector_from_sta(
     model: RetinaModel, recording: RecordingLike, cells: NDArray[np.int64], max_frames: int = 20000
 ) -> None:
-    """Start each cell's map location at its STA peak (fast, convention-free convergence)."""
-    if not isinstance(model, RateMapMixin):
+    """Start each cell's map location at its STA peak (fast, convention-free convergence).
+
+    For rate-map models (the selector's location and type) and for models with a per-cell
+    spatial readout (`init_cell_locations(ys_px, xs_px)`, the map-readout CNN-LSTM).
+    """
+    locate = getattr(model, "init_cell_locations", None)
+    if not isinstance(model, RateMapMixin) and not callable(locate):
         return
     ranges = recording.splits["train"]
     kept, total = [], 0
@@ -43,6 +48,10 @@ def init_selector_from_sta(
     spatial = sta[np.arange(sta.shape[0]), lag]  # [C, H, W]
     flat = np.abs(spatial.reshape(spatial.shape[0], -1)).argmax(1)
     ys, xs = np.unravel_index(flat, spatial.shape[1:])
+    if not isinstance(model, RateMapMixin):
+        assert callable(locate)
+        locate(ys.astype(np.float64), xs.astype(np.float64))
+        return
     s = float(getattr(model.config, "map_stride", 1))
     model.selector.init_locations(ys / s, xs / s, sigma=1.5)
     types = [recording.cells.types[c] for c in cells]

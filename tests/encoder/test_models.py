@@ -390,3 +390,120 @@ def test_frames_smaller_than_the_receptive_field_are_refused_by_name(name: str) 
         ModelConfigError, match=rf"{name}: frames of \[12, 40\] px .* receptive field"
     ):
         build_model(name, None, n_cells=3, frame_shape=(12, 40), frame_rate_hz=100.0)
+
+
+def _map_cnn_lstm(seed: int = 0, padding: str = "valid") -> RetinaModel:
+    torch.manual_seed(seed)
+    config = {**TINY["cnn-lstm"], "readout": "map", "map_hidden": 4, "padding": padding}
+    return build_model("cnn-lstm", config, N_CELLS, FRAME, RATE_HZ).eval()
+
+
+@pytest.mark.parametrize(("padding", "side"), [("valid", 10), ("same", 16)])
+def test_cnn_lstm_map_readout_keeps_every_form_equal_and_causal(padding: str, side: int) -> None:
+    """The per-place LSTM and spatial readout: the features are a map [hidden, h, w] (16×16
+    frames, kernels 5 and 3: 10×10 with valid convolutions, the frame's 16×16 with 'same'),
+    chunks equal windows, steps equal the continuous sequence with a fixed-size state, and a
+    future frame never changes an earlier output."""
+    model = _map_cnn_lstm(padding=padding)
+    assert model.core.feature_shape == (4, side, side)
+    torch.manual_seed(1)
+    x = torch.randn(2, WINDOW + 6, *FRAME)
+    with torch.no_grad():
+        chunk = model.forward_chunk(x)
+        windows = torch.stack([model(x[:, j : j + WINDOW]) for j in range(7)], 1)
+    torch.testing.assert_close(chunk, windows, atol=1e-5, rtol=1e-4)
+    _, state = _steps_equal_the_sequence(model, x)
+    assert [tuple(s.shape) for s in state[:2]] == [(2, side * side, 4)] * 2
+    k = WINDOW + 3
+    x2 = x.clone()
+    x2[:, k] += 3.0
+    with torch.no_grad():
+        a, b = model.forward_chunk(x), model.forward_chunk(x2)
+    first_changed = k - (WINDOW - 1)
+    assert torch.equal(a[:, :first_changed], b[:, :first_changed])
+    assert not torch.allclose(a[:, first_changed], b[:, first_changed])
+
+
+def test_cnn_lstm_map_readout_reads_each_cell_at_its_own_place() -> None:
+    """With each cell's mask on one map pixel, a cell's output depends only on the input
+    pixels that pixel sees (its 7×7 receptive field: kernels 5 + 3 − 1), over the whole
+    history: changing pixels outside it leaves the cell exactly as it was, while a cell whose
+    place sees them moves. The dense readout (YADLRetina) mixes every place into every cell."""
+    model = _map_cnn_lstm()
+    places = [(0, 0), (9, 9), (5, 2)]  # map pixels; map (i, j) sees input rows i..i+6
+    with torch.no_grad():
+        model.readout.loc_logits.fill_(-1e4)  # type: ignore[operator]
+        for c, (i, j) in enumerate(places):
+            model.readout.loc_logits[c, i * 10 + j] = 0.0  # type: ignore[index]
+    torch.manual_seed(2)
+    x = torch.randn(1, WINDOW + 4, *FRAME)
+    x2 = x.clone()
+    x2[:, :, 12:, 12:] += 2.0  # seen by map pixel (9, 9) only among the three places
+    with torch.no_grad():
+        a, b = model.forward_chunk(x), model.forward_chunk(x2)
+    assert torch.equal(a[..., 0], b[..., 0])
+    assert torch.equal(a[..., 2], b[..., 2])
+    assert not torch.allclose(a[..., 1], b[..., 1])
+    dense = tiny_model("cnn-lstm")
+    with torch.no_grad():
+        da, db = dense.forward_chunk(x), dense.forward_chunk(x2)
+    assert not torch.allclose(da[..., 0], db[..., 0])
+
+
+@pytest.mark.parametrize(
+    ("padding", "pool", "offset_px"), [("valid", 1, 3.0), ("same", 1, 0.0), ("same", 2, 0.5)]
+)
+def test_cnn_lstm_map_readout_starts_at_each_cells_sta_peak(
+    padding: str, pool: int, offset_px: float
+) -> None:
+    """`encoder.training.init.init_selector_from_sta` starts each cell's mask at its STA peak:
+    on white noise from a hidden generator with known centres, each mask's peak sits within
+    one input pixel (+ half a pooled pixel) of the cell's centre, with map pixel m centred on
+    input pixel m·pool + offset (valid 5 px and 3 px kernels: 3 px; 'same': none; a 2×2 pool:
+    half a pixel more); the output bias starts at the mean count."""
+    import importlib.util
+
+    from encoder.training.init import init_output_from_mean, init_selector_from_sta
+
+    spec = importlib.util.spec_from_file_location(
+        "npe_models_testdata_map", Path(__file__).with_name("test_models_data.py")
+    )
+    assert spec is not None and spec.loader is not None
+    data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(data)
+    rec = data.make_recording()  # 12×12 white noise at 20 Hz, 3 cells with known centres
+    torch.manual_seed(0)
+    config = {
+        **TINY["cnn-lstm"],
+        **{"readout": "map", "padding": padding, "pool": pool},
+        **{"window_ms": 250.0, "lstm_ms": 100.0},
+    }
+    model = build_model("cnn-lstm", config, 3, rec.frame_shape, rec.frame_rate_hz)
+    cells = np.arange(3)
+    init_selector_from_sta(model, rec, cells)
+    init_output_from_mean(model, rec, cells)
+    _, w = model.core.map_shape  # type: ignore[union-attr]
+    peak = model.readout.loc_logits.argmax(-1).numpy()  # type: ignore[operator]
+    got = np.stack([peak // w, peak % w], 1) * float(pool) + offset_px
+    size = rec.frame_shape[0]
+    centre = rec.cells.center_deg.astype(np.float64)
+    expected = np.stack(
+        [
+            -centre[:, 1] / rec.pixel_size_deg + (size - 1) / 2,
+            centre[:, 0] / rec.pixel_size_deg + (size - 1) / 2,
+        ],
+        1,
+    )
+    assert np.abs(got - expected).max() <= 1.0 + (pool - 1) / 2, (got, expected)
+    a, b = rec.splits["train"][0]
+    mean = rec.responses[a:b].astype(np.float64).mean(0)
+    bias = F.softplus(model.readout.bias).detach().numpy()  # type: ignore[arg-type]
+    np.testing.assert_allclose(bias, mean, rtol=1e-3)
+
+
+def test_cnn_lstm_same_padding_needs_odd_kernels() -> None:
+    """'same' padding centres each map pixel on an input pixel, which an even kernel cannot:
+    refused by name rather than silently shifting every cell by half a pixel."""
+    config = {**TINY["cnn-lstm"], "padding": "same", "kernel1": 4}
+    with pytest.raises(ModelConfigError, match="padding 'same' needs odd kernel1 and kernel2"):
+        build_model("cnn-lstm", config, N_CELLS, FRAME, RATE_HZ)

@@ -30,6 +30,8 @@ def _session(path: Path) -> ort.InferenceSession:
     ("kind", "overrides"),
     [(kind, {}) for kind in sorted(MODEL_REGISTRY)]
     + [("cnn-lstm", {"pool": 2})]  # the optional pooling before the LSTM projection
+    + [("cnn-lstm", {"readout": "map"})]  # an LSTM per place, each cell read at its own
+    + [("cnn-lstm", {"readout": "map", "padding": "same", "pool": 2})]
     # the rate-map model without the per-cell affine of its cell selector (older checkpoints)
     + [("streaming", {"cell_affine": False})],
 )
