@@ -378,7 +378,13 @@ LEGACY_FRAME_FIELDS: dict[str, dict[str, str]] = {
 #: the new field's default would describe a different network than its weights.
 LEGACY_CONFIG: dict[str, dict[str, Callable[[CheckpointMeta | MultiSessionMeta], Any]]] = {
     # before layer 1's temporal stage: purely spatial layer 1 = LSTM over the whole window
-    "cnn-lstm": {"lstm_ms": lambda meta: ms_from_frames(meta.window_frames, meta.frame_rate_hz)},
+    # and before the map layout became the default (2026-12-04): YADLRetina's dense layout
+    "cnn-lstm": {
+        "lstm_ms": lambda meta: ms_from_frames(meta.window_frames, meta.frame_rate_hz),
+        "pool": lambda meta: 1,
+        "readout": lambda meta: "dense",
+        "padding": lambda meta: "valid",
+    },
     # before the per-cell gain and offset of the cell selector
     "streaming": {"cell_affine": lambda meta: False},
 }

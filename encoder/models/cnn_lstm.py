@@ -2,8 +2,21 @@
 
 Per-frame spatial convolutions (8 filters of 15 px, 12 of 5 px) with Gaussian noise on the
 activations, dropout and an L2 activity regulariser, then an LSTM over the frames of the
-window and a linear readout to all cells with softplus (REFERENCES: YADLRetina, ~1.5M
-parameters; the hidden size 150 gives ~1.5M at 32×32 input).
+window and a readout to all cells with softplus.
+
+Two layouts (`readout`):
+* "map" (the default since 2026-12-04): 'same' convolutions and 2×2 pooling give a map of
+  half the frame's size; a small LSTM (16 units, weights shared) runs at every place of it
+  (a 1×1 convolutional LSTM) and each cell is read at its own place (`SpatialReadout`, its
+  mask started at the cell's STA peak). ~16 k parameters at 32×32.
+* "dense" (YADLRetina's, with `padding` "valid", `pool` 1): one LSTM (hidden 150) over the
+  flattened valid map and a dense readout from its state (REFERENCES: YADLRetina, ~1.5M
+  parameters at 32×32 input).
+Why the default changed: on the synthetic retina's natural scenes never seen in training
+(40 Hz) the dense layout reached 0.79 of the noise ceiling and its best of 17 variants 0.85,
+where the map layout reaches 0.97 (benchmarks/accuracy, README): the dense layout learns each
+cell's place inside one population-wide projection, which did not carry over to new scenes.
+Older checkpoints load as the dense layout (`encoder.checkpoint.LEGACY_CONFIG`).
 
 Layer 1 is space-time separable: a per-frame spatial convolution, then a causal temporal
 convolution over the last `temporal1` = T − L + 1 frames of its responses (L = `lstm_ms` in
@@ -44,8 +57,9 @@ frames of the window (the original's stateless LSTM). `step`/`forward_sequence` 
 continuously from zero state (and a zero cache), so they do not equal `forward` on windows;
 the deployment model with exact window semantics in step form is `streaming`.
 
-Core: convolutions, temporal stage and LSTM (features: the hidden state [B, hidden]), with
-the step form; readout: `DenseReadout` with softplus on the hidden state.
+Core: convolutions, temporal stage and LSTM (features: the hidden state [B, hidden], or the
+hidden map [B, map_hidden, h, w]), with the step form; readout: `DenseReadout` with softplus
+on the hidden state, or `SpatialReadout` on the map.
 """
 
 from __future__ import annotations
@@ -80,26 +94,26 @@ class CNNLSTMConfig(ModelConfig):
     # the whole window or more: purely spatial layer 1).
     lstm_ms: float = Field(default=100.0, gt=0)
     hidden: int = 150
-    # Average pooling (pool × pool, stride pool) of layer 2's responses before the LSTM's input
-    # projection; 1 = none (YADLRetina). Why an option: that projection, features → gates,
-    # holds ~95 % of the parameters and is dense over space, and on the synthetic retina's
-    # unseen scenes the model generalises far worse than the factorised readouts
-    # (benchmarks/accuracy); pooling shrinks it by pool².
-    pool: int = Field(default=1, ge=1)
-    # Where the LSTM runs and how cells are read. "dense" (YADLRetina): one LSTM over the
-    # flattened layer-2 map (`hidden` units), every cell read from that one population state.
-    # "map": one small LSTM per location of layer 2's map (`map_hidden` units, weights shared
-    # across locations: a 1×1 convolutional LSTM) and each cell read from its own place on
-    # the hidden map (`SpatialReadout`). Why an option: see `SpatialReadout` and
-    # benchmarks/accuracy (the dense form's shortfall on unseen scenes).
-    readout: Literal["dense", "map"] = "dense"
+    # Average pooling (pool × pool, stride pool) of layer 2's responses before the LSTM;
+    # 1 = none (YADLRetina). With the map readout it sets the map's resolution (2: a
+    # 16×16 map of 32×32 frames, `streaming`'s map stride); with the dense readout it shrinks
+    # the features → gates projection (~95 % of that layout's parameters) by pool².
+    pool: int = Field(default=2, ge=1)
+    # Where the LSTM runs and how cells are read. "map" (default since 2026-12-04): one small
+    # LSTM per location of layer 2's map (`map_hidden` units, weights shared across
+    # locations: a 1×1 convolutional LSTM) and each cell read from its own place on the
+    # hidden map (`SpatialReadout`). "dense" (YADLRetina): one LSTM over the flattened map
+    # (`hidden` units), every cell read from that one population state. Why the change: on
+    # the synthetic retina's unseen scenes at 40 Hz the dense layout reached 0.79 of the
+    # ceiling (best of 17 variants 0.85), the map layout 0.97 (benchmarks/accuracy).
+    readout: Literal["dense", "map"] = "map"
     map_hidden: int = Field(default=16, ge=1)
     # Spatial padding of both convolutions. "valid" (YADLRetina): layer 2's map covers only
     # the centre of the frame (32×32 → 14×14 with the 15 px and 5 px kernels), so a cell near
-    # the edge has no place of its own on it. "same" (odd kernels): the map is the frame's
-    # size (÷ pool) and every cell's receptive field has a map location at its centre, as in
-    # `streaming`'s type maps.
-    padding: Literal["valid", "same"] = "valid"
+    # the edge has no place of its own on it (the map layout with valid padding: 0.81 of the
+    # ceiling on that row). "same" (odd kernels): the map is the frame's size (÷ pool) and
+    # every cell's receptive field has a map location at its centre, as in `streaming`.
+    padding: Literal["valid", "same"] = "same"
     noise_sigma: float = 0.1
     dropout: float = 0.2
     l2_activity: float = 1e-4

@@ -21,6 +21,9 @@ WINDOW_MS = WINDOW * 1000.0 / RATE_HZ  # 80 ms = 8 frames at 100 Hz
 N_CELLS = 3
 WINDOW_TINY_DATA = 5  # window of test_models_data's 20 Hz recordings
 
+#: YADLRetina's dense layout of `cnn-lstm` (the default before 2026-12-04: now the map layout).
+YADL: dict[str, Any] = {"readout": "dense", "padding": "valid", "pool": 1}
+
 #: Tiny configs so every model runs on 16×16 frames in milliseconds.
 TINY: dict[str, dict[str, Any]] = {
     "single-cnn": {"window_ms": WINDOW_MS, "kernel1": 5, "kernel2": 3},
@@ -172,10 +175,13 @@ def _steps_equal_the_sequence(model: Any, x: torch.Tensor) -> tuple[list[torch.T
     return outs, state
 
 
+@pytest.mark.parametrize("layout", ["map", "dense"])
 @pytest.mark.parametrize("lstm_steps", [4, WINDOW])
-def test_cnn_lstm_step_equals_forward_sequence(lstm_steps: int) -> None:
+def test_cnn_lstm_step_equals_forward_sequence(lstm_steps: int, layout: str) -> None:
     torch.manual_seed(0)
     config = {**TINY["cnn-lstm"], "lstm_ms": lstm_steps * 1000.0 / RATE_HZ}
+    if layout == "dense":
+        config.update(YADL)
     model = build_model("cnn-lstm", config, N_CELLS, FRAME, RATE_HZ).eval()
     x = torch.randn(2, WINDOW + 3, *FRAME)
     outs, state = _steps_equal_the_sequence(model, x)
@@ -188,8 +194,9 @@ def test_cnn_lstm_step_equals_forward_sequence(lstm_steps: int) -> None:
     # spatial responses; its size is fixed whatever the number of frames processed
     shapes = [tuple(s.shape) for s in state]
     assert shapes == [tuple(s.shape) for s in model.init_state(2)]  # type: ignore[operator]
-    h1 = FRAME[0] - TINY["cnn-lstm"]["kernel1"] + 1
-    expected = [(2, 8), (2, 8)]
+    # dense: h, c [B, hidden 8], valid convs; map: [B, 8×8 places (16 px / pool 2), 16], 'same'
+    h1 = FRAME[0] - TINY["cnn-lstm"]["kernel1"] + 1 if layout == "dense" else FRAME[0]
+    expected = [(2, 8), (2, 8)] if layout == "dense" else [(2, 64, 16), (2, 64, 16)]
     if lstm_steps < WINDOW:
         expected.append((2, 8, WINDOW - lstm_steps, h1, h1))  # 8 = default filters1
     assert shapes == expected
@@ -214,16 +221,18 @@ def test_cnn_lstm_lstm_ms_sets_the_temporal_stage() -> None:
 def test_cnn_lstm_pool_shrinks_the_input_projection_and_keeps_the_step_form() -> None:
     """`pool` averages layer 2's responses before the LSTM's input projection: its fan-in
     falls by pool² (16×16 frames, kernels 5 and 3: 10×10 → 5×5), the step form still equals
-    the continuous sequence, and a pool wider than the responses is refused by name."""
+    the continuous sequence, and a pool wider than the responses is refused by name (the
+    dense layout, where the projection reads the whole map)."""
     torch.manual_seed(0)
-    plain = build_model("cnn-lstm", TINY["cnn-lstm"], N_CELLS, FRAME, RATE_HZ).eval()
-    pooled = build_model("cnn-lstm", {**TINY["cnn-lstm"], "pool": 2}, N_CELLS, FRAME, RATE_HZ)
+    dense = {**TINY["cnn-lstm"], **YADL}
+    plain = build_model("cnn-lstm", dense, N_CELLS, FRAME, RATE_HZ).eval()
+    pooled = build_model("cnn-lstm", {**dense, "pool": 2}, N_CELLS, FRAME, RATE_HZ)
     pooled = pooled.eval()
     fan_in = [m.core.lstm_input.in_features for m in (plain, pooled)]  # type: ignore[union-attr]
     assert fan_in == [12 * 10 * 10, 12 * 5 * 5]
     _steps_equal_the_sequence(pooled, torch.randn(2, WINDOW + 3, *FRAME))
     with pytest.raises(ModelConfigError, match="pool 11"):
-        build_model("cnn-lstm", {**TINY["cnn-lstm"], "pool": 11}, N_CELLS, FRAME, RATE_HZ)
+        build_model("cnn-lstm", {**dense, "pool": 11}, N_CELLS, FRAME, RATE_HZ)
 
 
 def test_cnn_lstm_temporal_stage_starts_as_the_spatial_layout() -> None:
@@ -328,15 +337,24 @@ def test_npe_models_lists_every_model_with_parameter_count(tmp_path: Path) -> No
         expected = build_model(name, None, row["n_cells"], (32, 32), 100.0).n_parameters()
         assert row["parameters"] == expected
         assert name in result.output
-    # the population CNN-LSTM has the original's ~1.5M parameters at the default input
-    assert 1.3e6 < rows["cnn-lstm"]["parameters"] < 1.7e6
+    # in YADLRetina's dense layout the population CNN-LSTM has the original's ~1.5M
+    # parameters at the default input; the map layout (the default) about 1 % of that
+    cells = rows["cnn-lstm"]["n_cells"]
+    yadl = build_model("cnn-lstm", YADL, cells, (32, 32), 100.0).n_parameters()
+    assert 1.3e6 < yadl < 1.7e6
+    assert rows["cnn-lstm"]["parameters"] < 0.02 * yadl
 
 
-def test_cnn_lstm_output_bias_starts_at_the_mean_count() -> None:
-    model = tiny_model("cnn-lstm")
+@pytest.mark.parametrize("layout", ["map", "dense"])
+def test_cnn_lstm_output_bias_starts_at_the_mean_count(layout: str) -> None:
+    torch.manual_seed(0)
+    config = {**TINY["cnn-lstm"], **(YADL if layout == "dense" else {})}
+    model = build_model("cnn-lstm", config, N_CELLS, FRAME, RATE_HZ).eval()
     mean = np.array([0.05, 0.3, 2.0])
     model.init_output_bias(mean)  # type: ignore[operator]
-    assert np.allclose(F.softplus(model.readout.linear.bias).detach().numpy(), mean, rtol=1e-4)  # type: ignore[arg-type]
+    with torch.no_grad():  # with no features, the output is the bias alone
+        start = model.readout(torch.zeros(1, *model.readout.feature_shape))[0].numpy()
+    np.testing.assert_allclose(start, mean, rtol=1e-4)
     with pytest.raises(ValueError, match="3 finite non-negative"):
         model.init_output_bias(np.array([0.1, -1.0, 0.2]))  # type: ignore[operator]
 
@@ -389,12 +407,13 @@ def test_frames_smaller_than_the_receptive_field_are_refused_by_name(name: str) 
     with pytest.raises(
         ModelConfigError, match=rf"{name}: frames of \[12, 40\] px .* receptive field"
     ):
-        build_model(name, None, n_cells=3, frame_shape=(12, 40), frame_rate_hz=100.0)
+        config = YADL if name == "cnn-lstm" else None  # 'same' padding fits any frame
+        build_model(name, config, n_cells=3, frame_shape=(12, 40), frame_rate_hz=100.0)
 
 
 def _map_cnn_lstm(seed: int = 0, padding: str = "valid") -> RetinaModel:
     torch.manual_seed(seed)
-    config = {**TINY["cnn-lstm"], "readout": "map", "map_hidden": 4, "padding": padding}
+    config = {**TINY["cnn-lstm"], "readout": "map", "map_hidden": 4, "padding": padding, "pool": 1}
     return build_model("cnn-lstm", config, N_CELLS, FRAME, RATE_HZ).eval()
 
 
@@ -444,7 +463,8 @@ def test_cnn_lstm_map_readout_reads_each_cell_at_its_own_place() -> None:
     assert torch.equal(a[..., 0], b[..., 0])
     assert torch.equal(a[..., 2], b[..., 2])
     assert not torch.allclose(a[..., 1], b[..., 1])
-    dense = tiny_model("cnn-lstm")
+    torch.manual_seed(0)
+    dense = build_model("cnn-lstm", {**TINY["cnn-lstm"], **YADL}, N_CELLS, FRAME, RATE_HZ).eval()
     with torch.no_grad():
         da, db = dense.forward_chunk(x), dense.forward_chunk(x2)
     assert not torch.allclose(da[..., 0], db[..., 0])
