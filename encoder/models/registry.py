@@ -51,7 +51,10 @@ register(
         model_cls=CNNLSTM,
         config_cls=CNNLSTMConfig,
         default_loss="poisson",
-        summary="YADLRetina population CNN-LSTM: per-frame conv 8@15, 12@5 → LSTM(150) → cells",
+        summary=(
+            "YADLRetina population CNN-LSTM: per-frame conv 8@15, 12@5 → an LSTM(16) per map "
+            "place → each cell at its own place (readout=dense: YADLRetina's LSTM(150))"
+        ),
         original_params="~1.5M",
     )
 )
