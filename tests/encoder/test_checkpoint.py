@@ -156,6 +156,32 @@ def test_cnn_lstm_checkpoint_from_before_the_temporal_stage_loads_as_trained(
     assert load_checkpoint(tmp_path / "new").model.time1 is not None  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(
+    "drop", [("readout", "padding", "map_hidden"), ("readout", "padding", "map_hidden", "pool")]
+)
+def test_cnn_lstm_checkpoint_from_before_the_map_layout_loads_as_the_dense_layout(
+    tmp_path: Path, drop: tuple[str, ...]
+) -> None:
+    """Checkpoints saved before the map layout became the default (2026-12-04) have no
+    `readout`/`padding` fields (and the oldest no `pool`): they hold YADLRetina's dense layout
+    and must rebuild it, not the new default, with the same outputs; a current map-layout
+    checkpoint stays a map layout."""
+    torch.manual_seed(0)
+    tiny = {"window_ms": 80.0, "kernel1": 5, "kernel2": 3, "hidden": 8, "lstm_ms": 40.0}
+    dense = {**tiny, "readout": "dense", "padding": "valid", "pool": 1}
+    old = build_model("cnn-lstm", dense, 2, (16, 16), 100.0).eval()
+    save_checkpoint(tmp_path / "run", old, _meta(old))
+    _as_legacy(tmp_path / "run", drop, {})
+    loaded = load_checkpoint(tmp_path / "run").model
+    assert not loaded.core.per_location  # type: ignore[union-attr]
+    x = torch.randn(2, 10, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded.forward_chunk(x), old.forward_chunk(x))
+    new = build_model("cnn-lstm", tiny, 2, (16, 16), 100.0).eval()
+    save_checkpoint(tmp_path / "new", new, _meta(new))
+    assert load_checkpoint(tmp_path / "new").model.core.per_location  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("rate_hz", [40.0, 100.0, 120.0])
 def test_frame_counted_checkpoints_load_with_identical_outputs(
     tmp_path: Path, rate_hz: float
