@@ -63,6 +63,7 @@ def models_command(
                 "original_parameters": spec.original_params,
                 "n_cells": n_cells,
                 "loss": spec.default_loss,
+                "ema_decay": spec.default_ema_decay,
                 "stateful": model.stateful,
                 "ratemap": model.ratemap,
                 "summary": spec.summary,
@@ -150,6 +151,12 @@ def train_command(
         "--weight-decay",
         help="Decoupled weight decay per step (AdamW; 0 = Adam).",
     ),
+    ema_decay: float | None = typer.Option(
+        _default("ema_decay"),
+        "--ema-decay",
+        help="Keep and validate a moving average of the weights, decay per step "
+        "(0 = off; default: the model's own, in `npe models --json`).",
+    ),
     max_minutes: float | None = typer.Option(
         _default("max_minutes"), "--max-minutes", help="Stop after this much wall time."
     ),
@@ -215,6 +222,7 @@ def train_command(
         lr_decay=lr_decay,
         lr_decay_patience=lr_decay_patience,
         weight_decay=weight_decay,
+        ema_decay=ema_decay,
         batch_size=batch_size,
         chunk_ms=chunk_ms,
         max_epochs=max_epochs,

@@ -39,6 +39,7 @@ import torch
 
 from encoder.checkpoint import load_checkpoint
 from encoder.evaluate import EvaluationResult, evaluate
+from encoder.models import get_spec
 from encoder.recording import Recording, read_recording, write_recording
 from encoder.synthetic import SimulationConfig, simulate
 from encoder.train import EpochMetrics, TrainConfig, TrainEvent, train
@@ -119,9 +120,11 @@ def run_npe(
     lr: float | None = None,
     lr_decay: float | None = None,
     weight_decay: float = 0.0,
+    ema_decay: float | None = None,
 ) -> dict[str, Any]:
     """Train `model` (its defaults, or `model_config`) with this benchmark's settings (`lr`,
-    `lr_decay`: None = the benchmark's per model; `weight_decay`: AdamW's) and score it."""
+    `lr_decay`: None = the benchmark's per model; `weight_decay`: AdamW's; `ema_decay`: None =
+    the model's own default) and score it."""
     cnn_lstm = model == "cnn-lstm"
     cfg = TrainConfig(
         model=model,
@@ -129,6 +132,7 @@ def run_npe(
         lr=lr if lr is not None else (3e-3 if cnn_lstm else 1e-3),
         lr_decay=lr_decay if lr_decay is not None else (0.3 if cnn_lstm else 1.0),
         weight_decay=weight_decay,
+        ema_decay=ema_decay,
         max_epochs=args.cnn_lstm_epochs if cnn_lstm else args.streaming_epochs,
         epoch_ms=args.epoch_ms,
         patience=args.patience,
@@ -163,6 +167,10 @@ def run_npe(
             "lr": cfg.lr,
             "lr_decay": cfg.lr_decay,
             "weight_decay": cfg.weight_decay,
+            # the resolved weight average (None in the config = the model's own default)
+            "ema_decay": get_spec(model).default_ema_decay
+            if cfg.ema_decay is None
+            else cfg.ema_decay,
             "max_epochs": cfg.max_epochs,
             "patience": cfg.patience,
             "model_config": dict(cfg.model_config),

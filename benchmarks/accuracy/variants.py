@@ -8,8 +8,8 @@ seed, stopping rule and evaluation (`peer.run_npe`).
         --variants '{"lstm50": {"lstm_ms": 50}, "adam1e-3": {"lr": 0.001}}'
 
 Each variant is a model config (its keys go to `TrainConfig.model_config`) plus optional
-"model" (default cnn-lstm), "lr", "lr_decay" and "weight_decay". One JSON line per variant
-is appended to --out (default benchmarks/accuracy/results/variants.jsonl).
+"model" (default cnn-lstm), "lr", "lr_decay", "weight_decay" and "ema_decay". One JSON line per
+variant is appended to --out (default benchmarks/accuracy/results/variants.jsonl).
 """
 
 from __future__ import annotations
@@ -53,9 +53,12 @@ def main() -> None:
         model = config.pop("model", "cnn-lstm")
         lr, lr_decay = config.pop("lr", None), config.pop("lr_decay", None)
         weight_decay = float(config.pop("weight_decay", 0.0))
+        ema_decay = config.pop("ema_decay", None)
         run_dir = args.results / "runs" / f"{args.row}-{name}-seed{args.seed}"
         torch.manual_seed(args.seed)
-        res = run_npe(model, data, rec, run_dir, settings, config, lr, lr_decay, weight_decay)
+        res = run_npe(
+            model, data, rec, run_dir, settings, config, lr, lr_decay, weight_decay, ema_decay
+        )
         keep = {k: v for k, v in res.items() if not k.startswith("per_cell_")}
         row = {"row": args.row, "variant": name, "model": model, "seed": args.seed, **keep}
         print(

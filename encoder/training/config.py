@@ -31,6 +31,10 @@ class TrainConfig:
     lr_decay_patience: int = 2
     # Decoupled weight decay per step (AdamW: w ← w − lr·weight_decay·w); 0 = plain Adam.
     weight_decay: float = 0.0
+    # Validate and keep an exponential moving average of the weights (per optimiser step:
+    # avg ← d·avg + (1 − d)·w) instead of the last weights; training itself goes on from the
+    # raw weights. None = the model's own default (RegisteredModel.default_ema_decay); 0 = off.
+    ema_decay: float | None = None
     batch_size: int = 8  # chunks per step
     # Durations in ms, turned into frames at the recording's rate (encoder.timebase):
     chunk_ms: float = 640.0  # predicted stimulus time per chunk (64 frames at 100 Hz)
@@ -76,6 +80,8 @@ def check_config(config: TrainConfig) -> None:
             f"--lr-decay must lie in (0, 1] (got {config.lr_decay}) and "
             f"--lr-decay-patience must be ≥ 0 (got {config.lr_decay_patience})"
         )
+    if config.ema_decay is not None and not 0.0 <= config.ema_decay < 1.0:
+        raise TrainError(f"--ema-decay must lie in [0, 1), got {config.ema_decay}")
     if not 0.0 <= config.weight_decay < 1.0:
         raise TrainError(f"--weight-decay must lie in [0, 1), got {config.weight_decay}")
     if config.prefetch < 0:

@@ -34,6 +34,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
 
 from encoder.batching import predict_frames
 from encoder.distributed import DistInfo, init_distributed, shutdown_distributed
@@ -136,6 +138,18 @@ class _ChunkRunner(nn.Module):
         return out, self.model.penalty().to(out.device)
 
 
+def warm_ema_decay(decay: float, n_averaged: int) -> float:
+    """The weight average's decay at its update number `n_averaged` + 1: min(decay,
+    (1 + n) / (10 + n)).
+
+    Why: a constant 0.995 from the first step would keep half of the initial weights' share
+    for 140 steps, so a short run (a few epochs, `--max-minutes`) would validate and keep a
+    model close to its initialisation. The ramp makes the average follow the raw weights
+    early and reach `decay` after about (10·decay − 1) / (1 − decay) steps (1,800 at 0.995).
+    """
+    return min(decay, (1.0 + n_averaged) / (10.0 + n_averaged))
+
+
 def evaluate_split(
     model: RetinaModel,
     recording: RecordingLike,
@@ -208,6 +222,8 @@ class Trainer:
         self.meta_fields: list[dict[str, Any]] = []
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+        self.ema: AveragedModel | None = None  # the weight average (TrainConfig.ema_decay)
+        self._raw_weights: dict[str, Tensor] | None = None  # set while the average is in
         self.epochs: list[EpochMetrics] = []
         self.best_loss, self.best_epoch, self.bad_epochs, self.start_epoch = math.inf, 0, 0, 1
         self.stop_reason: StopReason | None = None
@@ -248,6 +264,9 @@ class Trainer:
         self.device = check_device(cfg.device)
         check_config(cfg)
         self.loss_name = cfg.loss or get_spec(cfg.model).default_loss
+        self.ema_decay = (
+            cfg.ema_decay if cfg.ema_decay is not None else get_spec(cfg.model).default_ema_decay
+        )
         self.loss_fn = get_loss(self.loss_name)
         self.sessions = open_sessions(self.data, self._recordings, cfg.cells)
         self.multisession = len(self.sessions) > 1
@@ -369,6 +388,7 @@ class Trainer:
             if cfg.lr_decay < 1.0
             else None
         )
+        self.ema = self._new_average()
         self.runner: nn.Module = _ChunkRunner(self.model)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -391,6 +411,9 @@ class Trainer:
         if "config" in state:
             self.model.config = type(self.model.config)(**state["config"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.ema = self._new_average()  # from the restored weights, unless the state has one
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.rng.bit_generator.state = state["numpy_rng"]
@@ -402,6 +425,45 @@ class Trainer:
         )
         self.epochs = [_epoch_from_state(e) for e in state["epochs"]]
         self.start_epoch = state["epoch"] + 1
+
+    def _new_average(self) -> AveragedModel | None:
+        """A weight average starting at the model's current weights (None when off).
+
+        Why: with 16 steps per epoch the last weights carry the noise of the last few batches;
+        the validation loss that early stopping and the best checkpoint go by is then partly
+        that noise. The average is the model the run validates, keeps and exports; the
+        optimiser keeps stepping the raw weights. See `warm_ema_decay` for short runs."""
+        if self.ema_decay <= 0.0:
+            return None
+        decay = self.ema_decay
+
+        def average(
+            avg: tuple[Tensor, ...] | list[Tensor],
+            new: tuple[Tensor, ...] | list[Tensor],
+            n_averaged: Tensor | int,
+        ) -> None:
+            d = warm_ema_decay(decay, int(n_averaged))
+            for a, w in zip(avg, new, strict=True):
+                if a.is_floating_point():
+                    a.mul_(d).add_(w, alpha=1.0 - d)
+                else:  # integer buffers (a batch counter) are not averaged
+                    a.copy_(w)
+
+        return AveragedModel(self.model, multi_avg_fn=average, use_buffers=True)
+
+    @contextmanager
+    def averaged_weights(self) -> Iterator[None]:
+        """The averaged weights in the model (validation, checkpoints), then the raw ones back."""
+        if self.ema is None or self._raw_weights is not None:
+            yield
+            return
+        self._raw_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.ema.module.state_dict())
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(self._raw_weights)
+            self._raw_weights = None
 
     def plan(self) -> EpochPlan:
         return plan_epoch(
@@ -442,6 +504,8 @@ class Trainer:
                 data_loss = self.loss_fn(pred, y)
                 (data_loss + penalty).backward()
                 self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
                 value = float(data_loss.detach())
                 losses.append(value)
                 per_session[k].append(value)
@@ -456,7 +520,8 @@ class Trainer:
                 prefetcher.close()
         wait_ms = source.wait_ms
         self.data_wait_ms += wait_ms
-        scores = self.validate()
+        with self.averaged_weights():
+            scores = self.validate()
         sessions = tuple(
             SessionMetrics(
                 session=s.name,
@@ -496,16 +561,19 @@ class Trainer:
         ]
 
     def end_epoch(self, metrics: EpochMetrics) -> None:
-        """Decay the rate, track the best loss, fire on_improvement and on_epoch_end."""
+        """Decay the rate, track the best loss, fire on_improvement and on_epoch_end (with the
+        averaged weights in the model, when there is an average: they are what is kept)."""
         if self.scheduler is not None:
             self.scheduler.step(metrics.val_loss)
         self.epochs.append(metrics)
-        if metrics.val_loss < self.best_loss - 1e-6:
-            self.best_loss, self.best_epoch, self.bad_epochs = metrics.val_loss, metrics.epoch, 0
-            self._fire("on_improvement", metrics)
-        else:
-            self.bad_epochs += 1
-        self._fire("on_epoch_end", metrics)
+        with self.averaged_weights():
+            if metrics.val_loss < self.best_loss - 1e-6:
+                self.best_loss, self.best_epoch = metrics.val_loss, metrics.epoch
+                self.bad_epochs = 0
+                self._fire("on_improvement", metrics)
+            else:
+                self.bad_epochs += 1
+            self._fire("on_epoch_end", metrics)
 
     def finish(self, reason: StopReason, digest: str, minutes: float | None = None) -> TrainResult:
         """Fire on_stop and build the result."""
@@ -546,8 +614,10 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """What train_state.pt holds: enough to continue as if never stopped."""
         assert self.optimizer is not None
+        raw = self._raw_weights if self._raw_weights is not None else self.model.state_dict()
         return {
-            "model": self.model.state_dict(),
+            "model": raw,  # the weights the optimiser steps, never the average
+            "ema": None if self.ema is None else self.ema.state_dict(),
             "config": self.model.config.to_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),

@@ -45,6 +45,7 @@ def cases() -> dict[str, dict[str, Any]]:
             # the model as the reference was made (before the per-cell affine became default)
             "model_config": {**h.TINY_STREAMING, "cell_affine": False},
             "lr": 1e-2,
+            "ema_decay": 0.0,  # and before the weight average became streaming's default
             "batch_size": 4,
             "chunk_ms": 800.0,
             "max_epochs": 2,
