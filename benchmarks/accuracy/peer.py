@@ -39,10 +39,9 @@ import torch
 
 from encoder.checkpoint import load_checkpoint
 from encoder.evaluate import EvaluationResult, evaluate
-from encoder.models import get_spec
 from encoder.recording import Recording, read_recording, write_recording
 from encoder.synthetic import SimulationConfig, simulate
-from encoder.train import EpochMetrics, TrainConfig, TrainEvent, train
+from encoder.train import TRAIN_CONFIG_FILE, EpochMetrics, TrainConfig, TrainEvent, train
 
 ROWS = ("novel-100hz", "40hz", "lnln-40hz")
 
@@ -167,10 +166,8 @@ def run_npe(
             "lr": cfg.lr,
             "lr_decay": cfg.lr_decay,
             "weight_decay": cfg.weight_decay,
-            # the resolved weight average (None in the config = the model's own default)
-            "ema_decay": get_spec(model).default_ema_decay
-            if cfg.ema_decay is None
-            else cfg.ema_decay,
+            # as the run resolved it (None in the config = the model's own default)
+            "ema_decay": json.loads((run_dir / TRAIN_CONFIG_FILE).read_text())["ema_decay"],
             "max_epochs": cfg.max_epochs,
             "patience": cfg.patience,
             "model_config": dict(cfg.model_config),

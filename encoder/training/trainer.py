@@ -322,8 +322,11 @@ class Trainer:
             data: str | list[str] = (
                 [str(p) for p in self.data] if self.multisession else str(self.data[0])
             )
+            # The options as resolved: a default that comes from the model (ema_decay: None)
+            # is written as the value the run used.
+            resolved = {**asdict(cfg), "ema_decay": self.ema_decay}
             (self.run_dir / TRAIN_CONFIG_FILE).write_text(
-                json.dumps({"data": data, **asdict(cfg)}, indent=2, default=str) + "\n"
+                json.dumps({"data": data, **resolved}, indent=2, default=str) + "\n"
             )
 
     def fit_closed_form(self) -> TrainResult:

@@ -17,7 +17,7 @@ from encoder.recording import read_recording
 from encoder.train import TrainConfig, TrainError, TrainResult, train
 from encoder.training.callbacks import Callback
 from encoder.training.events import StepDone
-from encoder.training.trainer import Trainer, evaluate_split
+from encoder.training.trainer import Trainer, evaluate_split, warm_ema_decay
 
 
 def _load_helper():  # type: ignore[no-untyped-def]
@@ -131,9 +131,9 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 def test_the_weight_average_is_what_is_validated_and_kept(tiny_path: Path, tmp_path: Path) -> None:
     """--ema-decay d: the checkpoint holds the running average of the raw weights over the
     steps (first step copied, then avg ← d_n·avg + (1 − d_n)·w with d_n = min(d, (1 + n) /
-    (10 + n)) at the n-th update after it), the epoch's validation loss is
-    that average's, and the optimiser keeps stepping the raw weights (the average is not
-    fed back: its 2-epoch value is not what 2 epochs of raw steps end at)."""
+    (10 + n)) at the n-th update after it), computed from the raw weights each step leaves
+    (so the average is never fed back into training); the epoch's validation loss is the
+    average's, and train_config.json records the decay used."""
     raw = _RawWeights()
     result = train(
         tiny_path, tmp_path / "a", _cfg(max_epochs=1, seed=3, ema_decay=0.5), callbacks=[raw]
@@ -154,6 +154,8 @@ def test_the_weight_average_is_what_is_validated_and_kept(tiny_path: Path, tmp_p
         cfg.model, rec, "val", np.arange(rec.n_cells), poisson_loss, "cpu", 16
     )
     assert val_loss == pytest.approx(result.epochs[0].val_loss, rel=1e-5)
+    recorded = json.loads((tmp_path / "a" / "train_config.json").read_text())
+    assert recorded["ema_decay"] == 0.5
     # Off means off: the checkpoint is then the last raw weights.
     raw_off = _RawWeights()
     train(tiny_path, tmp_path / "b", _cfg(max_epochs=1, seed=3, ema_decay=0.0), callbacks=[raw_off])
@@ -170,11 +172,11 @@ def test_a_short_run_keeps_an_average_near_its_last_weights_not_its_start(
     """With the warm-up ramp a run of a few epochs at the default 0.995 keeps a model as good
     on validation as its raw weights (within 5 % of the loss); a constant 0.995 from the
     first step would have kept most of the initial weights (`warm_ema_decay`'s reason)."""
-    from encoder.training.trainer import warm_ema_decay
-
     assert warm_ema_decay(0.995, 0) == pytest.approx(0.1)
     assert warm_ema_decay(0.995, 5000) == 0.995
-    averaged = train(tiny_path, tmp_path / "a", _cfg(seed=3, ema_decay=0.995))
+    averaged = train(tiny_path, tmp_path / "a", _cfg(seed=3))  # streaming's own default
+    recorded = json.loads((tmp_path / "a" / "train_config.json").read_text())
+    assert recorded["ema_decay"] == 0.995
     raw = train(tiny_path, tmp_path / "b", _cfg(seed=3, ema_decay=0.0))
     assert averaged.best_val_loss < 1.05 * raw.best_val_loss, (averaged, raw)
 
